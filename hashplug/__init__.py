@@ -1,0 +1,60 @@
+"""hashplug: compact binary hashing for vector databases.
+
+Fitted hashers turn embeddings into short binary codes; stores keep them in a database's binary
+field for coarse Hamming search; a Numba kernel re-ranks the candidates asymmetrically.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from . import codes
+from .hashers import (
+    ITQ,
+    LSH,
+    Hasher,
+    HasherFileError,
+    HashingBaseline,
+    NotFittedError,
+    load_hasher,
+)
+
+__version__ = "0.1.0"
+
+# Names loaded on first use, so that `import hashplug` stays light (no Numba compile, no stores).
+_LAZY = {
+    "asymmetric_distances": "hashplug.rerank",
+    "rerank": "hashplug.rerank",
+    "search_codes": "hashplug.rerank",
+    "HashIndex": "hashplug.index",
+    "SearchResult": "hashplug.index",
+    "Store": "hashplug.stores",
+    "LocalStore": "hashplug.stores",
+    "CollectionMeta": "hashplug.stores",
+    "HasherMismatchError": "hashplug.stores",
+    "StoreError": "hashplug.stores",
+    "open_store": "hashplug.stores",
+}
+
+__all__ = [
+    "codes",
+    "Hasher",
+    "HashingBaseline",
+    "ITQ",
+    "LSH",
+    "load_hasher",
+    "HasherFileError",
+    "NotFittedError",
+    "__version__",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        mod = importlib.import_module(_LAZY[name])
+        if name == "rerank" and _LAZY[name] == "hashplug.rerank":
+            return mod.rerank
+        return getattr(mod, name)
+    raise AttributeError(f"module 'hashplug' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Benchmark harness: embedding sets, metrics, experiments, reports."""

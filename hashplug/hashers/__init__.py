@@ -1,0 +1,17 @@
+"""Fitted, serialisable hashers: embeddings -> logits -> packed binary codes."""
+
+from .base import FORMAT_VERSION, Hasher, HasherFileError, NotFittedError, load_hasher
+from .baseline import HashingBaseline
+from .itq import ITQ
+from .lsh import LSH
+
+__all__ = [
+    "Hasher",
+    "HashingBaseline",
+    "ITQ",
+    "LSH",
+    "load_hasher",
+    "HasherFileError",
+    "NotFittedError",
+    "FORMAT_VERSION",
+]

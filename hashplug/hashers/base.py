@@ -1,0 +1,238 @@
+"""The hasher interface (scikit-learn style) and the file format shared by every hasher."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .._validate import as_matrix, check_finite, sigmoid
+from ..codes import check_n_bits
+
+__all__ = ["Hasher", "NotFittedError", "HasherFileError", "load_hasher", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_META_KEY = "hashplug"
+_REGISTRY: dict[str, type[Hasher]] = {}
+
+H = TypeVar("H", bound="Hasher")
+
+
+class NotFittedError(ValueError):
+    """A hasher was used before ``fit``."""
+
+
+class HasherFileError(ValueError):
+    """A hasher file is missing, truncated, altered or from a newer format version."""
+
+
+class Hasher(ABC):
+    """Maps float embeddings (n, d) to ``n_bits`` logits; codes are ``logits > 0``.
+
+    Constructor arguments are settings (listed in ``_params``); ``fit`` learns the fitted attributes,
+    whose names end in ``_``. After fitting: ``logits``, ``encode`` (packed database codes),
+    ``query`` (sigmoid probabilities for asymmetric search), ``save`` and ``fingerprint``.
+    """
+
+    #: Names of the constructor settings, in order; they make up ``get_spec()``.
+    _params: ClassVar[tuple[str, ...]] = ("n_bits",)
+    #: Names of the fitted array attributes saved to the file.
+    _arrays: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, n_bits: int) -> None:
+        self.n_bits = check_n_bits(n_bits)
+        self.dim_: int | None = None
+        self._fingerprint: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[cls.__name__] = cls
+
+    # -- the interface ---------------------------------------------------------------------------
+    @abstractmethod
+    def fit(self: H, x: Any) -> H:
+        """Learn the hasher from training embeddings ``x`` (n, d); returns ``self``."""
+
+    @abstractmethod
+    def _logits(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Logits of validated float32 (n, dim_) input."""
+
+    def logits(self, x: Any) -> NDArray[np.float32]:
+        """Real-valued codes (n, n_bits), float32: ``encode`` thresholds them at 0."""
+        dim = self._check_fitted()
+        a = as_matrix(x, dim=dim)
+        u = np.asarray(self._logits(a), dtype=np.float32)
+        if not np.isfinite(u).all():
+            # The projections are dense, so any NaN/inf input shows up in the output: the cheap
+            # check runs on the (n, n_bits) output, the costly one on the input only when needed.
+            check_finite(a)
+            raise ValueError("logits overflowed float32: the embeddings are too large in magnitude")
+        return u
+
+    def encode(self, x: Any) -> NDArray[np.uint8]:
+        """Database codes: ``logits > 0`` packed to uint8 (n, n_bits // 8), DESIGN.md bit order."""
+        return np.packbits(self.logits(x) > 0, axis=1)
+
+    def query(self, x: Any) -> NDArray[np.float32]:
+        """Query probabilities ``sigmoid(logits)`` (n, n_bits), float32, kept continuous."""
+        return sigmoid(self.logits(x))
+
+    # -- identity --------------------------------------------------------------------------------
+    def get_spec(self) -> dict[str, Any]:
+        """The settings that recreate this (unfitted) hasher, plus its class name."""
+        spec: dict[str, Any] = {"class": type(self).__name__}
+        for p in self._params:
+            v = getattr(self, p)
+            spec[p] = v.item() if isinstance(v, np.generic) else v
+        return spec
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.dim_ is not None
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the spec and fitted parameters: equal fingerprints, equal codes."""
+        self._check_fitted()
+        if self._fingerprint is None:
+            self._fingerprint = _fingerprint(self.get_spec(), self.dim_, self._saved_arrays())
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_spec().items() if k != "class")
+        return f"{type(self).__name__}({args})"
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the fitted hasher as one safetensors file whose header holds the JSON spec.
+
+        Arrays go in the safetensors body; the spec, format version and fingerprint in its
+        metadata. No pickle: the file loads with numpy and safetensors alone.
+        """
+        from safetensors.numpy import save_file
+
+        self._check_fitted()
+        arrays = self._saved_arrays()
+        header = {
+            "format": "hashplug.hasher",
+            "format_version": FORMAT_VERSION,
+            "class": type(self).__name__,
+            "spec": self.get_spec(),
+            "dim": self.dim_,
+            "fingerprint": self.fingerprint,
+            "extra": self._extra_meta(),
+        }
+        p = Path(path)
+        tmp = p.with_name(p.name + ".tmp")
+        save_file(arrays, str(tmp), metadata={_META_KEY: json.dumps(header, sort_keys=True)})
+        os.replace(tmp, p)
+        return p
+
+    @classmethod
+    def load(cls: type[H], path: str | os.PathLike[str]) -> H:
+        """Load a hasher saved by :meth:`save`; it must be of this class (or use load_hasher)."""
+        h = load_hasher(path)
+        if not isinstance(h, cls):
+            raise HasherFileError(f"{path} holds a {type(h).__name__}, not a {cls.__name__}")
+        return h
+
+    # -- hooks for subclasses --------------------------------------------------------------------
+    def _saved_arrays(self) -> dict[str, NDArray[Any]]:
+        out = {}
+        for name in self._arrays:
+            v = getattr(self, name, None)
+            if v is not None:
+                out[name] = np.ascontiguousarray(v)
+        return out
+
+    def _extra_meta(self) -> dict[str, Any]:
+        """Small JSON-able fitted values other than arrays (e.g. training sample count)."""
+        return {}
+
+    def _restore(self, arrays: dict[str, NDArray[Any]], dim: int, extra: dict[str, Any]) -> None:
+        for name in self._arrays:
+            setattr(self, name, arrays.get(name))
+        self.dim_ = dim
+        self._after_fit()
+
+    def _after_fit(self) -> None:
+        """Derive cached quantities from the fitted arrays (called after fit and load)."""
+        self._fingerprint = None
+
+    def _check_fitted(self) -> int:
+        if self.dim_ is None:
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call fit(embeddings) first"
+            )
+        return self.dim_
+
+
+def _fingerprint(spec: dict[str, Any], dim: int | None, arrays: dict[str, NDArray[Any]]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"spec": spec, "dim": dim}, sort_keys=True).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_hasher(path: str | os.PathLike[str]) -> Hasher:
+    """Load any hasher saved by ``Hasher.save``; returns an instance of the right class.
+
+    Raises HasherFileError for a missing, truncated, altered or newer-format file.
+    """
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise HasherFileError(f"no hasher file at {p}")
+    try:
+        with safe_open(str(p), framework="numpy") as f:
+            meta = f.metadata() or {}
+            arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open API
+    except Exception as e:  # safetensors raises its own error type for truncated/garbled files
+        raise HasherFileError(
+            f"{p} is not a readable hasher file (truncated or not safetensors): {e}"
+        ) from e
+    if _META_KEY not in meta:
+        raise HasherFileError(f"{p} is a safetensors file but not a hashplug hasher (no header)")
+    try:
+        header = json.loads(meta[_META_KEY])
+        version = int(header["format_version"])
+        cls_name = str(header["class"])
+        spec = dict(header["spec"])
+        dim = int(header["dim"])
+        stored_fp = str(header["fingerprint"])
+        extra = dict(header.get("extra") or {})
+    except (ValueError, KeyError, TypeError) as e:
+        raise HasherFileError(f"{p} has a damaged hashplug header: {e}") from e
+    if version > FORMAT_VERSION:
+        raise HasherFileError(
+            f"{p} uses hasher format version {version}, newer than this hashplug supports "
+            f"({FORMAT_VERSION}); upgrade hashplug to load it"
+        )
+    if cls_name not in _REGISTRY:
+        raise HasherFileError(
+            f"{p} holds a {cls_name!r}, which this installation does not know "
+            f"(known: {', '.join(sorted(_REGISTRY))})"
+        )
+    cls = _REGISTRY[cls_name]
+    args = {k: v for k, v in spec.items() if k != "class"}
+    try:
+        h = cls(**args)
+    except TypeError as e:
+        raise HasherFileError(f"{p} has a spec that {cls_name} does not accept: {e}") from e
+    h._restore(arrays, dim, extra)
+    actual = h.fingerprint
+    if actual != stored_fp:
+        raise HasherFileError(
+            f"{p} was altered: its parameters hash to {actual}, but the file says {stored_fp}"
+        )
+    return h

@@ -1,0 +1,28 @@
+"""Stores: where packed codes live (LocalStore here; databases through plugins)."""
+
+from .base import (
+    HAMMING_PAD,
+    CollectionMeta,
+    HasherMismatchError,
+    Store,
+    StoreError,
+    check_ids,
+    check_payloads,
+    sort_hits,
+)
+from .local import LocalStore
+from .registry import available_schemes, open_store
+
+__all__ = [
+    "Store",
+    "StoreError",
+    "HasherMismatchError",
+    "CollectionMeta",
+    "LocalStore",
+    "open_store",
+    "available_schemes",
+    "HAMMING_PAD",
+    "check_ids",
+    "check_payloads",
+    "sort_hits",
+]
