@@ -20,13 +20,12 @@ from .hashers import (
     load_hasher,
 )
 
+from .rerank import asymmetric_distances, rerank, search_codes
+
 __version__ = "0.1.0"
 
 # Names loaded on first use, so that `import hashplug` stays light (no Numba compile, no stores).
 _LAZY = {
-    "asymmetric_distances": "hashplug.rerank",
-    "rerank": "hashplug.rerank",
-    "search_codes": "hashplug.rerank",
     "HashIndex": "hashplug.index",
     "SearchResult": "hashplug.index",
     "Store": "hashplug.stores",
@@ -47,6 +46,9 @@ __all__ = [
     "HasherFileError",
     "NotFittedError",
     "__version__",
+    "asymmetric_distances",
+    "rerank",
+    "search_codes",
     *_LAZY,
 ]
 
@@ -54,7 +56,5 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         mod = importlib.import_module(_LAZY[name])
-        if name == "rerank" and _LAZY[name] == "hashplug.rerank":
-            return mod.rerank
         return getattr(mod, name)
     raise AttributeError(f"module 'hashplug' has no attribute {name!r}")

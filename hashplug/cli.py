@@ -57,6 +57,119 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """The paper's table and the per-backend figures, written as Markdown, JSON and PNG."""
+    from .bench.datasets import default_embeddings_path
+    from .bench.run import run_bench
+
+    path = args.embeddings or default_embeddings_path()
+    results, paths = run_bench(
+        path,
+        args.out,
+        hashers=args.hashers,
+        bits=args.bits,
+        k=args.k,
+        seeds=args.seeds,
+        backends=args.backends,
+        oversamples=args.oversample,
+        other_train=args.other_train,
+        ram_price=args.ram_price,
+    )
+    print(paths["markdown"].read_text())
+    print("report written:", ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _load_array(path: str, *keys: str) -> np.ndarray:
+    """An .npy array, or the first of ``keys`` (then "x", "embeddings") found in an .npz."""
+    if not path.endswith(".npz"):
+        return np.load(path)
+    with np.load(path) as d:
+        for k in (*keys, "x", "embeddings"):
+            if k in d.files:
+                return d[k]
+        raise ValueError(f"{path} has none of the arrays {list(keys)} (has {d.files})")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    """Fit a hasher on embeddings and save it."""
+    from .bench.experiments import HASHERS
+
+    x = _load_array(args.embeddings, "train_x", "db_x")
+    if args.hasher not in HASHERS:
+        raise ValueError(f"unknown hasher {args.hasher!r}; choose from {', '.join(HASHERS)}")
+    h = HASHERS[args.hasher](args.bits, args.seed).fit(x)
+    h.save(args.out)
+    print(
+        f"{h!r} fitted on {x.shape[0]} x {x.shape[1]}; fingerprint {h.fingerprint}; saved {args.out}"
+    )
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Hash embeddings with a saved hasher and upsert them into a store."""
+    import json
+
+    from .hashers import load_hasher
+    from .index import HashIndex
+
+    h = load_hasher(args.hasher)
+    x = _load_array(args.embeddings, "db_x")
+    ids = np.load(args.ids) if args.ids else np.arange(args.id_start, args.id_start + len(x))
+    payloads = None
+    if args.payloads:
+        with open(args.payloads) as f:
+            payloads = [json.loads(line) if line.strip() != "null" else None for line in f]
+    t = time.perf_counter()
+    with HashIndex(args.store, h) as index:
+        n = index.add(x, ids, payloads, batch_size=args.batch_size)
+        total = len(index)
+    dt = time.perf_counter() - t
+    print(f"ingested {n} vectors into {args.store} in {dt:.1f} s ({n / dt:,.0f}/s); {total} stored")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Search a store with query embeddings; prints ids and distances (or JSON)."""
+    import json
+
+    from .hashers import load_hasher
+    from .index import HashIndex
+
+    h = load_hasher(args.hasher)
+    q = _load_array(args.queries, "q_x")
+    if q.ndim == 1:
+        q = q[None, :]
+    q = q[: args.limit_queries] if args.limit_queries else q
+    flt = json.loads(args.filter) if args.filter else None
+    with HashIndex(args.store, h) as index:
+        res = index.search(
+            q,
+            k=args.k,
+            oversample=args.oversample,
+            rerank=not args.no_rerank,
+            filter=flt,
+            with_payloads=args.payloads,
+        )
+    if args.json:
+        rows = [
+            {
+                "ids": i.tolist(),
+                "distances": d.tolist(),
+                **({"payloads": p} if res.payloads else {}),
+            }
+            for i, d, p in zip(
+                res.ids, res.distances, res.payloads or [None] * len(res.ids), strict=True
+            )
+        ]
+        print(json.dumps(rows))
+    else:
+        for r, (i, d) in enumerate(zip(res.ids, res.distances, strict=True)):
+            pairs = "  ".join(f"{a}:{b:.3f}" for a, b in zip(i, d, strict=True) if a >= 0)
+            print(f"query {r}: {pairs}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hashplug", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -68,6 +181,60 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--k", type=int, default=1000)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
+
+    from .bench.experiments import HASHERS
+
+    b = sub.add_parser("bench", help="paper-style table + per-backend figures -> report")
+    b.add_argument(
+        "--embeddings", help="an .npz embedding set (default: ../shared/data/fmnist_effnet.npz)"
+    )
+    b.add_argument("--hashers", nargs="+", default=list(HASHERS), choices=list(HASHERS))
+    b.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
+    b.add_argument(
+        "--k", type=int, default=1000, help="mAP@k (paper: 1000 CIFAR-10, 5000 multi-label)"
+    )
+    b.add_argument("--seeds", type=int, default=10)
+    b.add_argument("--backends", nargs="*", default=None, help="default: every installed backend")
+    b.add_argument("--oversample", type=int, nargs="+", default=[1, 2, 5, 10, 20])
+    b.add_argument(
+        "--other-train", help="an .npz whose train_x/db_x fits the 'PCA on another set' ablation"
+    )
+    b.add_argument("--ram-price", type=float, default=None, help="USD per GiB-month (default 5.0)")
+    b.add_argument("--out", default="reports/bench")
+    b.set_defaults(func=cmd_bench)
+
+    f = sub.add_parser(
+        "fit", help="fit a hasher on embeddings (.npy, or .npz train_x/db_x) and save it"
+    )
+    f.add_argument("--embeddings", required=True)
+    f.add_argument("--hasher", default="hashing-baseline", choices=list(HASHERS))
+    f.add_argument("--bits", type=int, default=64)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", required=True, help="the hasher file to write (.safetensors)")
+    f.set_defaults(func=cmd_fit)
+
+    i = sub.add_parser("ingest", help="hash embeddings and upsert them into a store")
+    i.add_argument("--hasher", required=True)
+    i.add_argument("--store", required=True, help="a store URI, e.g. lancedb://./data/docs")
+    i.add_argument("--embeddings", required=True, help=".npy, or .npz with db_x")
+    i.add_argument("--ids", help=".npy of int64 ids (default: consecutive from --id-start)")
+    i.add_argument("--id-start", type=int, default=0)
+    i.add_argument("--payloads", help="JSON lines, one object (or null) per vector")
+    i.add_argument("--batch-size", type=int, default=50_000)
+    i.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("search", help="search a store with query embeddings")
+    s.add_argument("--hasher", required=True)
+    s.add_argument("--store", required=True)
+    s.add_argument("--queries", required=True, help=".npy, or .npz with q_x")
+    s.add_argument("--k", type=int, default=10)
+    s.add_argument("--oversample", type=int, default=10)
+    s.add_argument("--no-rerank", action="store_true")
+    s.add_argument("--filter", help='a JSON object of equalities, e.g. {"color": "red"}')
+    s.add_argument("--payloads", action="store_true")
+    s.add_argument("--limit-queries", type=int, default=0)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_search)
     return ap
 
 

@@ -11,7 +11,7 @@ VPIP=".venv/bin/python -m pip"
 $VPIP install -q --disable-pip-version-check --upgrade pip >/dev/null
 pkgs=(-e ".[dev,bench]")
 for a in adapters/*/; do
-  [ -f "$a/pyproject.toml" ] && pkgs+=(-e "$a")
+  [ -f "$a/pyproject.toml" ] && pkgs+=(-e "$a[test]")
 done
 log=$(mktemp)
 if ! $VPIP install -q --disable-pip-version-check "${pkgs[@]}" >"$log" 2>&1; then

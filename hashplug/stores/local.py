@@ -219,7 +219,7 @@ class LocalStore(Store):
             meta = CollectionMeta.from_json(mfile.read_text())
             arrays = load_file(str(self.path / "codes.safetensors"))
             payloads = json.loads((self.path / "payloads.json").read_text())
-        except (OSError, ValueError) as e:
+        except Exception as e:  # safetensors raises its own error type for damaged files
             raise StoreError(f"local store at {self.path} is damaged: {e}") from e
         ids, codes = arrays["ids"], arrays["codes"]
         if codes.shape != (ids.size, meta.n_bytes) or len(payloads) != ids.size:

@@ -1,0 +1,320 @@
+"""Asymmetric search and rerank kernels (hashplug.rerank) against numpy, torch.cdist and FAISS.
+
+    .venv/bin/python benchmarks/bench_rerank.py [--n 1000000] [--q 1000] [--k 10]
+        [--candidates 10000] [--repeats 3] [--baseline-q 100]
+
+Data
+  random: N uniform random 64-bit codes; Q queries with p ~ Uniform(0, 1) per bit (the hard case
+          for the pruning bound: many weak bits).
+  real:   64-bit codes of the 20k Fashion-MNIST EfficientNet database (../shared/data/fmnist_effnet.npz;
+          PCA-64 + random rotation fitted on it, codes = logits > 0), Q test queries p = sigmoid(logits).
+          The 20k database is used as is (not tiled: tiling would only duplicate codes).
+Methods (same codes and queries, same process)
+  ours exact      search_codes(p, codes, k): exact asymmetric top-k, pruned scan
+  ours two-stage  search_codes(p, codes, k, candidates=C): Hamming top-C, then exact rerank
+  FAISS           IndexBinaryFlat.search(hard query codes, k): symmetric Hamming (the speed bar)
+  numpy           exact asymmetric top-k with BLAS: sum(p) + bits @ (1 - 2p), argpartition
+                  (bits unpacked to float32 beforehand, not timed); run on --baseline-q queries, scaled
+  torch           torch.cdist(p, bits_as_float, p=1) + topk (the seed code's approach); same subset
+Rerank: Q queries x 1000 candidates each (their Hamming top-1000 in the random set), the gather of
+the candidate codes from the database included in every timing.
+Times are medians of --repeats runs, after one warm-up call; "1 thread" pins numba, FAISS and torch to
+one thread, "all" uses every core. M codes/s counts query x code pairs scored per second.
+"""
+
+from __future__ import annotations
+
+import importlib
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault(
+    "OMP_WAIT_POLICY", "PASSIVE"
+)  # FAISS's and numba's OpenMP pools, side by side
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+R = importlib.import_module("hashplug.rerank")  # noqa: E402
+
+try:
+    import faiss
+except ImportError:  # pragma: no cover - optional
+    faiss = None
+try:
+    import torch
+except ImportError:  # pragma: no cover - optional
+    torch = None
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fmnist_effnet.npz"
+
+
+def median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time of each function; repeats are interleaved across the functions so that a
+    change in background load hits every method alike. One warm-up call each first."""
+    for f in fns.values():
+        f()  # warm-up (compile / cache load / page faults)
+    ts: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, f in fns.items():
+            t = time.perf_counter()
+            f()
+            ts[name].append(time.perf_counter() - t)
+    return {name: float(np.median(v)) for name, v in ts.items()}
+
+
+def set_threads(n: int) -> None:
+    numba.set_num_threads(n)
+    if faiss is not None:
+        faiss.omp_set_num_threads(n)
+    if torch is not None:
+        torch.set_num_threads(n)
+
+
+def random_data(n: int, q: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (n, 8), dtype=np.uint8), rng.random((q, 64)).astype(np.float32)
+
+
+def real_data(q: int) -> tuple[np.ndarray, np.ndarray] | None:
+    if not DATA.is_file():
+        return None
+    with np.load(DATA) as z:
+        x = z["db_x"].astype(np.float32)
+        qx = z["q_x"][:q].astype(np.float32)
+    mu = x.mean(axis=0)
+    xc = x - mu
+    _, vecs = np.linalg.eigh((xc.T @ xc).astype(np.float64) / len(x))
+    rot, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((64, 64)))
+    w = (vecs[:, ::-1][:, :64] @ rot).astype(np.float32)
+    return np.packbits(xc @ w > 0, axis=1), R.probs_from_logits((qx - mu) @ w)
+
+
+# ---- baselines ----------------------------------------------------------------------------------
+def numpy_topk(p: np.ndarray, bits: np.ndarray, k: int) -> np.ndarray:
+    d = p.sum(axis=1, keepdims=True) + (1.0 - 2.0 * p) @ bits.T
+    part = np.argpartition(d, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(part, np.argsort(np.take_along_axis(d, part, 1), axis=1), 1)
+
+
+def torch_topk(p: np.ndarray, bits_t: object, k: int) -> object:
+    assert torch is not None
+    d = torch.cdist(torch.from_numpy(p), bits_t, p=1)
+    return torch.topk(d, k, dim=1, largest=False)
+
+
+def numpy_rerank(p: np.ndarray, codes: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    out = np.empty((p.shape[0], k), np.int64)
+    for q0 in range(0, p.shape[0], 100):  # chunks keep the (q, C, 64) temporary reasonable
+        cc = codes[rows[q0 : q0 + 100]]  # gather
+        bits = np.unpackbits(cc, axis=2).astype(np.float32)
+        d = np.abs(bits - p[q0 : q0 + 100, None, :]).sum(axis=2)
+        part = np.argpartition(d, k - 1, axis=1)[:, :k]
+        out[q0 : q0 + 100] = np.take_along_axis(rows[q0 : q0 + 100], part, 1)
+    return out
+
+
+def torch_rerank(p: np.ndarray, codes: np.ndarray, rows: np.ndarray, k: int) -> object:
+    assert torch is not None
+    bits = torch.from_numpy(np.unpackbits(codes[rows], axis=2)).float()  # gather + unpack
+    d = torch.cdist(torch.from_numpy(p)[:, None, :], bits, p=1)[:, 0, :]
+    return torch.topk(d, k, dim=1, largest=False)
+
+
+# ---- reporting ----------------------------------------------------------------------------------
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, ...]] = []
+
+    def add(self, *cells: object) -> None:
+        self.rows.append(tuple(str(c) for c in cells))
+
+    def show(self, header: tuple[str, ...]) -> None:
+        rows = [header, *self.rows]
+        w = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        for j, r in enumerate(rows):
+            print("  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r)))
+            if j == 0:
+                print("  ".join("-" * x for x in w))
+        self.rows = []
+
+
+def first_call_times() -> str:
+    """Import + first call of each kernel in a fresh interpreter (cache load, or compile if cold)."""
+    code = (
+        "import time; t0=time.perf_counter(); import numpy as np; import importlib; R = importlib.import_module(\"hashplug.rerank\");"
+        "t1=time.perf_counter(); p=np.random.rand(2,64).astype(np.float32);"
+        "c=np.random.randint(0,256,(100,8)).astype(np.uint8); out=[];"
+        "fs=[lambda: R.search_codes(p,c,3), lambda: R.search_codes(p,c,3,candidates=10),"
+        "lambda: R.rerank(p,np.zeros((2,4),np.int64),np.zeros((2,4,8),np.uint8),2),"
+        "lambda: R.hamming_topk(c[:2],c,3), lambda: R.asymmetric_distances(p,c)]\n"
+        "for f in fs:\n t=time.perf_counter(); f(); out.append(time.perf_counter()-t)\n"
+        "print('import %.2fs; first calls: exact %.2fs, two-stage %.2fs, rerank %.2fs, "
+        "hamming_topk %.2fs, asymmetric_distances %.2fs' % (t1-t0, *out))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    return (r.stdout or r.stderr).strip()
+
+
+def bench_search(name: str, codes: np.ndarray, p: np.ndarray, a: argparse.Namespace) -> None:
+    """Exhaustive / two-stage search on one data set, against FAISS, numpy and torch."""
+    k, rep = a.k, a.repeats
+    all_threads = numba.config.NUMBA_NUM_THREADS
+    n, nq = codes.shape[0], p.shape[0]
+    c = min(a.candidates, n)
+    c10 = max(k, c // 10)
+    qb = min(a.baseline_q, nq)
+    pairs = nq * n
+    bits = np.unpackbits(codes, axis=1).astype(np.float32)
+    bits_t = torch.from_numpy(bits) if torch is not None else None
+    qcodes = np.packbits(p > 0.5, axis=1)
+    index = None
+    if faiss is not None:
+        index = faiss.IndexBinaryFlat(64)
+        index.add(codes)
+    ex_i, _ = R.search_codes(p, codes, k)
+    recalls = []
+    for cc in (c, c10):
+        two_i, _ = R.search_codes(p, codes, k, candidates=cc)
+        r = np.mean([len(set(x) & set(y)) / k for x, y in zip(ex_i, two_i, strict=True)])
+        recalls.append(f"C={cc:,}: {r:.4f}")
+    print(
+        f"\n== {name}: {n:,} codes x {nq:,} queries, 64 bits, k={k}; two-stage recall@{k} vs "
+        f"exact {', '.join(recalls)}; numpy/torch on {qb} queries, scaled =="
+    )
+    tab = Table()
+    for threads in sorted({1, all_threads}):
+        set_threads(threads)
+        fns: dict[str, Callable[[], object]] = {
+            "ex": lambda: R.search_codes(p, codes, k),
+            "two": lambda: R.search_codes(p, codes, k, candidates=c),
+            "two10": lambda: R.search_codes(p, codes, k, candidates=c10),
+            "np": lambda: numpy_topk(p[:qb], bits, k),
+        }
+        if index is not None:
+            fns["faiss"] = lambda: index.search(qcodes, k)
+        if torch is not None:
+            fns["torch"] = lambda: torch_topk(p[:qb], bits_t, k)
+        tm = median_times(fns, rep)
+        t_ex, t_two, t_np = tm["ex"], tm["two"], tm["np"] * nq / qb
+        t_f = tm.get("faiss")
+        t_th = tm["torch"] * nq / qb if "torch" in tm else None
+        lbl = f"{threads} thr"
+        for meth, t in (
+            ("ours exact", t_ex),
+            (f"ours two-stage C={c}", t_two),
+            (f"ours two-stage C={c10}", tm["two10"]),
+            ("FAISS symmetric", t_f),
+            ("numpy BLAS exact", t_np),
+            ("torch.cdist exact", t_th),
+        ):
+            if t is None:
+                continue
+            rate = pairs / t / 1e6
+            tab.add(
+                lbl,
+                meth,
+                f"{t * 1e3:.1f}",
+                f"{rate:,.0f}",
+                f"{rate / threads:,.0f}",
+                f"{t / t_f:.2f}" if t_f else "-",
+                f"{t_np / t:.1f}",
+                f"{t_th / t:.1f}" if t_th else "-",
+            )
+    tab.show(
+        (
+            "threads",
+            "method",
+            "ms",
+            "M/s",
+            "M/s/core",
+            "x FAISS time",
+            "numpy/this",
+            "torch/this",
+        )
+    )
+
+
+def bench_rerank(name: str, codes: np.ndarray, p: np.ndarray, a: argparse.Namespace) -> None:
+    """Rerank of each query's Hamming top-C candidates (gather of their codes included)."""
+    k, rep = a.k, a.repeats
+    all_threads = numba.config.NUMBA_NUM_THREADS
+    nq, cc = p.shape[0], min(a.rerank_c, codes.shape[0])
+    rows, _ = R.hamming_topk(np.packbits(p > 0.5, axis=1), codes, cc)
+    qb = min(a.baseline_q, nq)
+    print(
+        f"\n== rerank ({name}: {codes.shape[0]:,} codes): {nq:,} queries x {cc:,} candidates (their Hamming top-{cc}), k={k}, gather included =="
+    )
+    tab = Table()
+    for threads in sorted({1, all_threads}):
+        set_threads(threads)
+        fns = {
+            "r": lambda: R.rerank(p, rows, codes[rows], k),
+            "rr": lambda: R.rerank_rows(p, rows, codes, k),
+            "np": lambda: numpy_rerank(p[:qb], codes, rows[:qb], k),
+        }
+        if torch is not None:
+            fns["torch"] = lambda: torch_rerank(p[:qb], codes, rows[:qb], k)
+        tm = median_times(fns, rep)
+        t_r, t_rr, t_np = tm["r"], tm["rr"], tm["np"] * nq / qb
+        t_th = tm["torch"] * nq / qb if "torch" in tm else None
+        for meth, t in (
+            ("ours rerank (numpy gather)", t_r),
+            ("ours rerank_rows (fused gather)", t_rr),
+            ("numpy |b-p| sum", t_np),
+            ("torch.cdist p=1", t_th),
+        ):
+            if t is None:
+                continue
+            tab.add(
+                f"{threads} thr",
+                meth,
+                f"{t * 1e3:.2f}",
+                f"{nq * cc / t / 1e6:,.0f}",
+                f"{t_np / t:.1f}",
+                f"{t_th / t:.1f}" if t_th else "-",
+            )
+    tab.show(("threads", "method", "ms", "M cand/s", "numpy/this", "torch/this"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--q", type=int, default=1000)
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--candidates", type=int, default=10_000)
+    ap.add_argument("--rerank-c", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--baseline-q", type=int, default=100, help="queries for numpy/torch (scaled)")
+    a = ap.parse_args()
+    all_threads = numba.config.NUMBA_NUM_THREADS
+    print(
+        f"machine: {os.cpu_count()} cores; numba {numba.__version__} ({all_threads} threads), ",
+        end="",
+    )
+    print(
+        f"faiss {getattr(faiss, '__version__', 'absent')}, torch {getattr(torch, '__version__', 'absent')}"
+    )
+    print("first call in a fresh process:", first_call_times())
+
+    sets = [("random", *random_data(a.n, a.q))]
+    real = real_data(a.q)
+    if real is not None:
+        sets.append(("real", *real))
+    else:
+        print(f"(real data absent: {DATA})")
+
+    for name, codes, p in sets:
+        bench_search(name, codes, p, a)
+
+    for name, codes, p in sets:
+        bench_rerank(name, codes, p, a)
+
+
+if __name__ == "__main__":
+    main()

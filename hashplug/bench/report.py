@@ -1,0 +1,179 @@
+"""The report: a Markdown table shaped like the paper's Table 1, a JSON file, PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .experiments import summarise
+
+__all__ = ["markdown", "write_report"]
+
+_NAMES = {"hashing-baseline": "Hashing-Baseline", "itq": "ITQ", "lsh": "LSH"}
+
+
+def _table(paper: dict[str, Any], bits: list[str]) -> list[str]:
+    head = "| method | " + " | ".join(f"{b} bits" for b in bits) + " |"
+    lines = [head, "|---|" + "---|" * len(bits)]
+    fc = paper["float_cosine"]
+    lines.append(
+        "| original embedding, cosine (float32) | " + " | ".join(f"{fc:.2f}" for _ in bits) + " |"
+    )
+    pf = paper.get("pca_float", {})
+    if pf:
+        lines.append(
+            "| PCA float, cosine | "
+            + " | ".join(summarise(pf.get(b, float("nan"))) for b in bits)
+            + " |"
+        )
+    for h, per in paper["hashers"].items():
+        for kind, label in (("binary_symmetric", "symmetric"), ("binary_asymmetric", "asymmetric")):
+            cells = " | ".join(summarise(per[b][kind]) if b in per else "" for b in bits)
+            lines.append(f"| {_NAMES.get(h, h)}, binary {label} | {cells} |")
+    for name, per in paper.get("ablations", {}).items():
+        cells = " | ".join(summarise(per[b]) if b in per else "" for b in bits)
+        lines.append(f"| ablation: Hashing-Baseline {name}, asymmetric | {cells} |")
+    return lines
+
+
+def _backend_table(backends: dict[str, Any]) -> list[str]:
+    if not backends:
+        return []
+    first = next(iter(backends.values()))
+    ovs = list(first.get("oversample", {}))
+    lines = [
+        "| backend | ingest vec/s | build s | bytes/vec codes | bytes/vec disk | p50 ms | p95 ms | p99 ms"
+        " | QPS (1 client) | QPS (batched) | "
+        + " | ".join(f"R@{10} os={o}" for o in ovs)
+        + " | mAP two-stage | RAM $/M/month (codes vs float32) |",
+        "|---|" + "---|" * (11 + len(ovs)),
+    ]
+    for name, r in backends.items():
+        if "error" in r:
+            lines.append(f"| {name} | failed: {r['error']} |")
+            continue
+        lat = r["latency_ms"]
+        disk = r.get("bytes_on_disk_per_vector")
+        rec = " | ".join(f"{r['oversample'][o]['recall_vs_asym']:.3f}" for o in ovs)
+        cells = [
+            name,
+            f"{r['ingest_vps']:,.0f}",
+            f"{r['build_s']:.2f}",
+            f"{r['bytes_codes_per_vector']:.0f}",
+            f"{disk:.1f}" if disk else "in RAM",
+            f"{lat['p50']:.2f}",
+            f"{lat['p95']:.2f}",
+            f"{lat['p99']:.2f}",
+            f"{r['qps_single_client']:,.0f}",
+            f"{r['qps_batched']:,.0f}",
+            rec,
+            f"{r['map']['two_stage']:.2f}",
+            f"{r['ram_usd_per_million_month']:.4f} vs {r['ram_usd_per_million_month_float32']:.2f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The whole report as Markdown."""
+    ds = results["dataset"]
+    paper = results["paper"]
+    bits = [str(b) for b in results["config"]["bits"]]
+    out = [
+        "# hashplug benchmark report",
+        "",
+        f"Data: `{ds['path']}` — {ds['n_db']} database / {ds['n_query']} query embeddings, "
+        f"d = {ds['dim']}{', multi-label' if ds['multilabel'] else ''}. {ds.get('info', '')}",
+        "",
+        f"## mAP@{paper['k']} (x100), mean ± std over {paper['seeds']} seeds",
+        "",
+        *_table(paper, bits),
+        "",
+    ]
+    if results.get("backends"):
+        b = results["config"]
+        out += [
+            f"## Backends ({b['backend_bits']} bits, Hashing-Baseline seed 0; recall@10 of the "
+            "two-stage search against exhaustive asymmetric search; latency of one query, k = 10, "
+            "oversample 10)",
+            "",
+            *_backend_table(results["backends"]),
+            "",
+            f"RAM price: ${b['ram_price']}/GiB-month (override with --ram-price).",
+            "",
+        ]
+    out.append(f"Total time: {results.get('elapsed_s', 0):.0f} s.")
+    return "\n".join(out) + "\n"
+
+
+def _plots(results: dict[str, Any], out: Path) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    made = []
+    paper = results["paper"]
+    bits = [int(b) for b in results["config"]["bits"]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.axhline(paper["float_cosine"], color="k", ls="--", label="float cosine")
+    for h, per in paper["hashers"].items():
+        for kind, ls in (("binary_asymmetric", "-"), ("binary_symmetric", ":")):
+            m = [per[str(b)][kind]["mean"] for b in bits]
+            s = [per[str(b)][kind]["std"] for b in bits]
+            ax.errorbar(bits, m, yerr=s, ls=ls, marker="o", label=f"{_NAMES.get(h, h)} {kind[7:]}")
+    ax.set_xlabel("bits")
+    ax.set_ylabel(f"mAP@{paper['k']}")
+    ax.set_xticks(bits)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "map_vs_bits.png", dpi=120)
+    plt.close(fig)
+    made.append("map_vs_bits.png")
+    be = results.get("backends") or {}
+    ok = {n: r for n, r in be.items() if "error" not in r}
+    if ok:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for n, r in ok.items():
+            ovs = [int(o) for o in r["oversample"]]
+            ax.plot(
+                ovs, [r["oversample"][str(o)]["recall_vs_asym"] for o in ovs], marker="o", label=n
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("oversample (candidates = oversample x k)")
+        ax.set_ylabel("recall@10 vs exhaustive asymmetric")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "recall_vs_oversample.png", dpi=120)
+        plt.close(fig)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for n, r in ok.items():
+            ax.scatter(
+                r["latency_ms"]["p50"], r["oversample"]["10"]["recall_vs_asym"], label=n, s=40
+            )
+        ax.set_xlabel("p50 latency of one query (ms)")
+        ax.set_ylabel("recall@10 at oversample 10")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "latency_vs_recall.png", dpi=120)
+        plt.close(fig)
+        made += ["recall_vs_oversample.png", "latency_vs_recall.png"]
+    return made
+
+
+def write_report(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write report.md, results.json and the PNG plots into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out / "report.md", "json": out / "results.json"}
+    paths["json"].write_text(json.dumps(results, indent=2, sort_keys=True))
+    paths["markdown"].write_text(markdown(results))
+    for p in _plots(results, out):
+        paths[p] = out / p
+    return paths

@@ -1,0 +1,283 @@
+"""The store conformance suite: every adapter's tests subclass :class:`StoreConformance`.
+
+Usage in an adapter's test module::
+
+    from hashplug.testing import StoreConformance
+
+    class TestMyStore(StoreConformance):
+        @pytest.fixture
+        def make_store(self, tmp_path):
+            return lambda name: MyStore(tmp_path / "db", name)
+
+``make_store(name)`` returns a new, un-opened Store for collection ``name``; calling it again with
+the same name must reach the same stored collection (used by the persistence tests). The suite
+runs against the adapter's real engine, never a mock of it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ..codes import hamming_distances
+from ..stores.base import HAMMING_PAD, CollectionMeta, HasherMismatchError, Store
+
+__all__ = ["StoreConformance", "make_meta", "random_codes"]
+
+MakeStore = Callable[[str], Store]
+
+
+def make_meta(n_bits: int = 64, fingerprint: str = "f00dfeedcafe0001") -> CollectionMeta:
+    """A collection meta as HashIndex would write it."""
+    spec = {"class": "HashingBaseline", "n_bits": n_bits, "seed": 0, "pca": True, "rotate": True}
+    return CollectionMeta(n_bits=n_bits, fingerprint=fingerprint, hasher_spec=spec)
+
+
+def random_codes(n: int, n_bits: int = 64, seed: int = 0) -> np.ndarray:
+    """Random packed codes, plus one-hot codes in the first rows to pin the bit order."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 256, size=(n, n_bits // 8), dtype=np.uint8)
+    for j in range(min(n, n_bits)):
+        bits = np.zeros(n_bits, np.uint8)
+        bits[j] = 1
+        codes[j] = np.packbits(bits)
+    return codes
+
+
+def _ref_sorted(q: np.ndarray, ids: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, ...]:
+    d = hamming_distances(q, codes)
+    out_i, out_d = [], []
+    for row in d:
+        o = np.lexsort((ids, row))
+        out_i.append(ids[o])
+        out_d.append(row[o])
+    return np.array(out_i), np.array(out_d)
+
+
+class StoreConformance:
+    """The contract of ``hashplug.stores.Store``, checked on a real engine."""
+
+    n_bits: int = 64
+    n_items: int = 300
+
+    @pytest.fixture
+    def make_store(self) -> MakeStore:  # pragma: no cover - adapters override
+        raise NotImplementedError("an adapter's test class must provide a make_store fixture")
+
+    @pytest.fixture
+    def store(self, make_store: MakeStore) -> Any:
+        s = make_store("conf_main")
+        s.open(make_meta(self.n_bits))
+        yield s
+        s.close()
+
+    def _fill(self, store: Store, n: int | None = None, seed: int = 0) -> tuple[np.ndarray, ...]:
+        n = self.n_items if n is None else n
+        codes = random_codes(n, self.n_bits, seed)
+        ids = np.arange(1000, 1000 + n, dtype=np.int64)
+        payloads = [
+            {"color": ["red", "green", "blue"][i % 3], "rank": int(i), "score": i / 7.0}
+            for i in range(n)
+        ]
+        store.upsert(ids, codes, payloads)
+        return ids, codes
+
+    # -- metadata -------------------------------------------------------------------------------
+    def test_open_creates_then_remembers_meta(self, make_store: MakeStore) -> None:
+        s = make_store("conf_meta")
+        assert s.read_meta() is None
+        assert s.count() == 0
+        meta = make_meta(self.n_bits)
+        s.open(meta)
+        got = s.read_meta()
+        assert got is not None and got.fingerprint == meta.fingerprint
+        assert got.n_bits == self.n_bits and dict(got.hasher_spec) == dict(meta.hasher_spec)
+        s.close()
+        again = make_store("conf_meta")
+        assert again.open(meta).fingerprint == meta.fingerprint
+        again.close()
+
+    def test_hasher_mismatch_is_an_error_and_keeps_data(self, store: Store, make_store: MakeStore) -> None:
+        self._fill(store, 20)
+        other = make_store("conf_main")
+        with pytest.raises(HasherMismatchError) as err:
+            other.open(make_meta(self.n_bits, fingerprint="0123456789abcdef"))
+        assert "f00dfeedcafe0001" in str(err.value) and "0123456789abcdef" in str(err.value)
+        assert store.count() == 20
+
+    # -- codes ----------------------------------------------------------------------------------
+    def test_bit_order_round_trip(self, store: Store) -> None:
+        ids, codes = self._fill(store)
+        np.testing.assert_array_equal(store.get_codes(ids), codes)
+        rev = ids[::-1]
+        np.testing.assert_array_equal(store.get_codes(rev), codes[::-1])
+        got, found = store.lookup_codes(np.array([ids[3], 999_999, ids[0]]))
+        assert found.tolist() == [True, False, True]
+        np.testing.assert_array_equal(got[[0, 2]], codes[[3, 0]])
+        with pytest.raises(KeyError, match="999999"):
+            store.get_codes([ids[0], 999_999])
+
+    def test_hamming_distances_match_reference(self, store: Store) -> None:
+        ids, codes = self._fill(store)
+        q = np.concatenate([codes[:4], random_codes(4, self.n_bits, seed=9)])
+        got_i, got_d = store.search(q, self.n_items)
+        ref_i, ref_d = _ref_sorted(q, ids, codes)
+        assert got_i.dtype == np.int64 and got_d.dtype == np.int32
+        np.testing.assert_array_equal(got_d, ref_d)
+        np.testing.assert_array_equal(got_i, ref_i)
+        # A one-hot query finds its own item first, at distance 0.
+        assert got_i[0, 0] == ids[0] and got_d[0, 0] == 0
+
+    def test_partial_limit_gives_nearest(self, store: Store) -> None:
+        ids, codes = self._fill(store)
+        q = random_codes(5, self.n_bits, seed=3)
+        got_i, got_d = store.search(q, 10)
+        assert got_i.shape == (5, 10)
+        ref = hamming_distances(q, codes)
+        row_of = {int(v): r for r, v in enumerate(ids)}
+        for r in range(5):
+            np.testing.assert_array_equal(got_d[r], np.sort(ref[r])[:10])
+            np.testing.assert_array_equal(got_d[r], [ref[r, row_of[int(i)]] for i in got_i[r]])
+            assert np.all(np.diff(got_d[r]) >= 0)
+
+    def test_search_with_codes_returns_the_hits_codes(self, store: Store) -> None:
+        ids, codes = self._fill(store)
+        q = random_codes(3, self.n_bits, seed=4)
+        hit_i, hit_d, hit_c = store.search_with_codes(q, 15)
+        assert hit_c.shape == (3, 15, self.n_bits // 8) and hit_c.dtype == np.uint8
+        for r in range(3):
+            np.testing.assert_array_equal(hit_c[r], store.get_codes(hit_i[r]))
+            np.testing.assert_array_equal(hamming_distances(q[r : r + 1], hit_c[r])[0], hit_d[r])
+
+    # -- upsert / delete / count ----------------------------------------------------------------
+    def test_upsert_replaces_and_never_duplicates(self, store: Store) -> None:
+        ids, codes = self._fill(store, 50)
+        new_codes = random_codes(30, self.n_bits, seed=5)
+        new_ids = ids[20:] if ids.size >= 50 else ids
+        store.upsert(new_ids[:30], new_codes, [{"color": "new", "rank": -1}] * 30)
+        assert store.count() == 50
+        np.testing.assert_array_equal(store.get_codes(new_ids[:30]), new_codes)
+        np.testing.assert_array_equal(store.get_codes(ids[:20]), codes[:20])
+        assert store.get_payloads(new_ids[:1]) == [{"color": "new", "rank": -1}]
+        store.upsert(new_ids[:30], new_codes)  # the same again: still no duplicate
+        assert store.count() == 50
+        got_i, _ = store.search(new_codes[:3], 50)
+        for row in got_i:
+            valid = row[row >= 0]
+            assert valid.size == np.unique(valid).size == 50
+
+    def test_delete_and_count(self, store: Store) -> None:
+        ids, codes = self._fill(store, 40)
+        store.delete(ids[:10])
+        store.delete([123_456_789])  # not stored: ignored
+        assert store.count() == 30
+        _, found = store.lookup_codes(ids[:12])
+        assert found.tolist() == [False] * 10 + [True] * 2
+        got_i, _ = store.search(codes[:10], 40)
+        assert not np.isin(got_i, ids[:10]).any()
+        assert (got_i[:, 30:] == -1).all() and (got_i[:, :30] >= 0).all()
+
+    def test_empty_collection_and_k_beyond_count(self, store: Store) -> None:
+        q = random_codes(2, self.n_bits, seed=6)
+        got_i, got_d = store.search(q, 5)
+        assert got_i.shape == (2, 5) and (got_i == -1).all() and (got_d == HAMMING_PAD).all()
+        ids, _ = self._fill(store, 7)
+        got_i, got_d = store.search(q, 20)
+        assert got_i.shape == (2, 20)
+        assert sorted(got_i[0, :7].tolist()) == sorted(ids.tolist())
+        assert (got_i[:, 7:] == -1).all() and (got_d[:, 7:] == HAMMING_PAD).all()
+
+    def test_bad_input_is_refused_and_loses_nothing(self, store: Store) -> None:
+        ids, codes = self._fill(store, 10)
+        with pytest.raises(ValueError, match="bytes"):
+            store.upsert([1, 2], np.zeros((2, self.n_bits // 8 + 1), np.uint8))
+        with pytest.raises(ValueError, match="uint8"):
+            store.upsert([1, 2], np.zeros((2, self.n_bits // 8), np.int64))
+        with pytest.raises(ValueError, match="duplicates"):
+            store.upsert([5, 5], np.zeros((2, self.n_bits // 8), np.uint8))
+        with pytest.raises(ValueError, match="ids"):
+            store.upsert([1], np.zeros((2, self.n_bits // 8), np.uint8))
+        with pytest.raises(ValueError, match="payload"):
+            store.upsert([1], np.zeros((1, self.n_bits // 8), np.uint8), [{"x": object()}])
+        with pytest.raises(ValueError, match="limit"):
+            store.search(codes[:1], 0)
+        assert store.count() == 10
+        np.testing.assert_array_equal(store.get_codes(ids), codes)
+
+    # -- payloads and filters -------------------------------------------------------------------
+    def test_payload_round_trip(self, store: Store) -> None:
+        codes = random_codes(4, self.n_bits, seed=7)
+        payloads = [
+            {"color": "red", "rank": 3, "score": 0.25, "ok": True, "tags": ["a", "b"]},
+            None,
+            {"color": "blue", "rank": 0, "score": -1.5, "ok": False, "tags": []},
+            {"color": "green", "rank": 9, "score": 2.0, "ok": True, "tags": ["z"]},
+        ]
+        store.upsert([1, 2, 3, 4], codes, payloads)
+        assert store.get_payloads([4, 1, 2, 3]) == [payloads[3], payloads[0], None, payloads[2]]
+        assert store.get_payloads([77]) == [None]
+
+    def test_dict_filter(self, store: Store) -> None:
+        ids, codes = self._fill(store, 60)
+        got_i, got_d = store.search(codes[:3], 60, filter={"color": "red"})
+        red = set(ids[::3].tolist())
+        for row in got_i:
+            valid = row[row >= 0]
+            assert set(valid.tolist()) == red
+            assert (row[len(red) :] == -1).all()
+        got_i, _ = store.search(codes[:2], 5, filter={"color": "green", "rank": 4})
+        assert got_i[:, 0].tolist() == [ids[4], ids[4]] and (got_i[:, 1:] == -1).all()
+
+    # -- persistence and concurrency ------------------------------------------------------------
+    def test_persists_across_close_and_reopen(self, make_store: MakeStore) -> None:
+        s = make_store("conf_persist")
+        meta = make_meta(self.n_bits)
+        s.open(meta)
+        ids, codes = self._fill(s, 25)
+        s.delete(ids[:5])
+        s.close()
+        t = make_store("conf_persist")
+        t.open(meta)
+        assert t.count() == 20
+        np.testing.assert_array_equal(t.get_codes(ids[5:]), codes[5:])
+        assert t.get_payloads(ids[5:6])[0]["rank"] == 5
+        t.close()
+
+    def test_concurrent_searches_match_serial(self, store: Store) -> None:
+        ids, codes = self._fill(store)
+        queries = [random_codes(4, self.n_bits, seed=s) for s in range(8)]
+        serial = [store.search(q, 20) for q in queries]
+        results: list[Any] = [None] * (len(queries) * 3)
+        errors: list[BaseException] = []
+
+        def work(slot: int) -> None:
+            try:
+                results[slot] = store.search(queries[slot % len(queries)], 20)
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(results))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not errors, errors
+        for i, got in enumerate(results):
+            want = serial[i % len(queries)]
+            np.testing.assert_array_equal(got[1], want[1])
+            np.testing.assert_array_equal(got[0], want[0])
+
+    def test_drop(self, make_store: MakeStore) -> None:
+        s = make_store("conf_drop")
+        s.open(make_meta(self.n_bits))
+        self._fill(s, 5)
+        s.drop()
+        assert s.count() == 0 and s.read_meta() is None
+        s.close()
+        t = make_store("conf_drop")
+        assert t.read_meta() is None
+        t.close()

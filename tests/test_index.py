@@ -1,0 +1,91 @@
+"""HashIndex on LocalStore: the user's path from embeddings to reranked results."""
+
+import numpy as np
+import pytest
+
+import hashplug
+from hashplug import HashIndex, HashingBaseline, HasherMismatchError
+from hashplug.bench.metrics import map_at_k
+
+
+@pytest.fixture
+def small(rng):
+    x = rng.normal(size=(2000, 32)).astype(np.float32)
+    return x, HashingBaseline(16).fit(x)
+
+
+def test_five_line_flow_and_quality_on_real_data(fmnist):
+    x, q = fmnist["db_x"], fmnist["q_x"][:300]
+    hasher = hashplug.HashingBaseline(64).fit(x)
+    index = hashplug.HashIndex("memory://", hasher)
+    index.add(x, ids=np.arange(len(x)))
+    res = index.search(q, k=1000, oversample=10)
+    assert res.ids.shape == (300, 1000) and res.distances.dtype == np.float32
+    exact_ids, _ = hashplug.search_codes(hasher.query(q), hasher.encode(x), 1000)
+    got = map_at_k(res.ids, fmnist["db_y"], fmnist["q_y"][:300])
+    ref = map_at_k(exact_ids, fmnist["db_y"], fmnist["q_y"][:300])
+    assert abs(got - ref) < 0.5, (got, ref)
+    top10 = index.search(q, k=10)
+    recall = np.mean([np.intersect1d(a, b).size / 10 for a, b in zip(top10.ids, exact_ids[:, :10])])
+    assert recall >= 0.97, recall  # misses are Hamming ties at the coarse cut-off
+
+
+def test_rerank_orders_by_asymmetric_distance(small):
+    x, h = small
+    index = HashIndex("memory://", h)
+    index.add(x, np.arange(len(x)) * 10)
+    q = x[:7] + 0.1
+    res = index.search(q, k=5, oversample=4)
+    p = h.query(q)
+    bits = np.unpackbits(h.encode(x), axis=1).astype(np.float64)
+    for r in range(7):
+        rows = res.ids[r] // 10
+        ref = np.abs(bits[rows] - p[r]).sum(axis=1)
+        np.testing.assert_allclose(res.distances[r], ref, rtol=1e-5)
+        assert np.all(np.diff(res.distances[r]) >= 0)
+    plain = index.search(q, k=5, rerank=False)
+    ham = hashplug.codes.hamming_distances(np.packbits(h.logits(q) > 0, axis=1), h.encode(x))
+    np.testing.assert_array_equal(plain.distances[:, 0], ham.min(axis=1))
+
+
+def test_single_query_payloads_and_filter(small):
+    x, h = small
+    index = HashIndex("memory://", h)
+    payloads = [{"half": int(i >= 1000), "i": int(i)} for i in range(len(x))]
+    index.add(x, np.arange(len(x)), payloads)
+    res = index.search(x[1500], k=3, with_payloads=True)
+    assert res.ids.shape == (1, 3) and res.ids[0, 0] == 1500
+    assert res.payloads[0][0] == {"half": 1, "i": 1500}
+    res = index.search(x[:5], k=10, filter={"half": 1}, with_payloads=True)
+    assert (res.ids >= 1000).all()
+    assert all(p["half"] == 1 for row in res.payloads for p in row)
+    ids, dist = index.search(x[:2], k=3)
+    assert ids.shape == dist.shape == (2, 3)
+
+
+def test_opening_with_another_hasher_names_both(small):
+    x, h = small
+    HashIndex("memory://mismatch-test", h).add(x[:10], np.arange(10))
+    other = HashingBaseline(16, seed=1).fit(x)
+    with pytest.raises(HasherMismatchError) as err:
+        HashIndex("memory://mismatch-test", other)
+    assert h.fingerprint in str(err.value) and other.fingerprint in str(err.value)
+    assert len(HashIndex("memory://mismatch-test", h)) == 10
+
+
+def test_bad_batch_writes_nothing(small):
+    x, h = small
+    index = HashIndex("memory://", h)
+    bad = x.copy()
+    bad[-1, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        index.add(bad, np.arange(len(x)), batch_size=100)
+    assert len(index) == 0
+    with pytest.raises(ValueError, match="dimension"):
+        index.add(x[:, :10], np.arange(len(x)))
+    with pytest.raises(ValueError, match="ids"):
+        index.add(x, np.arange(5))
+    with pytest.raises(ValueError, match="k must"):
+        index.search(x[:1], k=0)
+    with pytest.raises(ValueError, match="not fitted"):
+        HashIndex("memory://", HashingBaseline(16))

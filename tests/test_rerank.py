@@ -1,0 +1,390 @@
+"""hashplug.rerank: exactness against plain numpy, ordering/padding conventions, threads, errors."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import importlib
+
+R = importlib.import_module("hashplug.rerank")
+from hashplug.codes import hamming_distances
+
+N_BITS = [8, 16, 24, 64, 72, 128]
+
+
+# ------------------------------------------------------------------------------------------------
+# plain numpy references
+# ------------------------------------------------------------------------------------------------
+def ref_asym(p: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """float64 sum_j |b_j - p_j| via np.unpackbits: (Q, N)."""
+    bits = np.unpackbits(codes, axis=1).astype(np.float64)
+    return np.abs(bits[None, :, :] - p.astype(np.float64)[:, None, :]).sum(axis=2)
+
+
+def ref_order(dist: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k best by (distance, id, position)."""
+    return np.lexsort((np.arange(dist.size), ids, dist))[:k]
+
+
+def ref_search(p, codes, k, ids=None):
+    """Reference top-k (ids, float32 distances), padded with -1 / inf."""
+    n = codes.shape[0]
+    ids = np.arange(n) if ids is None else ids
+    d32 = ref_asym(p, codes).astype(np.float32)
+    out_i = np.full((p.shape[0], k), -1, np.int64)
+    out_d = np.full((p.shape[0], k), np.inf, np.float32)
+    for q in range(p.shape[0]):
+        o = ref_order(d32[q], ids, k)
+        out_i[q, : o.size] = ids[o]
+        out_d[q, : o.size] = d32[q, o]
+    return out_i, out_d
+
+
+def dyadic_probs(rng, q, n_bits):
+    """Probabilities that are multiples of 1/8: every sum is exact, so ties are exact ties."""
+    return (rng.integers(0, 9, (q, n_bits)) / 8).astype(np.float32)
+
+
+def tie_codes(rng, n, n_bits, distinct=7):
+    """Codes drawn from a few distinct values, so that many distances tie."""
+    pool = rng.integers(0, 256, (distinct, n_bits // 8), dtype=np.uint8)
+    return pool[rng.integers(0, distinct, n)]
+
+
+@st.composite
+def problems(draw):
+    n_bits = draw(st.sampled_from(N_BITS))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    q = draw(st.integers(0, 4))
+    n = draw(st.integers(0, 300))
+    k = draw(st.integers(1, 25))
+    if draw(st.booleans()):
+        codes = tie_codes(rng, n, n_bits, distinct=draw(st.integers(1, 9)))
+    else:
+        codes = rng.integers(0, 256, (n, n_bits // 8), dtype=np.uint8)
+    ids = None
+    if draw(st.booleans()):
+        ids = rng.permutation(10 * n + 1)[:n].astype(np.int64)
+    return dyadic_probs(rng, q, n_bits), codes, k, ids, rng
+
+
+# ------------------------------------------------------------------------------------------------
+# exactness
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n_bits", N_BITS)
+def test_asymmetric_distances_match_numpy(n_bits, rng):
+    p = rng.random((5, n_bits)).astype(np.float32)
+    p[0, :4] = [0.0, 1.0, 0.5, 0.5]
+    codes = rng.integers(0, 256, (257, n_bits // 8), dtype=np.uint8)
+    d = R.asymmetric_distances(p, codes)
+    assert d.dtype == np.float32 and d.shape == (5, 257)
+    np.testing.assert_allclose(d, ref_asym(p, codes), rtol=1e-6, atol=1e-6)
+    # float64 probabilities are accepted and give the same result
+    np.testing.assert_array_equal(R.asymmetric_distances(p.astype(np.float64), codes), d)
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems())
+def test_search_codes_exact_equals_reference(prob):
+    p, codes, k, ids, _ = prob
+    got_i, got_d = R.search_codes(p, codes, k, ids=ids)
+    ref_i, ref_d = ref_search(p, codes, k, ids)
+    assert got_i.shape == got_d.shape == (p.shape[0], k)
+    assert got_i.dtype == np.int64 and got_d.dtype == np.float32
+    np.testing.assert_array_equal(got_i, ref_i)
+    np.testing.assert_array_equal(got_d, ref_d)
+
+
+@pytest.mark.parametrize("n_bits", [24, 64, 128])
+def test_search_codes_random_probs_large(n_bits, rng):
+    """Non-dyadic probabilities, enough codes for the pruned scan to matter."""
+    n = 20000
+    codes = rng.integers(0, 256, (n, n_bits // 8), dtype=np.uint8)
+    codes[5000:5010] = codes[17]  # duplicated codes with different ids
+    p = rng.random((4, n_bits)).astype(np.float32)
+    p[1] = np.where(rng.random(n_bits) < 0.5, 0.01, 0.99)  # a confident query
+    own = R.asymmetric_distances(p, codes)
+    np.testing.assert_allclose(own, ref_asym(p, codes), rtol=1e-6)
+    for k in (1, 10, 100):
+        got_i, got_d = R.search_codes(p, codes, k)
+        for q in range(p.shape[0]):
+            o = ref_order(own[q], np.arange(n), k)
+            np.testing.assert_array_equal(got_i[q], o)
+            np.testing.assert_array_equal(got_d[q], own[q, o])
+
+
+def test_duplicate_codes_tie_to_smaller_id(rng):
+    codes = np.repeat(rng.integers(0, 256, (1, 8), dtype=np.uint8), 6, axis=0)
+    ids = np.array([50, 7, 30, 7, 2, 99])
+    p = rng.random((1, 64)).astype(np.float32)
+    got_i, got_d = R.search_codes(p, codes, 4, ids=ids)
+    np.testing.assert_array_equal(got_i[0], [2, 7, 7, 30])
+    assert np.all(got_d[0] == got_d[0, 0])
+    got_i, _ = R.search_codes(p, codes, 3, ids=ids, candidates=4)
+    np.testing.assert_array_equal(got_i[0], [2, 7, 7])
+
+
+@pytest.mark.parametrize("n_bits", N_BITS)
+def test_k_larger_than_n_pads_like_faiss(n_bits, rng):
+    codes = rng.integers(0, 256, (3, n_bits // 8), dtype=np.uint8)
+    p = rng.random((2, n_bits)).astype(np.float32)
+    for kw in ({}, {"candidates": 2}, {"candidates": 50}):
+        i, d = R.search_codes(p, codes, 5, **kw)
+        nvalid = 2 if kw.get("candidates") == 2 else 3
+        assert (i[:, :nvalid] >= 0).all() and (i[:, nvalid:] == -1).all()
+        assert np.isfinite(d[:, :nvalid]).all() and np.isinf(d[:, nvalid:]).all()
+        assert (np.diff(d[:, :nvalid], axis=1) >= 0).all()
+
+
+def test_empty_inputs(rng):
+    codes = rng.integers(0, 256, (10, 8), dtype=np.uint8)
+    i, d = R.search_codes(np.zeros((0, 64), np.float32), codes, 3)
+    assert i.shape == d.shape == (0, 3)
+    i, d = R.search_codes(rng.random((2, 64)), np.zeros((0, 8), np.uint8), 3)
+    assert (i == -1).all() and np.isinf(d).all() and i.shape == (2, 3)
+    i, d = R.search_codes(rng.random((2, 64)), np.zeros((0, 8), np.uint8), 3, candidates=5)
+    assert (i == -1).all() and np.isinf(d).all()
+    assert R.asymmetric_distances(np.zeros((0, 64)), codes).shape == (0, 10)
+    i, d = R.rerank(np.zeros((0, 64)), np.zeros((0, 4), np.int64), np.zeros((0, 4, 8), np.uint8), 2)
+    assert i.shape == (0, 2)
+    i, d = R.rerank(
+        rng.random((2, 64)), np.zeros((2, 0), np.int64), np.zeros((2, 0, 8), np.uint8), 2
+    )
+    assert (i == -1).all() and np.isinf(d).all()
+    r, h = R.hamming_topk(np.zeros((2, 8), np.uint8), np.zeros((0, 8), np.uint8), 3)
+    assert (r == -1).all() and (h == R.HAMMING_PAD).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# rerank of given candidates
+# ------------------------------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(problems(), st.integers(1, 40), st.booleans())
+def test_rerank_equals_reference(prob, c, with_dups):
+    p, codes, k, ids, rng = prob
+    n = codes.shape[0]
+    if n == 0:
+        return
+    ids = np.arange(n) if ids is None else ids
+    if with_dups:
+        rows = rng.integers(0, n, (p.shape[0], c))
+    else:
+        rows = np.argsort(rng.random((p.shape[0], n)), axis=1)[:, :c]  # distinct rows
+    rows = np.where(rng.random(rows.shape) < 0.2, -1, rows)  # padding
+    cand_ids = np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
+    cand_codes = codes[np.maximum(rows, 0)]
+    got_i, got_d = R.rerank(p, cand_ids, cand_codes, k)
+    got_ri, got_rd = R.rerank_rows(p, rows, codes, k, ids=ids)
+    d32 = ref_asym(p, codes).astype(np.float32)
+    for q in range(p.shape[0]):
+        valid = np.unique(rows[q][rows[q] >= 0])  # each row (hence each id) once
+        o = valid[np.lexsort((valid, ids[valid], d32[q, valid]))][:k]
+        m = o.size
+        np.testing.assert_array_equal(got_i[q, :m], ids[o])
+        np.testing.assert_array_equal(got_d[q, :m], d32[q, o])
+        assert (got_i[q, m:] == -1).all() and np.isinf(got_d[q, m:]).all()
+        np.testing.assert_array_equal(got_ri[q], got_i[q])
+        np.testing.assert_array_equal(got_rd[q], got_d[q])
+
+
+def test_rerank_duplicate_id_keeps_best_code(rng):
+    p = np.full((1, 16), 0.9, np.float32)
+    good = np.array([[255, 255]], np.uint8)  # distance 1.6
+    bad = np.array([[0, 0]], np.uint8)  # distance 14.4
+    cand_ids = np.array([[5, 5, 3, -1]])
+    cand_codes = np.stack([bad, good, bad, good], axis=1)
+    i, d = R.rerank(p, cand_ids, cand_codes, 3)
+    np.testing.assert_array_equal(i[0], [5, 3, -1])
+    np.testing.assert_allclose(d[0, :2], [1.6, 14.4], rtol=1e-6)
+    assert np.isinf(d[0, 2])
+
+
+def test_rerank_many_candidates_uses_byte_tables(rng):
+    """C >= 256 takes the byte-table path; it must give bit-identical distances."""
+    codes = rng.integers(0, 256, (3000, 9), dtype=np.uint8)
+    p = rng.random((3, 72)).astype(np.float32)
+    rows = np.stack([rng.permutation(3000)[:700] for _ in range(3)])
+    i, d = R.rerank(p, rows, codes[rows], 700)
+    own = R.asymmetric_distances(p, codes)
+    for q in range(3):
+        o = ref_order(own[q, rows[q]], rows[q], 700)
+        np.testing.assert_array_equal(i[q], rows[q, o])
+        np.testing.assert_array_equal(d[q], own[q, rows[q, o]])
+
+
+# ------------------------------------------------------------------------------------------------
+# Hamming kernels and the two-stage search
+# ------------------------------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(problems(), st.integers(1, 400))
+def test_hamming_topk_and_two_stage_equal_reference(prob, c):
+    p, codes, k, ids, _ = prob
+    n = codes.shape[0]
+    idv = np.arange(n) if ids is None else ids
+    qc = np.packbits(p > 0.5, axis=1)
+    h = hamming_distances(qc, codes)
+    np.testing.assert_array_equal(R.hamming_distances_fast(qc, codes), h)
+    rows, hd = R.hamming_topk(qc, codes, c, ids=ids)
+    two_i, two_d = R.search_codes(p, codes, k, candidates=c, ids=ids)
+    d32 = ref_asym(p, codes).astype(np.float32)
+    for q in range(p.shape[0]):
+        o = ref_order(h[q], idv, c)
+        np.testing.assert_array_equal(rows[q, : o.size], o)
+        np.testing.assert_array_equal(hd[q, : o.size], h[q, o])
+        assert (rows[q, o.size :] == -1).all() and (hd[q, o.size :] == R.HAMMING_PAD).all()
+        o2 = o[ref_order(d32[q, o], idv[o], k)]
+        np.testing.assert_array_equal(two_i[q, : o2.size], idv[o2])
+        np.testing.assert_array_equal(two_d[q, : o2.size], d32[q, o2])
+        assert (two_i[q, o2.size :] == -1).all()
+
+
+@pytest.mark.parametrize("n_bits", [64, 128])
+@pytest.mark.parametrize("c", [10, 300, 5000])
+def test_hamming_selection_paths_on_many_ties(n_bits, c, rng):
+    """Both selection algorithms (one pass / histogram), sorted and shuffled ids, heavy ties."""
+    codes = tie_codes(rng, 40000, n_bits, distinct=40)
+    qc = rng.integers(0, 256, (2, n_bits // 8), dtype=np.uint8)
+    h = hamming_distances(qc, codes)
+    for ids in (None, rng.permutation(40000) * 7):
+        idv = np.arange(40000) if ids is None else ids
+        rows, hd = R.hamming_topk(qc, codes, c, ids=ids)
+        for q in range(2):
+            o = ref_order(h[q], idv, c)
+            np.testing.assert_array_equal(rows[q], o)
+            np.testing.assert_array_equal(hd[q], h[q, o])
+
+
+def test_sharded_paths_match(monkeypatch, rng):
+    """Fewer queries than threads: the codes are split into shards and merged; same results."""
+    codes = tie_codes(rng, 5000, 64, distinct=300)
+    ids = rng.permutation(5000) * 3
+    p = dyadic_probs(rng, 2, 64)
+    qc = np.packbits(p > 0.5, axis=1)
+    plain = [
+        R.search_codes(p, codes, 7, ids=ids),
+        R.search_codes(p, codes, 7, ids=ids, candidates=600),
+        R.hamming_topk(qc, codes, 600, ids=ids),
+    ]
+    monkeypatch.setattr(R, "_n_shards", lambda nq, n: 3)
+    sharded = [
+        R.search_codes(p, codes, 7, ids=ids),
+        R.search_codes(p, codes, 7, ids=ids, candidates=600),
+        R.hamming_topk(qc, codes, 600, ids=ids),
+    ]
+    for a, b in zip(plain, sharded, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
+# ------------------------------------------------------------------------------------------------
+# determinism
+# ------------------------------------------------------------------------------------------------
+def test_deterministic_across_calls_and_thread_counts(rng):
+    codes = tie_codes(rng, 70000, 64, distinct=5000)  # >= 2 shards for one query
+    p = np.concatenate([dyadic_probs(rng, 3, 64), rng.random((3, 64)).astype(np.float32)])
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for threads in (1, numba.config.NUMBA_NUM_THREADS, 1):
+            numba.set_num_threads(threads)
+            for qs in (slice(None), slice(0, 1)):
+                results.append(
+                    (
+                        R.search_codes(p[qs], codes, 10),
+                        R.search_codes(p[qs], codes, 10, candidates=1000),
+                        R.hamming_topk(np.packbits(p[qs] > 0.5, axis=1), codes, 50),
+                    )
+                )
+    finally:
+        numba.set_num_threads(before)
+    for other in results[2:]:
+        ref = results[0] if other[0][0].shape[0] == p.shape[0] else results[1]
+        for a, b in zip(ref, other, strict=True):
+            np.testing.assert_array_equal(a[0], b[0])
+            np.testing.assert_array_equal(a[1], b[1])
+
+
+# ------------------------------------------------------------------------------------------------
+# input checks
+# ------------------------------------------------------------------------------------------------
+def test_input_errors(rng):
+    codes = rng.integers(0, 256, (5, 8), dtype=np.uint8)
+    p = rng.random((2, 64)).astype(np.float32)
+    cases = [
+        (lambda: R.search_codes(p, codes.astype(np.int64), 3), "uint8"),
+        (lambda: R.search_codes(p[:, :56], codes, 3), "bits"),
+        (lambda: R.search_codes(p[:, :60], codes, 3), "multiple of 8"),
+        (lambda: R.search_codes(p[0], codes, 3), "2-D"),
+        (lambda: R.search_codes(p.astype(np.int32), codes, 3), "float"),
+        (lambda: R.search_codes(p, codes, 0), "positive int"),
+        (lambda: R.search_codes(p, codes, -2), "positive int"),
+        (lambda: R.search_codes(p, codes, True), "positive int"),
+        (lambda: R.search_codes(p, codes, 2, candidates=0), "candidates"),
+        (lambda: R.search_codes(np.where(p > 0.5, np.nan, p), codes, 2), "NaN"),
+        (lambda: R.search_codes(p + 1.0, codes, 2), r"\[0, 1\]"),
+        (lambda: R.search_codes(p - 1.0, codes, 2), r"\[0, 1\]"),
+        (lambda: R.search_codes(p, codes, 2, ids=np.arange(4)), "ids"),
+        (lambda: R.search_codes(p, codes, 2, ids=np.arange(5) - 1), "non-negative"),
+        (lambda: R.search_codes(p, codes, 2, ids=np.arange(5.0)), "integer"),
+        (lambda: R.asymmetric_distances(p, codes[:, :4]), "bits"),
+        (lambda: R.rerank(p, np.zeros((2, 3), np.int64), np.zeros((2, 3, 4), np.uint8), 2), "bits"),
+        (lambda: R.rerank(p, np.zeros((3, 3), np.int64), np.zeros((3, 3, 8), np.uint8), 2), "Q=2"),
+        (
+            lambda: R.rerank(p, np.zeros((2, 3), np.int64), np.zeros((2, 4, 8), np.uint8), 2),
+            "match",
+        ),
+        (lambda: R.rerank(p, np.zeros((2, 3)), np.zeros((2, 3, 8), np.uint8), 2), "integer"),
+        (lambda: R.rerank(p, np.zeros((2, 3), np.int64), np.zeros((2, 3, 8), np.int8), 2), "uint8"),
+        (lambda: R.rerank_rows(p, np.full((2, 3), 5), codes, 2), "only 5 rows"),
+        (lambda: R.hamming_topk(codes.astype(np.int8), codes, 2), "uint8"),
+        (lambda: R.hamming_topk(codes[:, :4], codes, 2), "bytes"),
+        (lambda: R.hamming_distances_fast(codes[:, :4], codes), "widths"),
+    ]
+    for fn, match in cases:
+        with pytest.raises(ValueError, match=match):
+            fn()
+
+
+def test_probs_from_logits():
+    u = np.array([[-1e4, -3.0, 0.0, 3.0, 1e4, 20.0, -20.0, 0.1]], np.float64)
+    p = R.probs_from_logits(u)
+    assert p.dtype == np.float32
+    np.testing.assert_allclose(p, 0.5 * (1 + np.tanh(u / 2)), atol=1e-7)
+    assert (p >= 0).all() and (p <= 1).all()
+    with pytest.raises(ValueError, match="numeric"):
+        R.probs_from_logits(np.array([["a"]]))
+
+
+def test_public_names_reexported():
+    import hashplug
+
+    assert hashplug.search_codes is R.search_codes
+    assert hashplug.asymmetric_distances is R.asymmetric_distances
+
+
+# ------------------------------------------------------------------------------------------------
+# real codes: the two-stage search finds the exact top-10
+# ------------------------------------------------------------------------------------------------
+def test_two_stage_recall_on_real_codes(fmnist):
+    x, qx = fmnist["db_x"], fmnist["q_x"][:300]
+    mu = x.mean(axis=0)
+    xc = x - mu
+    cov = (xc.T @ xc).astype(np.float64) / len(x)
+    _, vecs = np.linalg.eigh(cov)
+    proj = vecs[:, ::-1][:, :64]
+    rot, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((64, 64)))
+    w = (proj @ rot).astype(np.float32)
+    codes = np.packbits(xc @ w > 0, axis=1)
+    probs = R.probs_from_logits((qx - mu) @ w)
+    exact_i, exact_d = R.search_codes(probs, codes, 10)
+    ref = ref_asym(probs, codes)
+    np.testing.assert_allclose(exact_d, np.take_along_axis(ref, exact_i, 1), rtol=1e-6)
+    np.testing.assert_allclose(exact_d[:, -1], np.sort(ref, axis=1)[:, 9], rtol=1e-6)
+    two_i, _ = R.search_codes(probs, codes, 10, candidates=10000)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact_i, two_i, strict=True)])
+    assert recall >= 0.99, recall
