@@ -24,8 +24,8 @@ one thread, "all" uses every core. M codes/s counts query x code pairs scored pe
 
 from __future__ import annotations
 
-import importlib
 import argparse
+import importlib
 import os
 import subprocess
 import sys

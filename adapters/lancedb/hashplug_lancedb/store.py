@@ -1,0 +1,749 @@
+"""LanceDBStore: hashplug codes in an embedded LanceDB table, searched by LanceDB's Hamming distance.
+
+Table layout (one table per collection)::
+
+    id       int64, not null                  the caller's id (upsert key)
+    code     fixed_size_list<uint8>[n_bytes]  packed code, DESIGN.md bit order (np.packbits)
+    payload  string, nullable                 the whole payload as JSON (exact round trip)
+    <field>  bool | int64 | float64 | string  one column per scalar top-level payload field,
+                                              so that SQL ``where`` filters work on them
+
+The hasher's :class:`~hashplug.stores.base.CollectionMeta` lives in the table's schema metadata
+under the key ``hashplug``. Codes are searched with ``distance_type("hamming")``; an ``IVF_FLAT``
+index with the Hamming metric is built automatically once the table is large enough.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+from urllib.parse import parse_qsl
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+from lancedb.index import BTree, IvfFlat
+from numpy.typing import ArrayLike, NDArray
+
+from hashplug.stores.base import (
+    HAMMING_PAD,
+    CollectionMeta,
+    Filter,
+    Payload,
+    Store,
+    StoreError,
+    sort_hits,
+)
+
+__all__ = ["LanceDBStore", "META_KEY", "RESERVED_COLUMNS"]
+
+#: Schema-metadata key that holds ``CollectionMeta.to_json()``.
+META_KEY = b"hashplug"
+#: Payload keys that never become columns (they stay in the JSON ``payload`` column only).
+RESERVED_COLUMNS = frozenset({"id", "code", "payload", "query_index"})
+
+IndexMode = Literal["auto", "none", "ivf_flat"]
+PayloadColumns = Literal["auto", "none"] | Mapping[str, "str | pa.DataType"]
+
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_TYPES: dict[str, pa.DataType] = {
+    "bool": pa.bool_(),
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "string": pa.string(),
+}
+_PY_TYPES: dict[type, pa.DataType] = {
+    bool: pa.bool_(),
+    int: pa.int64(),
+    float: pa.float64(),
+    str: pa.string(),
+}
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_CHUNK = 8192  # ids per ``id IN (...)`` statement
+_QUERY_BATCH = 256  # query vectors per LanceDB call
+_URI_OPTIONS = {
+    "index": str,
+    "index_min_rows": int,
+    "num_partitions": int,
+    "nprobes": int,
+    "payload_columns": str,
+    "optimize_every": int,
+}
+
+
+class LanceDBStore(Store):
+    """A hashplug collection stored as one LanceDB table.
+
+    Args:
+        db_path: LanceDB database directory (created if missing) or any URI ``lancedb.connect``
+            accepts (``s3://bucket/path`` ...).
+        table: table name (letters, digits, ``_``, ``-``, ``.``).
+        index: ``"auto"`` builds an IVF_FLAT Hamming index once the table holds
+            ``index_min_rows`` rows; ``"ivf_flat"`` builds it at the first write; ``"none"``
+            never builds one by itself (call :meth:`create_index`). Without an index LanceDB
+            scans every code, which is exact.
+        index_min_rows: row count at which ``index="auto"`` builds the index.
+        num_partitions: IVF partitions (LanceDB's default, about sqrt(rows), when None).
+        nprobes: IVF partitions searched per query (LanceDB's default when None); more is
+            slower and closer to exact.
+        payload_columns: which payload fields get a typed column, so that SQL filters work on
+            them. ``"auto"``: every top-level field whose name is an identifier (not one of
+            :data:`RESERVED_COLUMNS`) and whose values are str, int, float or bool, added to the
+            schema when first seen. ``"none"``: none beyond those the table already has. A
+            mapping ``{field: "string" | "int64" | "float64" | "bool"}`` declares columns
+            up front (other fields stay JSON-only). The full payload is always kept as JSON.
+        optimize_every: writes after which ``Table.optimize()`` compacts the table and brings
+            its indices up to date (also done when many rows are unindexed).
+        read_consistency_interval: passed to ``lancedb.connect``; the default 0 makes every
+            read see writes made by other store objects or processes.
+        storage_options: passed to ``lancedb.connect`` (object-store credentials ...).
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("lancedb",)
+    returns_codes: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        db_path: str | os.PathLike[str],
+        table: str,
+        *,
+        index: IndexMode = "auto",
+        index_min_rows: int = 100_000,
+        num_partitions: int | None = None,
+        nprobes: int | None = None,
+        payload_columns: PayloadColumns = "auto",
+        optimize_every: int = 50,
+        read_consistency_interval: timedelta | None = timedelta(0),
+        storage_options: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        if index not in ("auto", "none", "ivf_flat"):
+            raise ValueError(f"index must be 'auto', 'none' or 'ivf_flat', got {index!r}")
+        for nm, v, lo in (
+            ("index_min_rows", index_min_rows, 0),
+            ("num_partitions", num_partitions, 1),
+            ("nprobes", nprobes, 1),
+            ("optimize_every", optimize_every, 1),
+        ):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+                raise ValueError(f"{nm} must be an int >= {lo}, got {v!r}")
+        if not isinstance(table, str) or not _TABLE_NAME.match(table):
+            raise ValueError(
+                f"invalid LanceDB table name {table!r}: use letters, digits, '_', '-' and '.'"
+            )
+        self.db_path = os.fspath(db_path)
+        self.table_name = table
+        self.index: IndexMode = index
+        self.index_min_rows = index_min_rows
+        self.num_partitions = num_partitions
+        self.nprobes = nprobes
+        self.payload_columns = _check_payload_columns(payload_columns)
+        self.optimize_every = optimize_every
+        self._connect_kw: dict[str, Any] = {"read_consistency_interval": read_consistency_interval}
+        if storage_options:
+            self._connect_kw["storage_options"] = dict(storage_options)
+        self._db: Any = None
+        self._tbl: Any = None
+        self._writes = 0
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_uri(cls, uri: str, **options: Any) -> LanceDBStore:
+        """``lancedb://PATH/TABLE`` (``lancedb:///abs/path/table``, ``lancedb://s3://b/p/t``).
+
+        Options may also be given as a query string (``?index=none&nprobes=32``); keyword
+        ``options`` win over those.
+        """
+        if not isinstance(uri, str) or not uri.lower().startswith("lancedb://"):
+            raise ValueError(f"LanceDBStore handles lancedb:// URIs, got {uri!r}")
+        rest = uri[len("lancedb://") :]
+        rest, _, query = rest.partition("?")
+        rest = rest.rstrip("/")
+        db_path, sep, table = rest.rpartition("/")
+        if not sep or not table:
+            raise ValueError(
+                f"lancedb URI needs a database directory and a table name, e.g. "
+                f"'lancedb://./data/docs' or 'lancedb:///abs/dir/docs', got {uri!r}"
+            )
+        parsed: dict[str, Any] = {}
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            if key not in _URI_OPTIONS:
+                raise ValueError(
+                    f"unknown option {key!r} in {uri!r}; known: {', '.join(sorted(_URI_OPTIONS))}"
+                )
+            try:
+                parsed[key] = _URI_OPTIONS[key](value)
+            except ValueError as e:
+                raise ValueError(f"option {key}={value!r} in {uri!r} is not valid: {e}") from e
+        parsed.update(options)
+        return cls(db_path or "/", table, **parsed)
+
+    @property
+    def name(self) -> str:
+        return f"{self.db_path}/{self.table_name}"
+
+    @property
+    def table(self) -> Any:
+        """The underlying ``lancedb.table.Table`` (None before the collection exists)."""
+        return self._open_table()
+
+    # -- connection ------------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        if self._db is None:
+            with self._lock:
+                if self._db is None:
+                    try:
+                        self._db = lancedb.connect(self.db_path, **self._connect_kw)
+                    except (OSError, ValueError) as e:
+                        raise StoreError(f"cannot open LanceDB at {self.db_path!r}: {e}") from e
+        return self._db
+
+    def _open_table(self) -> Any:
+        """The table handle, or None when the table does not exist."""
+        tbl = self._tbl
+        if tbl is not None:
+            return tbl
+        with self._lock:
+            if self._tbl is None:
+                db = self._connect()
+                try:
+                    self._tbl = db.open_table(self.table_name)
+                except ValueError as e:
+                    if "not found" in str(e) or "does not exist" in str(e):
+                        return None
+                    raise StoreError(f"cannot open LanceDB table {self.name!r}: {e}") from e
+                except OSError as e:
+                    raise StoreError(f"cannot open LanceDB table {self.name!r}: {e}") from e
+            return self._tbl
+
+    def _require_table(self) -> Any:
+        self._require_open()
+        tbl = self._open_table()
+        if tbl is None:
+            self.meta = None
+            raise StoreError(f"LanceDB table {self.name!r} no longer exists (dropped?)")
+        return tbl
+
+    # -- metadata --------------------------------------------------------------------------------
+    def read_meta(self) -> CollectionMeta | None:
+        tbl = self._open_table()
+        if tbl is None:
+            return None
+        schema = tbl.schema
+        raw = (schema.metadata or {}).get(META_KEY)
+        if raw is None:
+            raise StoreError(
+                f"LanceDB table {self.name!r} exists but was not created by hashplug (its schema "
+                "has no 'hashplug' metadata); use another table name"
+            )
+        meta = CollectionMeta.from_json(raw)
+        want = pa.list_(pa.uint8(), meta.n_bytes)
+        if "code" not in schema.names or schema.field("code").type != want:
+            got = schema.field("code").type if "code" in schema.names else "missing"
+            raise StoreError(
+                f"LanceDB table {self.name!r} is inconsistent: column 'code' is {got}, "
+                f"expected {want} for n_bits={meta.n_bits}"
+            )
+        return meta
+
+    def _create(self, meta: CollectionMeta) -> None:
+        fields = [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("code", pa.list_(pa.uint8(), meta.n_bytes), nullable=False),
+            pa.field("payload", pa.string()),
+        ]
+        if isinstance(self.payload_columns, Mapping):
+            fields += [pa.field(k, t) for k, t in self.payload_columns.items()]
+        schema = pa.schema(fields, metadata={META_KEY: meta.to_json().encode()})
+        if "://" not in self.db_path:
+            try:
+                Path(self.db_path).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(
+                    f"LanceDB directory {self.db_path!r} cannot be created: {e}"
+                ) from e
+            if not os.access(self.db_path, os.W_OK):
+                raise StoreError(f"LanceDB directory {self.db_path!r} is not writable")
+        with self._lock:
+            db = self._connect()
+            try:
+                tbl = db.create_table(self.table_name, schema=schema)
+            except ValueError as e:
+                raise ValueError(f"cannot create LanceDB table {self.name!r}: {e}") from e
+            except OSError as e:
+                raise StoreError(f"cannot create LanceDB table {self.name!r}: {e}") from e
+            # A BTree on id makes lookups, deletes and merge_insert's join fast; kept up to date
+            # by optimize().
+            tbl.create_index("id", config=BTree())
+            self._tbl = tbl
+            self._writes = 0
+
+    # -- writing ---------------------------------------------------------------------------------
+    def upsert(
+        self,
+        ids: ArrayLike,
+        codes: ArrayLike,
+        payloads: Sequence[Payload | None] | None = None,
+    ) -> None:
+        """Insert or replace rows (LanceDB ``merge_insert`` on ``id``); validated before writing."""
+        new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
+        with self._lock:
+            tbl = self._require_table()
+            schema = tbl.schema
+            existing = _payload_fields(schema)
+            columns, to_add = _payload_column_values(new_pl, existing, self.payload_columns)
+            if new_ids.size == 0:
+                return
+            if to_add:
+                tbl.add_columns([pa.field(k, t) for k, t in to_add.items()])
+                schema = tbl.schema
+            n_bytes = new_codes.shape[1]
+            data: dict[str, pa.Array] = {
+                "id": pa.array(new_ids, pa.int64()),
+                "code": pa.FixedSizeListArray.from_arrays(
+                    pa.array(new_codes.reshape(-1), pa.uint8()), n_bytes
+                ),
+                "payload": pa.array(
+                    [None if p is None else _dumps(p) for p in new_pl], pa.string()
+                ),
+            }
+            for f in schema:
+                if f.name not in data:
+                    vals = columns.get(f.name)
+                    data[f.name] = (
+                        pa.nulls(new_ids.size, f.type) if vals is None else pa.array(vals, f.type)
+                    )
+            batch = pa.Table.from_arrays([data[f.name] for f in schema], schema=schema)
+            (
+                tbl.merge_insert("id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(batch)
+            )
+            self._after_write(tbl)
+
+    def delete(self, ids: ArrayLike) -> None:
+        """Delete rows by id; ids that are not stored are ignored."""
+        q = np.asarray(ids)
+        if q.size and not np.issubdtype(q.dtype, np.integer):
+            raise ValueError(f"ids must be integers, got dtype {q.dtype}")
+        q = np.unique(q.astype(np.int64).reshape(-1))
+        with self._lock:
+            tbl = self._require_table()
+            if q.size == 0:
+                return
+            for chunk in _chunks(q):
+                tbl.delete(_in_sql(chunk))
+            self._after_write(tbl)
+
+    def _after_write(self, tbl: Any) -> None:
+        """Index policy, run after every write.
+
+        Builds the IVF_FLAT index once due (see ``index``), and runs :meth:`optimize` every
+        ``optimize_every`` writes, or sooner when many rows are outside an index: 10% of the
+        vector index (those rows are scanned by every search), half of the id index.
+        """
+        self._writes += 1
+        indices = list(tbl.list_indices())
+        vec = _vector_index(indices)
+        if vec is None and self.index != "none":
+            due = self.index_min_rows if self.index == "auto" else 1
+            if tbl.count_rows() >= due:
+                self.create_index()
+                return
+        stale = self._writes >= self.optimize_every
+        for ix in indices:
+            share, floor = (10, 20_000) if ix is vec else (2, 50_000)
+            stale |= ix.num_unindexed_rows >= max(floor, ix.num_indexed_rows // share)
+        if stale:
+            self.optimize()
+
+    def optimize(self, cleanup_older_than: timedelta | None = None) -> None:
+        """Compact the table's files and add new rows to its indices (``Table.optimize``).
+
+        ``cleanup_older_than=timedelta(0)`` also deletes old table versions (frees disk; no more
+        time travel to them).
+        """
+        with self._lock:
+            tbl = self._require_table()
+            tbl.optimize(cleanup_older_than=cleanup_older_than)
+            self._writes = 0
+
+    def create_index(self, num_partitions: int | None = None, *, replace: bool = True) -> None:
+        """Build (or rebuild) the IVF_FLAT index on ``code`` with the Hamming metric.
+
+        Queries always use ``distance_type("hamming")``, the metric of this index, so LanceDB
+        uses it (a query with another metric would silently scan instead).
+        """
+        with self._lock:
+            tbl = self._require_table()
+            parts = num_partitions if num_partitions is not None else self.num_partitions
+            tbl.create_index(
+                "code",
+                config=IvfFlat(distance_type="hamming", num_partitions=parts),
+                replace=replace,
+            )
+            id_index = [ix for ix in tbl.list_indices() if "id" in ix.columns]
+            if not id_index:
+                tbl.create_index("id", config=BTree())
+            elif id_index[0].num_unindexed_rows:
+                tbl.optimize()  # bring the id index up to date as well
+            self._writes = 0
+
+    def index_info(self) -> dict[str, Any] | None:
+        """The vector index on ``code`` (type, metric, indexed/unindexed rows) or None."""
+        tbl = self._require_table()
+        vec = _vector_index(tbl.list_indices())
+        if vec is None:
+            return None
+        stats = tbl.index_stats(vec.name)
+        return {
+            "name": vec.name,
+            "index_type": stats.index_type,
+            "distance_type": stats.distance_type,
+            "num_indexed_rows": stats.num_indexed_rows,
+            "num_unindexed_rows": stats.num_unindexed_rows,
+        }
+
+    # -- reading ---------------------------------------------------------------------------------
+    def count(self) -> int:
+        tbl = self._open_table()
+        return 0 if tbl is None else int(tbl.count_rows())
+
+    def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
+        meta = self._require_open()
+        q = np.asarray(ids, dtype=np.int64).reshape(-1)
+        got = self._fetch(q, ["id", "code"])
+        out = np.zeros((q.size, meta.n_bytes), np.uint8)
+        rows, found = _match(got["id"].to_numpy(), q)
+        if found.any():
+            codes = _codes_np(got["code"], meta.n_bytes)
+            out[found] = codes[rows[found]]
+        return out, found
+
+    def get_payloads(self, ids: ArrayLike) -> list[Payload | None]:
+        self._require_open()
+        q = np.asarray(ids, dtype=np.int64).reshape(-1)
+        got = self._fetch(q, ["id", "payload"])
+        rows, found = _match(got["id"].to_numpy(), q)
+        texts = got["payload"].to_pylist()
+        return [
+            json.loads(texts[r]) if f and texts[r] is not None else None
+            for r, f in zip(rows.tolist(), found.tolist(), strict=True)
+        ]
+
+    def _fetch(self, ids: NDArray[np.int64], columns: list[str]) -> pa.Table:
+        tbl = self._require_table()
+        uniq = np.unique(ids[ids >= 0])
+        parts = [
+            tbl.search().where(_in_sql(chunk)).select(columns).limit(None).to_arrow()
+            for chunk in _chunks(uniq)
+        ]
+        if not parts:
+            return pa.Table.from_pylist([], schema=tbl.schema).select(columns)
+        return pa.concat_tables(parts)
+
+    def search(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+        """Hamming top-``limit`` per query (one batched LanceDB query per 256 vectors).
+
+        ``filter``: a dict ``{field: value}`` (all equal; fields must be payload columns) or a
+        SQL ``where`` string over the table's columns; applied before the top-k (prefilter).
+        """
+        ids, dist, _ = self._search(query_codes, limit, filter, with_codes=False)
+        return ids, dist
+
+    def search_with_codes(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
+        """Like :meth:`search`, with the hits' codes taken from the same LanceDB query."""
+        ids, dist, codes = self._search(query_codes, limit, filter, with_codes=True)
+        assert codes is not None
+        return ids, dist, codes
+
+    def _search(
+        self, query_codes: ArrayLike, limit: int, flt: Filter | None, *, with_codes: bool
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
+        q = self._check_query(query_codes, limit)
+        meta = self._require_open()
+        limit = int(limit)
+        n_q = q.shape[0]
+        tbl = self._require_table()
+        where = self._where(flt, tbl)
+        cols = ["id", "code", "_distance"] if with_codes else ["id", "_distance"]
+        raw_i = np.full((n_q, limit), -1, np.int64)
+        raw_d = np.full((n_q, limit), HAMMING_PAD, np.int32)
+        hit_ids: list[NDArray[np.int64]] = []
+        hit_codes: list[NDArray[np.uint8]] = []
+        for start in range(0, n_q, _QUERY_BATCH):
+            block = q[start : start + _QUERY_BATCH]
+            builder = self._builder(tbl, block, limit, cols, where)
+            try:
+                res = builder.to_arrow()
+            except ValueError as e:
+                raise ValueError(f"LanceDB rejected the search (where={where!r}): {e}") from e
+            if res.num_rows == 0:
+                continue
+            qi = (
+                res["query_index"].to_numpy().astype(np.int64)
+                if "query_index" in res.column_names
+                else np.zeros(res.num_rows, np.int64)
+            )
+            r_ids = res["id"].to_numpy()
+            r_d = np.rint(res["_distance"].to_numpy()).astype(np.int32)
+            order = np.argsort(qi, kind="stable")
+            qi, r_ids, r_d = qi[order], r_ids[order], r_d[order]
+            first = np.searchsorted(qi, qi, side="left")
+            pos = np.arange(qi.size) - first
+            keep = pos < limit
+            raw_i[start + qi[keep], pos[keep]] = r_ids[keep]
+            raw_d[start + qi[keep], pos[keep]] = r_d[keep]
+            if with_codes:
+                hit_ids.append(r_ids)
+                hit_codes.append(_codes_np(res["code"], meta.n_bytes)[order])
+        out_i, out_d = sort_hits(raw_i, raw_d, limit)
+        if not with_codes:
+            return out_i, out_d, None
+        out_c = np.zeros((n_q, limit, meta.n_bytes), np.uint8)
+        if hit_ids:
+            all_ids = np.concatenate(hit_ids)
+            uniq, first_at = np.unique(all_ids, return_index=True)
+            codes_u = np.concatenate(hit_codes)[first_at]
+            valid = out_i >= 0
+            out_c[valid] = codes_u[np.searchsorted(uniq, out_i[valid])]
+        return out_i, out_d, out_c
+
+    def _builder(
+        self, tbl: Any, block: NDArray[np.uint8], limit: int, cols: list[str], where: str | None
+    ) -> Any:
+        """The LanceDB query: Hamming metric (the index's), ``limit``, prefilter, nprobes."""
+        builder = (
+            tbl.search(block if block.shape[0] > 1 else block[0], vector_column_name="code")
+            .distance_type("hamming")
+            .limit(limit)
+            .select(cols)
+        )
+        if self.nprobes is not None:
+            builder = builder.nprobes(self.nprobes)
+        if where:
+            builder = builder.where(where, prefilter=True)
+        return builder
+
+    def explain_plan(
+        self, query_code: ArrayLike, limit: int = 10, filter: Filter | None = None
+    ) -> str:
+        """LanceDB's physical plan for :meth:`search` of one query (shows whether the index is used)."""
+        q = self._check_query(query_code, limit)
+        tbl = self._require_table()
+        where = self._where(filter, tbl)
+        return str(self._builder(tbl, q[:1], int(limit), ["id", "_distance"], where).explain_plan())
+
+    def _where(self, flt: Filter | None, tbl: Any) -> str | None:
+        if flt is None:
+            return None
+        if isinstance(flt, str):
+            return flt.strip() or None
+        if isinstance(flt, Mapping):
+            return _dict_to_sql(flt, tbl.schema, self.payload_columns, self.name)
+        raise ValueError(
+            "LanceDBStore filters are a dict {field: value} or a SQL where string, "
+            f"got {type(flt).__name__}"
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def drop(self) -> None:
+        """Delete the table (its data, indices and metadata)."""
+        with self._lock:
+            db = self._connect()
+            try:
+                db.drop_table(self.table_name)
+            except ValueError as e:
+                if "not found" not in str(e) and "does not exist" not in str(e):
+                    raise StoreError(f"cannot drop LanceDB table {self.name!r}: {e}") from e
+            except FileNotFoundError:
+                pass
+            self._tbl = None
+            self.meta = None
+            self._writes = 0
+
+    def close(self) -> None:
+        """Forget the connection; the table stays stored and the store can be used again."""
+        with self._lock:
+            self._tbl = None
+            self._db = None
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _check_payload_columns(spec: Any) -> PayloadColumns:
+    if isinstance(spec, str):
+        if spec not in ("auto", "none"):
+            raise ValueError(f"payload_columns must be 'auto', 'none' or a mapping, got {spec!r}")
+        return spec  # type: ignore[return-value]
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"payload_columns must be 'auto', 'none' or a mapping, got {spec!r}")
+    out: dict[str, pa.DataType] = {}
+    for k, t in spec.items():
+        if not isinstance(k, str) or not _IDENT.match(k) or k in RESERVED_COLUMNS:
+            raise ValueError(f"payload column name {k!r} is reserved or not an identifier")
+        typ = _TYPES.get(t) if isinstance(t, str) else t
+        if typ not in _TYPES.values():
+            raise ValueError(
+                f"payload column {k!r}: type must be one of {sorted(_TYPES)}, got {t!r}"
+            )
+        out[k] = typ
+    return out
+
+
+def _payload_fields(schema: pa.Schema) -> dict[str, pa.DataType]:
+    return {f.name: f.type for f in schema if f.name not in ("id", "code", "payload")}
+
+
+def _fits(v: Any, typ: pa.DataType) -> bool:
+    if v is None:
+        return True
+    if typ == pa.bool_():
+        return isinstance(v, bool)
+    if typ == pa.int64():
+        return isinstance(v, int) and not isinstance(v, bool) and _INT64_MIN <= v <= _INT64_MAX
+    if typ == pa.float64():
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if typ == pa.string():
+        return isinstance(v, str)
+    return False
+
+
+def _payload_column_values(
+    payloads: list[Payload | None],
+    existing: dict[str, pa.DataType],
+    mode: PayloadColumns,
+) -> tuple[dict[str, list[Any]], dict[str, pa.DataType]]:
+    """Per-column values for a batch (only columns that get a value), and the new columns to add.
+
+    Raises ValueError on type clashes. Nothing is written here, so a refused batch leaves the
+    table as it was.
+    """
+    declared = mode if isinstance(mode, Mapping) else {}
+    present = [(i, p) for i, p in enumerate(payloads) if p]
+    seen: dict[str, set[type]] = {}
+    for _, p in present:
+        for k, v in p.items():
+            if isinstance(k, str) and v is not None:
+                seen.setdefault(k, set()).add(type(v))
+    to_add: dict[str, pa.DataType] = {}
+    for k, types in seen.items():
+        if k in existing:
+            continue
+        if k in declared:
+            to_add[k] = declared[k]
+        elif mode == "auto" and _IDENT.match(k) and k not in RESERVED_COLUMNS:
+            scalar = types & _PY_TYPES.keys()
+            if not scalar:
+                continue  # lists / dicts only: a JSON-only field
+            if scalar != types or (len(scalar) > 1 and not scalar <= {int, float}):
+                raise ValueError(
+                    f"payload field {k!r} mixes value types {sorted(t.__name__ for t in types)} "
+                    "in one batch; it would become a typed column. Give it one type, declare "
+                    "it with payload_columns={...}, or use payload_columns='none'"
+                )
+            to_add[k] = pa.float64() if float in scalar else _PY_TYPES[next(iter(scalar))]
+    columns = {**existing, **to_add}
+    values: dict[str, list[Any]] = {}
+    for i, p in present:
+        for k, v in p.items():
+            typ = columns.get(k) if isinstance(k, str) else None
+            if typ is None or v is None:
+                continue
+            if not _fits(v, typ):
+                raise ValueError(
+                    f"payload {i}: field {k!r} is {type(v).__name__} {v!r:.40}, but the table's "
+                    f"column {k!r} is {typ}; nothing was written"
+                )
+            if k not in values:
+                values[k] = [None] * len(payloads)
+            values[k][i] = v
+    return values, to_add
+
+
+def _dumps(p: Payload) -> str:
+    return json.dumps(p, ensure_ascii=False, separators=(",", ":"))
+
+
+def _sql_literal(v: Any) -> str:
+    if isinstance(v, bool):
+        return "TRUE" if v else "FALSE"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        if not math.isfinite(v):
+            raise ValueError(f"cannot filter on a non-finite float {v!r}")
+        return repr(float(v))
+    if isinstance(v, str):
+        return "'" + v.replace("'", "''") + "'"
+    raise ValueError(
+        f"dict filters compare str, int, float or bool values, got {type(v).__name__}; "
+        "use a SQL where string for anything else"
+    )
+
+
+def _dict_to_sql(
+    flt: Mapping[str, Any], schema: pa.Schema, mode: PayloadColumns, name: str
+) -> str | None:
+    fields = _payload_fields(schema)
+    terms: list[str] = []
+    for k, v in flt.items():
+        if k in fields:
+            col = f"`{k}`"
+            terms.append(f"{col} IS NULL" if v is None else f"{col} = {_sql_literal(v)}")
+            continue
+        if mode == "auto" and isinstance(k, str) and _IDENT.match(k) and k not in RESERVED_COLUMNS:
+            if v is not None:
+                _sql_literal(v)  # the same value checks as for a real column
+            # A field never stored with a scalar value: no row can match.
+            return "FALSE"
+        raise ValueError(
+            f"payload field {k!r} is not a column of LanceDB table {name!r}, so a dict filter "
+            f"cannot test it (columns: {sorted(fields)}); filter with a SQL where string"
+        )
+    return " AND ".join(terms) or None
+
+
+def _vector_index(indices: Any) -> Any:
+    for ix in indices:
+        if "code" in ix.columns:
+            return ix
+    return None
+
+
+def _chunks(a: NDArray[np.int64]) -> Iterator[NDArray[np.int64]]:
+    for s in range(0, a.size, _CHUNK):
+        yield a[s : s + _CHUNK]
+
+
+def _in_sql(ids: NDArray[np.int64]) -> str:
+    return f"id IN ({','.join(map(str, ids.tolist()))})"
+
+
+def _match(
+    stored: NDArray[np.int64], wanted: NDArray[np.int64]
+) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+    """Row of each wanted id in ``stored`` and whether it is there."""
+    if stored.size == 0:
+        return np.zeros(wanted.size, np.intp), np.zeros(wanted.size, bool)
+    order = np.argsort(stored, kind="stable")
+    pos = np.minimum(np.searchsorted(stored[order], wanted), stored.size - 1)
+    rows = order[pos]
+    return rows, stored[rows] == wanted
+
+
+def _codes_np(col: pa.ChunkedArray | pa.Array, n_bytes: int) -> NDArray[np.uint8]:
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    flat = arr.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.uint8).reshape(-1, n_bytes)

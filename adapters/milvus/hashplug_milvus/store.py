@@ -1,0 +1,992 @@
+"""MilvusStore: hashplug codes in a Milvus collection, searched by Milvus' HAMMING metric.
+
+Collection layout (one collection per hashplug collection)::
+
+    id          INT64, primary key           the caller's id (upsert key)
+    code        BINARY_VECTOR(dim=n_bits)    packed code, DESIGN.md bit order (np.packbits)
+    code_w<j>   INT64, j < ceil(n_bytes/8)   the same code bytes as little-endian int64 words
+                                             (only with code_words=True, the default): Milvus
+                                             returns scalars with the search in one pass, while a
+                                             vector output field costs a second internal pass
+    payload     VARCHAR(max 65535)           the whole payload as JSON ("" = no payload), so that
+                                             get_payloads returns exactly the dict given
+    $meta       dynamic fields               every other top-level payload key, so that Milvus
+                                             boolean expressions filter on it: color == "red"
+
+The hasher's :class:`~hashplug.stores.base.CollectionMeta` is the collection's description
+(``hashplug-meta:`` + JSON), written atomically with the collection, readable by any client.
+Index on ``code``: ``BIN_FLAT`` (exact) or ``BIN_IVF_FLAT`` (``nlist`` at creation, ``nprobe`` per
+search); metric ``HAMMING``. Milvus Lite (a local ``.db`` file) supports ``BIN_FLAT`` only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from pymilvus import DataType, MilvusClient
+
+from hashplug.stores.base import (
+    CollectionMeta,
+    Filter,
+    HasherMismatchError,
+    Payload,
+    Store,
+    StoreError,
+    sort_hits,
+)
+
+from ._filters import to_expression
+from ._retry import RetryPolicy, error_chain, is_transient, short_error
+
+__all__ = [
+    "MilvusStore",
+    "META_PREFIX",
+    "MAX_TOPK",
+    "INDEX_TYPES",
+    "CONSISTENCY_LEVELS",
+]
+
+#: Prefix of the collection description that holds ``CollectionMeta.to_json()``.
+META_PREFIX = "hashplug-meta:"
+#: Milvus' largest ``limit`` (topk) per search; larger limits are clamped and padded with -1.
+MAX_TOPK = 16384
+INDEX_TYPES = ("BIN_FLAT", "BIN_IVF_FLAT")
+CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
+DEFAULT_PORT = 19530
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+_WORD = re.compile(r"^code_w(\d+)$")
+_BASE_RESERVED = frozenset({"id", "code", "payload"})
+_MAX_NQ = 1024  # query vectors per search RPC
+_MAX_HITS_PER_CALL = 262_144  # nq * topk per search RPC
+_GET_CHUNK = 4096  # ids per get / delete RPC
+_MAX_MESSAGE = 32 * 1024 * 1024  # bytes per upsert RPC (Milvus' gRPC default limit is 64 MiB)
+_UNSET: Any = object()
+
+_URI_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "token": str,
+    "user": str,
+    "password": str,
+    "db_name": str,
+    "db": str,
+    "secure": lambda v: _as_bool("secure", v),
+    "index": str,
+    "nlist": int,
+    "nprobe": int,
+    "consistency_level": str,
+    "consistency": str,
+    "code_words": lambda v: _as_bool("code_words", v),
+    "batch_size": int,
+    "payload_max_length": int,
+    "timeout": float,
+    "connect_timeout": float,
+    "retries": int,
+    "backoff": float,
+    "max_backoff": float,
+    "retry_deadline": float,
+}
+
+
+def _as_bool(name: str, v: str) -> bool:
+    low = v.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"option {name}={v!r} is not a boolean")
+
+
+def _n_words(n_bytes: int) -> int:
+    return (n_bytes + 7) // 8
+
+
+def codes_to_words(codes: NDArray[np.uint8]) -> NDArray[np.int64]:
+    """Packed codes ``(n, n_bytes)`` -> little-endian int64 words ``(n, ceil(n_bytes / 8))``."""
+    n, nb = codes.shape
+    w = _n_words(nb)
+    buf = np.zeros((n, w * 8), np.uint8)
+    buf[:, :nb] = codes
+    return buf.view("<i8").reshape(n, w)
+
+
+def words_to_codes(words: NDArray[np.int64], n_bytes: int) -> NDArray[np.uint8]:
+    """Inverse of :func:`codes_to_words`."""
+    w = np.ascontiguousarray(words, dtype="<i8")
+    return w.view(np.uint8).reshape(w.shape[0], -1)[:, :n_bytes].copy()
+
+
+class MilvusStore(Store):
+    """One hashplug collection in Milvus (a server, a cluster, a managed Milvus, or Milvus Lite).
+
+    ``uri``: ``http(s)://host:port`` of a server, or the path of a Milvus Lite file ending in
+    ``.db``. ``collection``: the collection name (letters, digits, underscores).
+
+    Options (also accepted as URI query options by :meth:`from_uri`):
+
+    - ``token`` / ``user`` + ``password`` / ``db_name``: authentication and database.
+    - ``index``: ``"BIN_FLAT"`` (exact, default) or ``"BIN_IVF_FLAT"`` with ``nlist`` (at creation)
+      and ``nprobe`` (per search, settable at any time as ``store.nprobe``). Opening an existing
+      collection uses the index it has; :meth:`set_index` rebuilds it.
+    - ``consistency_level``: ``"Session"`` (default: this process reads its own writes at once;
+      Milvus 2.3 makes every ``"Strong"`` read wait for the next time tick, ~200 ms), ``"Strong"``
+      (also see other processes' writes at once), ``"Bounded"``, ``"Eventually"``.
+    - ``code_words``: keep the int64 copy of the codes that lets searches return the hits' codes
+      in the same pass (default True; only read at creation).
+    - ``batch_size``: rows per upsert RPC (also capped at ~32 MiB per RPC).
+    - ``timeout``: seconds per RPC; ``connect_timeout``: seconds to reach the server;
+      ``retries``, ``backoff``, ``max_backoff``, ``retry_deadline``: transient errors (server
+      unreachable, restarting, overloaded) are retried ``retries`` times with exponential backoff,
+      then raised as :class:`~hashplug.stores.base.StoreError`.
+
+    ``on_batch(done, total)``, if set, is called after each upsert batch has been written.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("milvus", "milvus+lite")
+
+    def __init__(
+        self,
+        uri: str = f"http://127.0.0.1:{DEFAULT_PORT}",
+        collection: str = "hashplug",
+        *,
+        token: str = "",
+        user: str = "",
+        password: str = "",
+        db_name: str = "",
+        index: str = "BIN_FLAT",
+        nlist: int = 128,
+        nprobe: int = 16,
+        consistency_level: str = "Session",
+        code_words: bool = True,
+        batch_size: int = 10_000,
+        payload_max_length: int = 65_535,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        retries: int = 5,
+        backoff: float = 0.25,
+        max_backoff: float = 5.0,
+        retry_deadline: float = 60.0,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(collection, str) or not _NAME.match(collection):
+            raise ValueError(
+                f"invalid Milvus collection name {collection!r}: use letters, digits and "
+                "underscores, starting with a letter or underscore (at most 255 characters)"
+            )
+        uri = os.fspath(uri)
+        self.is_lite = _is_lite(uri)
+        if self.is_lite:
+            uri = str(Path(uri).expanduser().absolute())
+        elif not re.match(r"^(https?|tcp|grpc)://", uri):
+            raise ValueError(
+                f"MilvusStore uri must be http(s)://host:port (a server) or a path ending in "
+                f".db (Milvus Lite), got {uri!r}"
+            )
+        index = str(index).upper()
+        if index not in INDEX_TYPES:
+            raise ValueError(f"index must be one of {INDEX_TYPES}, got {index!r}")
+        if self.is_lite and index != "BIN_FLAT":
+            raise ValueError("Milvus Lite supports only the BIN_FLAT index for binary vectors")
+        levels = {c.lower(): c for c in CONSISTENCY_LEVELS}
+        if str(consistency_level).lower() not in levels:
+            raise ValueError(f"consistency_level must be one of {CONSISTENCY_LEVELS}")
+        for nm, v in (("nlist", nlist), ("nprobe", nprobe), ("batch_size", batch_size)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{nm} must be a positive int, got {v!r}")
+        if not 1 <= payload_max_length <= 65_535:
+            raise ValueError("payload_max_length must be in [1, 65535] (Milvus' VARCHAR limit)")
+        if timeout <= 0 or connect_timeout <= 0:
+            raise ValueError("timeout and connect_timeout must be positive")
+        self.uri = uri
+        self.collection = collection
+        self.token, self.user, self.password, self.db_name = token, user, password, db_name
+        self.index = index
+        self.nlist = int(nlist)
+        self.nprobe = int(nprobe)
+        self.consistency_level = levels[str(consistency_level).lower()]
+        self.code_words = bool(code_words)
+        self.batch_size = int(batch_size)
+        self.payload_max_length = int(payload_max_length)
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.retry = RetryPolicy(int(retries), float(backoff), float(max_backoff), retry_deadline)
+        self.on_batch = on_batch
+        self.returns_codes = self.code_words or not self.is_lite  # type: ignore[misc]
+        self._conn_lock = threading.Lock()
+        self._client: MilvusClient | None = None
+        self._stale = False
+        self._ready = False
+        self._layout: dict[str, Any] | None = None
+        self._fast_upsert = True
+
+    # -- construction -----------------------------------------------------------------------------
+    @classmethod
+    def from_uri(cls, uri: str, **options: Any) -> MilvusStore:
+        """``milvus://[user:password@]host[:port]/[db/]collection[?option=value&...]`` (a server;
+        ``secure=true`` for TLS) or ``milvus+lite://path/to/file.db/collection`` (Milvus Lite;
+        ``milvus+lite:///abs/path/file.db/collection`` for an absolute path). Keyword ``options``
+        override the URI's."""
+        if not isinstance(uri, str) or "://" not in uri:
+            raise ValueError(f"not a milvus URI: {uri!r}")
+        scheme, rest = uri.split("://", 1)
+        scheme = scheme.lower()
+        rest, _, query = rest.partition("?")
+        opts: dict[str, Any] = {}
+        for key, val in parse_qsl(query, keep_blank_values=True):
+            if key not in _URI_OPTIONS:
+                raise ValueError(
+                    f"unknown option {key!r} in {uri!r}; known: {', '.join(sorted(_URI_OPTIONS))}"
+                )
+            try:
+                opts[key] = _URI_OPTIONS[key](val)
+            except ValueError as e:
+                raise ValueError(f"bad value for {key!r} in {uri!r}: {e}") from e
+        if "db" in opts:
+            opts["db_name"] = opts.pop("db")
+        if "consistency" in opts:
+            opts["consistency_level"] = opts.pop("consistency")
+        secure = opts.pop("secure", False)
+        opts.update(options)
+        if scheme == "milvus+lite":
+            path, _, name = rest.rstrip("/").rpartition("/")
+            if not path or not name or not path.endswith(".db"):
+                raise ValueError(
+                    "milvus+lite URIs look like milvus+lite://path/to/file.db/collection "
+                    f"(the file must end in .db), got {uri!r}"
+                )
+            return cls(unquote(path), unquote(name), **opts)
+        if scheme != "milvus":
+            raise ValueError(f"MilvusStore handles milvus:// and milvus+lite://, not {scheme}://")
+        parts = urlsplit("//" + rest)
+        if not parts.hostname:
+            raise ValueError(f"milvus URI needs a host: milvus://host:port/collection, got {uri!r}")
+        segs = [unquote(s) for s in parts.path.split("/") if s]
+        if len(segs) == 1:
+            name = segs[0]
+        elif len(segs) == 2:
+            opts.setdefault("db_name", segs[0])
+            name = segs[1]
+        else:
+            raise ValueError(
+                f"milvus URIs look like milvus://host:port/collection or "
+                f"milvus://host:port/database/collection, got {uri!r}"
+            )
+        if parts.username:
+            opts.setdefault("user", unquote(parts.username))
+        if parts.password:
+            opts.setdefault("password", unquote(parts.password))
+        host = parts.hostname
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        port = parts.port or DEFAULT_PORT
+        proto = "https" if secure else "http"
+        return cls(f"{proto}://{host}:{port}", name, **opts)
+
+    @property
+    def name(self) -> str:
+        return self.collection
+
+    @property
+    def location(self) -> str:
+        """Where the collection lives, without credentials (for messages)."""
+        where = f"Milvus Lite file {self.uri}" if self.is_lite else f"Milvus at {self.uri}"
+        db = f", database {self.db_name!r}" if self.db_name else ""
+        return f"{where}{db}"
+
+    def __repr__(self) -> str:
+        return f"MilvusStore({self.uri!r}, {self.collection!r}, index={self.index!r})"
+
+    # -- connection and retries -------------------------------------------------------------------
+    def _probe(self) -> None:
+        """Fail fast (ConnectionRefusedError, timeout) when nothing listens at the address."""
+        parts = urlsplit(self.uri)
+        host = parts.hostname or "127.0.0.1"
+        port = parts.port or (443 if parts.scheme == "https" else DEFAULT_PORT)
+        with socket.create_connection((host, port), timeout=self.connect_timeout):
+            pass
+
+    def _connect(self) -> MilvusClient:
+        with self._conn_lock:
+            if self._client is not None and not self._stale:
+                return self._client
+            old, self._client = self._client, None
+            if old is not None:
+                _close_quietly(old)
+            if self.is_lite:
+                Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+            else:
+                self._probe()
+            # A private alias: pymilvus shares connections by alias, and one store's close()
+            # must not cut another store's connection.
+            alias = f"hashplug-milvus-{uuid.uuid4().hex}"
+            kwargs: dict[str, Any] = {"timeout": self.connect_timeout, "alias": alias}
+            for key in ("token", "user", "password", "db_name"):
+                if getattr(self, key):
+                    kwargs[key] = getattr(self, key)
+            self._client = MilvusClient(self.uri, **kwargs)
+            self._stale = False
+            return self._client
+
+    def _mark_stale(self, client: MilvusClient) -> None:
+        with self._conn_lock:
+            if self._client is client:
+                self._stale = True
+
+    def _rpc(self) -> dict[str, Any]:
+        # A float timeout and retry_times=0 switch pymilvus' own retry loop off (it would
+        # otherwise retry for minutes); our RetryPolicy retries instead, reconnecting between.
+        return {"timeout": self.timeout, "retry_times": 0}
+
+    def _call(self, op: str, fn: Callable[[MilvusClient], Any], *, ready: bool = True) -> Any:
+        """Run ``fn(client)`` with retries; errors become StoreError (or ValueError)."""
+
+        def attempt() -> Any:
+            client = self._connect()
+            if ready:
+                self._ensure_ready(client)
+            try:
+                return fn(client)
+            except Exception as e:
+                if _not_loaded(e):
+                    self._ready = False  # e.g. a server restarted and still loading: load again
+                    raise _Transient(short_error(e)) from e
+                if is_transient(e):
+                    self._mark_stale(client)
+                raise
+
+        try:
+            return self.retry.run(attempt)[0]
+        except Exception as e:
+            if is_transient(e):
+                attempts = getattr(e, "hashplug_attempts", 1)
+                elapsed = getattr(e, "hashplug_elapsed", 0.0)
+                raise StoreError(
+                    f"{self.location} did not complete {op} on collection {self.collection!r} "
+                    f"after {attempts} attempt(s) over {elapsed:.1f} s ({short_error(e)}). "
+                    "Check that the server is running and reachable (host, port, TLS, "
+                    "token/user/password); writes are upserts by id, so re-running the same "
+                    "ingest afterwards completes it without duplicates."
+                ) from e
+            if isinstance(e, (StoreError, ValueError, KeyError, HasherMismatchError)):
+                raise
+            raise StoreError(
+                f"{self.location}: {op} on collection {self.collection!r} failed: {short_error(e)}"
+            ) from e
+
+    # -- metadata and layout ----------------------------------------------------------------------
+    def read_meta(self) -> CollectionMeta | None:
+        def go(c: MilvusClient) -> dict[str, Any] | None:
+            if not c.has_collection(self.collection, **self._rpc()):
+                return None
+            return dict(c.describe_collection(self.collection, **self._rpc()))
+
+        desc = self._call("describe_collection", go, ready=False)
+        if desc is None:
+            self._layout = None
+            return None
+        text = str(desc.get("description") or "")
+        if not text.startswith(META_PREFIX):
+            raise StoreError(
+                f"collection {self.collection!r} in {self.location} exists but was not created "
+                "by hashplug (its description holds no hashplug metadata); use another "
+                "collection name"
+            )
+        meta = CollectionMeta.from_json(text[len(META_PREFIX) :])
+        self._layout = _layout_of(desc, meta, self.collection)
+        self.returns_codes = bool(self._layout["words"]) or not self.is_lite  # type: ignore[misc]
+        return meta
+
+    def _create(self, meta: CollectionMeta) -> None:
+        n_words = _n_words(meta.n_bytes) if self.code_words else 0
+        schema = MilvusClient.create_schema(
+            auto_id=False,
+            enable_dynamic_field=True,
+            description=META_PREFIX + meta.to_json(),
+        )
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("code", DataType.BINARY_VECTOR, dim=meta.n_bits)
+        for j in range(n_words):
+            schema.add_field(f"code_w{j}", DataType.INT64)
+        schema.add_field("payload", DataType.VARCHAR, max_length=self.payload_max_length)
+
+        def go(c: MilvusClient) -> None:
+            c.create_collection(
+                self.collection,
+                schema=schema,
+                consistency_level=self.consistency_level,
+                **self._rpc(),
+            )
+            params = c.prepare_index_params()
+            params.add_index(**self._index_spec(self.index, self.nlist))
+            # sync=False: the collection is empty, nothing to wait for (pymilvus polls at 0.5 s).
+            c.create_index(self.collection, params, sync=False, **self._rpc())
+            self._load(c)
+
+        try:
+            self._call("create_collection", go, ready=False)
+        except StoreError:
+            # Another client may have created it a moment ago: then it must be the same hasher.
+            existing = self.read_meta()
+            if existing is None:
+                raise
+            existing.check_compatible(meta, where=f"collection {self.collection!r}")
+            return
+        self._layout = {
+            "words": n_words,
+            "payload_max_length": self.payload_max_length,
+            "index": self.index,
+        }
+        self.returns_codes = bool(n_words) or not self.is_lite  # type: ignore[misc]
+        self._ready = True  # created, indexed and loaded just now
+
+    @staticmethod
+    def _index_spec(index: str, nlist: int) -> dict[str, Any]:
+        params = {"nlist": int(nlist)} if index == "BIN_IVF_FLAT" else {}
+        return {
+            "field_name": "code",
+            "index_type": index,
+            "metric_type": "HAMMING",
+            "params": params,
+        }
+
+    def _ensure_ready(self, client: MilvusClient) -> None:
+        """Load the collection (once per connection state) and learn its index type."""
+        if self._ready:
+            return
+        if self._layout is None:
+            return  # not created yet; the calls that need it fail with a clear error
+        if not _is_loaded(client.get_load_state(self.collection, **self._rpc())):
+            self._load(client)
+        if not self.is_lite:
+            try:
+                names = client.list_indexes(self.collection, field_name="code", **self._rpc())
+                if names:
+                    info = client.describe_index(self.collection, names[0], **self._rpc())
+                    kind = str(info.get("index_type", "")).upper()
+                    if kind in INDEX_TYPES:
+                        self._layout["index"] = kind
+                        self.index = kind
+                        if kind == "BIN_IVF_FLAT" and info.get("nlist"):
+                            self.nlist = int(info["nlist"])
+            except Exception as e:  # noqa: BLE001 - only informative; keep the configured index
+                if is_transient(e):
+                    raise
+        self._ready = True
+
+    def _load(self, client: MilvusClient) -> None:
+        """Load the collection into memory and wait (polling every 50 ms) until it is loaded."""
+        client.load_collection(self.collection, _async=True, **self._rpc())
+        deadline = time.monotonic() + self.timeout
+        while not _is_loaded(client.get_load_state(self.collection, **self._rpc())):
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"collection {self.collection!r} in {self.location} did not load in "
+                    f"{self.timeout:.0f} s"
+                )
+            time.sleep(0.05)
+
+    def _require_layout(self) -> dict[str, Any]:
+        self._require_open()
+        if self._layout is None:
+            self.read_meta()
+        if self._layout is None:
+            raise StoreError(f"collection {self.collection!r} no longer exists in {self.location}")
+        return self._layout
+
+    def _reserved(self) -> frozenset[str]:
+        words = self._layout["words"] if self._layout else 0
+        return _BASE_RESERVED | {f"code_w{j}" for j in range(words)}
+
+    # -- data -------------------------------------------------------------------------------------
+    def upsert(
+        self,
+        ids: ArrayLike,
+        codes: ArrayLike,
+        payloads: Sequence[Payload | None] | None = None,
+    ) -> None:
+        """Insert or replace items, in batches of at most ``batch_size`` rows per RPC.
+
+        Everything is validated before the first write. Each batch is retried on transient errors;
+        when the retries are spent a StoreError says so, and the batches before it are stored.
+        Re-running the same upsert completes it (an id is replaced, never duplicated).
+        """
+        new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
+        layout = self._require_layout()
+        meta = self._require_open()
+        n = new_ids.size
+        if n == 0:
+            return
+        max_len = int(layout["payload_max_length"])
+        reserved = self._reserved()
+        texts: list[str] = []
+        dyn: list[bytes] = []
+        for i, p in enumerate(new_pl):
+            if p is None:
+                texts.append("")
+                dyn.append(b"{}")
+                continue
+            text = json.dumps(p, ensure_ascii=False, separators=(",", ":"))
+            if len(text.encode("utf-8")) > max_len:
+                raise ValueError(
+                    f"payload of id {int(new_ids[i])} is {len(text.encode())} bytes of JSON; this "
+                    f"collection keeps at most {max_len} (payload_max_length)"
+                )
+            texts.append(text)
+            dyn.append(_dynamic_json(p, reserved))
+        words = codes_to_words(new_codes) if layout["words"] else None
+        row_bytes = meta.n_bytes + 8 * int(layout["words"]) + 32
+        row_bytes += (sum(len(t) for t in texts) * 2) // max(n, 1)
+        step = max(1, min(self.batch_size, _MAX_MESSAGE // row_bytes))
+        for s in range(0, n, step):
+            sl = slice(s, min(n, s + step))
+            batch = (new_ids[sl], new_codes[sl], None if words is None else words[sl])
+            self._call(
+                "upsert",
+                lambda c, b=batch, sl=sl: self._send_upsert(c, *b, texts[sl], dyn[sl]),
+            )
+            if self.on_batch is not None:
+                self.on_batch(sl.stop, n)
+
+    def _send_upsert(
+        self,
+        client: MilvusClient,
+        ids: NDArray[np.int64],
+        codes: NDArray[np.uint8],
+        words: NDArray[np.int64] | None,
+        texts: list[str],
+        dyn: list[bytes],
+    ) -> None:
+        if self._fast_upsert:
+            try:
+                request = _upsert_request(self.collection, ids, codes, words, texts, dyn)
+                conn = client._get_connection()
+            except (AttributeError, ImportError, TypeError):  # pragma: no cover - pymilvus drift
+                self._fast_upsert = False
+            else:
+                # The prepared request skips pymilvus' per-row conversion (~50 us a row).
+                conn.upsert(
+                    self.collection,
+                    [],
+                    upsert_param=request,
+                    schema={"fields": ["prepared"]},
+                    **self._rpc(),
+                )
+                return
+        rows: list[dict[str, Any]] = []
+        for r in range(ids.size):
+            row: dict[str, Any] = json.loads(dyn[r])
+            row.update(id=int(ids[r]), code=codes[r].tobytes(), payload=texts[r])
+            if words is not None:
+                row.update({f"code_w{j}": int(words[r, j]) for j in range(words.shape[1])})
+            rows.append(row)
+        client.upsert(self.collection, rows, **self._rpc())
+
+    def search(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+        """Hamming top-``limit`` per query (Milvus caps one search at 16384 hits: beyond that
+        the rows are padded with -1). ``filter``: a dict ``{field: value}`` or a Milvus
+        boolean expression over payload fields, e.g. ``'color == "red" and rank > 3'``."""
+        ids, dist, _ = self._search(query_codes, limit, filter, with_codes=False)
+        return ids, dist
+
+    def search_with_codes(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
+        layout = self._require_layout()
+        if not layout["words"] and self.is_lite:
+            # Milvus Lite 2.5 crashes when a search outputs a binary vector: one batched get.
+            return super().search_with_codes(query_codes, limit, filter)
+        ids, dist, codes = self._search(query_codes, limit, filter, with_codes=True)
+        assert codes is not None
+        return ids, dist, codes
+
+    def _search(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None, *, with_codes: bool
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
+        q = self._check_query(query_codes, limit)
+        meta = self._require_open()
+        layout = self._require_layout()
+        expr = to_expression(filter, self._reserved())
+        nq, nb = q.shape[0], meta.n_bytes
+        topk = min(int(limit), MAX_TOPK)
+        words = int(layout["words"])
+        out_fields: list[str] = []
+        if with_codes:
+            out_fields = [f"code_w{j}" for j in range(words)] if words else ["code"]
+        params: dict[str, Any] = {"metric_type": "HAMMING", "params": {}}
+        if self.index == "BIN_IVF_FLAT":
+            params["params"] = {"nprobe": int(self.nprobe)}
+        out_i = np.full((nq, limit), -1, np.int64)
+        out_d = np.full((nq, limit), np.iinfo(np.int32).max, np.int32)
+        out_c = np.zeros((nq, limit, nb), np.uint8) if with_codes else None
+        per_call = max(1, min(_MAX_NQ, _MAX_HITS_PER_CALL // topk))
+        for s in range(0, nq, per_call):
+            data = [row.tobytes() for row in q[s : s + per_call]]
+
+            def go(c: MilvusClient, data: list[bytes] = data) -> Any:
+                return c.search(
+                    self.collection,
+                    data=data,
+                    filter=expr,
+                    limit=topk,
+                    output_fields=out_fields or None,
+                    search_params=params,
+                    anns_field="code",
+                    consistency_level=self.consistency_level,
+                    **self._rpc(),
+                )
+
+            try:
+                res = self._call("search", go)
+            except StoreError as e:
+                if expr and _is_bad_expression(e):
+                    raise ValueError(
+                        f"Milvus refused the filter {expr!r}: {short_error(e.__cause__ or e)}"
+                    ) from e
+                raise
+            raw_i = np.full((len(data), topk), -1, np.int64)
+            raw_d = np.full((len(data), topk), np.iinfo(np.int32).max, np.int32)
+            raw_c = np.zeros((len(data), topk, nb), np.uint8) if with_codes else None
+            for r, hits in enumerate(res):
+                m = len(hits.ids)
+                if m == 0:
+                    continue
+                raw_i[r, :m] = np.asarray(hits.ids, dtype=np.int64)
+                raw_d[r, :m] = np.rint(np.asarray(hits.distances, dtype=np.float64))
+                if raw_c is not None:
+                    raw_c[r, :m] = _hit_codes(hits, m, nb, words)
+            got_i, got_d = sort_hits(raw_i, raw_d, limit)
+            rows = slice(s, s + len(data))
+            out_i[rows], out_d[rows] = got_i, got_d
+            if out_c is not None and raw_c is not None:
+                out_c[rows] = _reorder_codes(raw_i, raw_c, got_i)
+        return out_i, out_d, out_c
+
+    def _get(self, ids: NDArray[np.int64], field: list[str], op: str) -> dict[int, dict[str, Any]]:
+        """Rows of ``ids`` (unique, existing ones only) with ``field`` columns, keyed by id."""
+        self._require_layout()
+        out: dict[int, dict[str, Any]] = {}
+        uniq = np.unique(ids)
+        for s in range(0, uniq.size, _GET_CHUNK):
+            chunk = uniq[s : s + _GET_CHUNK].tolist()
+
+            def go(c: MilvusClient, chunk: list[int] = chunk) -> Any:
+                return c.get(
+                    self.collection,
+                    ids=chunk,
+                    output_fields=field,
+                    consistency_level=self.consistency_level,
+                    **self._rpc(),
+                )
+
+            for row in self._call(op, go):
+                out[int(row["id"])] = row
+        return out
+
+    def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
+        meta = self._require_open()
+        q = np.asarray(ids, dtype=np.int64).reshape(-1)
+        out = np.zeros((q.size, meta.n_bytes), np.uint8)
+        found = np.zeros(q.size, bool)
+        if q.size == 0:
+            return out, found
+        rows = self._get(q, ["code"], "get codes")
+        for r, i in enumerate(q.tolist()):
+            row = rows.get(i)
+            if row is not None:
+                code = row["code"]
+                if isinstance(code, (list, tuple)):  # pymilvus returns [bytes] from queries
+                    code = code[0]
+                out[r] = np.frombuffer(bytes(code), np.uint8)[: meta.n_bytes]
+                found[r] = True
+        return out, found
+
+    def get_payloads(self, ids: ArrayLike) -> list[Payload | None]:
+        self._require_open()
+        q = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if q.size == 0:
+            return []
+        rows = self._get(q, ["payload"], "get payloads")
+        out: list[Payload | None] = []
+        for i in q.tolist():
+            row = rows.get(i)
+            text = row.get("payload") if row is not None else None
+            out.append(json.loads(text) if text else None)
+        return out
+
+    def delete(self, ids: ArrayLike) -> None:
+        self._require_layout()
+        q = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+        for s in range(0, q.size, _GET_CHUNK):
+            chunk = q[s : s + _GET_CHUNK].tolist()
+            self._call(
+                "delete",
+                lambda c, chunk=chunk: c.delete(self.collection, ids=chunk, **self._rpc()),
+            )
+
+    def count(self) -> int:
+        if self._layout is None and self.read_meta() is None:
+            return 0
+
+        def go(c: MilvusClient) -> int:
+            res = c.query(
+                self.collection,
+                filter="",
+                output_fields=["count(*)"],
+                consistency_level=self.consistency_level,
+                **self._rpc(),
+            )
+            return int(res[0]["count(*)"])
+
+        return int(self._call("count", go))
+
+    def drop(self) -> None:
+        def go(c: MilvusClient) -> None:
+            if c.has_collection(self.collection, **self._rpc()):
+                c.drop_collection(self.collection, **self._rpc())
+
+        with self._lock:
+            self._call("drop_collection", go, ready=False)
+            self.meta = None
+            self._layout = None
+            self._ready = False
+
+    def close(self) -> None:
+        with self._conn_lock:
+            if self._client is not None:
+                _close_quietly(self._client)
+            self._client = None
+            self._ready = False
+
+    # -- Milvus specifics -------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Seal the growing segments (they get indexed and persisted to object storage)."""
+        self._require_layout()
+        self._call("flush", lambda c: c.flush(self.collection, **self._rpc()))
+
+    def index_progress(self) -> tuple[int, int]:
+        """``(indexed rows, total rows)`` of the ``code`` index (sealed segments only)."""
+        self._require_layout()
+
+        def go(c: MilvusClient) -> tuple[int, int]:
+            names = c.list_indexes(self.collection, field_name="code", **self._rpc())
+            info = c.describe_index(self.collection, names[0], **self._rpc())
+            return int(info.get("indexed_rows", 0)), int(info.get("total_rows", 0))
+
+        return tuple(self._call("describe_index", go))  # type: ignore[return-value]
+
+    def wait_for_index(
+        self, timeout: float = 300.0, poll: float = 0.5, serving: bool = True
+    ) -> None:
+        """Flush, then wait until every row is in an indexed sealed segment and, with ``serving``,
+        until the query nodes serve those segments with their index (Milvus swaps indexed
+        segments in some seconds after building them; until then they are scanned brute force).
+        Use it before measuring an IVF index. A no-op on Milvus Lite."""
+        if self.is_lite:
+            return
+        self.flush()
+        deadline = time.monotonic() + timeout
+        while True:
+            done, total = self.index_progress()
+            if done >= total and (not serving or self._served_indexed_rows() >= total):
+                return
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"the index of {self.collection!r} covers {done}/{total} rows after "
+                    f"{timeout:.0f} s"
+                )
+            time.sleep(poll)
+
+    def _served_indexed_rows(self) -> int:
+        """Rows in sealed segments that the query nodes serve (with the IVF index if any)."""
+
+        flat = self.index == "BIN_FLAT"  # served from the raw data: no index to swap in
+
+        def go(c: MilvusClient) -> int:
+            infos = c._get_connection().get_query_segment_info(self.collection, **self._rpc())
+            sealed = [i for i in infos if int(i.state) in (3, 4)]  # Sealed, Flushed
+            return sum(int(i.num_rows) for i in sealed if flat or i.index_name or i.indexID)
+
+        return int(self._call("get_query_segment_info", go))
+
+    def set_index(self, index: str, nlist: int | None = None) -> None:
+        """Rebuild the ``code`` index as ``index`` (``BIN_FLAT`` / ``BIN_IVF_FLAT``)."""
+        index = str(index).upper()
+        if index not in INDEX_TYPES:
+            raise ValueError(f"index must be one of {INDEX_TYPES}, got {index!r}")
+        if self.is_lite and index != "BIN_FLAT":
+            raise ValueError("Milvus Lite supports only the BIN_FLAT index for binary vectors")
+        nlist = self.nlist if nlist is None else int(nlist)
+        self._require_layout()
+
+        def go(c: MilvusClient) -> None:
+            c.release_collection(self.collection, **self._rpc())
+            for name in c.list_indexes(self.collection, field_name="code", **self._rpc()):
+                c.drop_index(self.collection, name, **self._rpc())
+            params = c.prepare_index_params()
+            params.add_index(**self._index_spec(index, nlist))
+            c.create_index(self.collection, params, **self._rpc())
+            self._load(c)
+
+        with self._lock:
+            self._call("set_index", go, ready=False)
+            self.index, self.nlist = index, nlist
+            self._ready = False
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+class _Transient(ConnectionError):
+    """Marks an error as worth another attempt (e.g. a collection that is still loading)."""
+
+
+def _is_lite(uri: str) -> bool:
+    return not re.match(r"^[a-z][a-z0-9+.-]*://", uri) and uri.endswith(".db")
+
+
+def _close_quietly(client: MilvusClient) -> None:
+    try:
+        client.close()
+    except Exception:  # noqa: BLE001 - closing a broken connection may fail; nothing to do
+        pass
+
+
+def _is_loaded(state: Mapping[str, Any]) -> bool:
+    text = str(state.get("state", ""))
+    return text.endswith("Loaded") and "NotLoad" not in text
+
+
+def _not_loaded(exc: BaseException) -> bool:
+    for e in error_chain(exc):
+        msg = str(e).lower()
+        if "not loaded" in msg or "not fully loaded" in msg or "collection not load" in msg:
+            return True
+    return False
+
+
+def _is_bad_expression(exc: BaseException) -> bool:
+    msg = " ".join(str(e).lower() for e in error_chain(exc))
+    return any(w in msg for w in ("expr", "parse", "syntax", "invalid", "cannot"))
+
+
+def _layout_of(desc: Mapping[str, Any], meta: CollectionMeta, name: str) -> dict[str, Any]:
+    fields = {f["name"]: f for f in desc.get("fields", [])}
+    code = fields.get("code")
+    pk = fields.get("id")
+    payload = fields.get("payload")
+    bad = (
+        code is None
+        or int(code.get("params", {}).get("dim", -1)) != meta.n_bits
+        or pk is None
+        or not pk.get("is_primary")
+        or payload is None
+    )
+    if bad:
+        raise StoreError(
+            f"collection {name!r} has hashplug metadata but not the hashplug layout "
+            f"(id INT64 primary key, code BINARY_VECTOR dim {meta.n_bits}, payload VARCHAR)"
+        )
+    words = sorted(int(m.group(1)) for f in fields if (m := _WORD.match(f)))
+    n_words = len(words) if words == list(range(_n_words(meta.n_bytes))) else 0
+    max_len = int(payload.get("params", {}).get("max_length", 65_535))
+    return {"words": n_words, "payload_max_length": max_len, "index": None}
+
+
+def _dynamic_json(payload: Mapping[str, Any], reserved: frozenset[str]) -> bytes:
+    """The payload's top-level keys as Milvus dynamic fields (reserved and non-finite left out)."""
+    fields = {k: v for k, v in payload.items() if isinstance(k, str) and k and k not in reserved}
+    try:
+        return json.dumps(fields, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except ValueError:  # NaN / inf somewhere: keep only the keys Milvus' JSON can hold
+        keep = {}
+        for k, v in fields.items():
+            try:
+                json.dumps(v, allow_nan=False)
+            except ValueError:
+                continue
+            keep[k] = v
+        return json.dumps(keep, ensure_ascii=False).encode("utf-8")
+
+
+def _upsert_request(
+    collection: str,
+    ids: NDArray[np.int64],
+    codes: NDArray[np.uint8],
+    words: NDArray[np.int64] | None,
+    texts: list[str],
+    dyn: list[bytes],
+) -> Any:
+    from pymilvus.grpc_gen import milvus_pb2, schema_pb2
+
+    fields = []
+    fd = schema_pb2.FieldData(field_name="id", type=DataType.INT64)
+    fd.scalars.long_data.data.extend(ids.tolist())
+    fields.append(fd)
+    fd = schema_pb2.FieldData(field_name="code", type=DataType.BINARY_VECTOR)
+    fd.vectors.dim = codes.shape[1] * 8
+    fd.vectors.binary_vector = np.ascontiguousarray(codes).tobytes()
+    fields.append(fd)
+    if words is not None:
+        for j in range(words.shape[1]):
+            fd = schema_pb2.FieldData(field_name=f"code_w{j}", type=DataType.INT64)
+            fd.scalars.long_data.data.extend(words[:, j].tolist())
+            fields.append(fd)
+    fd = schema_pb2.FieldData(field_name="payload", type=DataType.VARCHAR)
+    fd.scalars.string_data.data.extend(texts)
+    fields.append(fd)
+    fd = schema_pb2.FieldData(field_name="$meta", type=DataType.JSON, is_dynamic=True)
+    fd.scalars.json_data.data.extend(dyn)
+    fields.append(fd)
+    return milvus_pb2.UpsertRequest(
+        collection_name=collection,
+        partition_name="",
+        num_rows=int(ids.size),
+        fields_data=fields,
+    )
+
+
+def _hit_codes(hits: Any, m: int, n_bytes: int, words: int) -> NDArray[np.uint8]:
+    """The codes of one query's hits, from int64 words or the binary vector output field."""
+    if words:
+        # list.__iter__: the raw hits, without HybridHits' materialisation of lazy fields.
+        ents = [h["entity"] for h in list.__iter__(hits)][:m]
+        if words == 1:
+            w = np.fromiter((e["code_w0"] for e in ents), np.int64, m).reshape(m, 1)
+        else:
+            names = [f"code_w{j}" for j in range(words)]
+            w = np.array([[e[k] for k in names] for e in ents], np.int64).reshape(m, words)
+        return words_to_codes(w, n_bytes)
+    for fd in getattr(hits, "lazy_field_data", []):
+        if fd.field_name == "code":
+            buf = np.frombuffer(fd.vectors.binary_vector, np.uint8).reshape(-1, n_bytes)
+            return buf[hits.start : hits.start + m]
+    return np.stack(  # pragma: no cover - older result objects
+        [np.frombuffer(bytes(h["entity"]["code"]), np.uint8) for h in hits]
+    )
+
+
+def _reorder_codes(
+    raw_i: NDArray[np.int64], raw_c: NDArray[np.uint8], got_i: NDArray[np.int64]
+) -> NDArray[np.uint8]:
+    """Codes aligned with ``got_i`` (sort_hits' order) from the engine's order ``raw_i``."""
+    out = np.zeros(got_i.shape + raw_c.shape[2:], np.uint8)
+    for r in range(got_i.shape[0]):
+        valid = got_i[r] >= 0
+        if not valid.any():
+            continue
+        order = np.argsort(raw_i[r], kind="stable")
+        pos = np.searchsorted(raw_i[r][order], got_i[r][valid])
+        out[r][valid] = raw_c[r][order[pos]]
+    return out

@@ -1,0 +1,238 @@
+"""What both Qdrant stores share: the ±1 vector encoding, score conversions, payloads, URIs.
+
+Why ±1 vectors: Qdrant has no bit-packed vector type. A code b in {0,1}^n is stored as s = 2b - 1
+(Float16 by default: ±1 is exact and it is the smallest Qdrant datatype that holds -1), with Dot
+distance and binary quantization (1 bit per dimension, XOR + popcount, kept in RAM).
+
+* Coarse search: the query is the ±1 vector of the query code, scored on the quantized vectors
+  without rescoring. For ±1 vectors ``s·q = n - 2 H`` (H = Hamming distance), and Qdrant's 1-bit
+  binary-quantized Dot score is exactly that integer, so ``H = (n - score) / 2``.
+* Native asymmetric rescoring: the query is ``t = tanh(u / 2) = 2p - 1`` and Qdrant rescores the
+  quantized candidates against the original ±1 vectors. With s = 2b - 1,
+  ``s·t = Σ (2b - 1)(2p - 1)`` and ``Σ |b - p| = Σ (1 - (2b - 1)(2p - 1)) / 2``, so the asymmetric
+  distance is exactly ``asym = (n - s·t) / 2``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from itertools import chain
+from typing import Any
+from urllib.parse import parse_qsl
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from hashplug.stores.base import HAMMING_PAD, Payload, StoreError
+
+__all__ = [
+    "META_KEY",
+    "META_FILE",
+    "EMPTY_PAYLOAD_KEY",
+    "DATATYPES",
+    "codes_to_vectors",
+    "vectors_to_codes",
+    "hamming_from_scores",
+    "asym_from_scores",
+    "query_tanh",
+    "encode_payload",
+    "decode_payload",
+    "order_rows",
+    "hits_from_points",
+    "rescored_from_points",
+    "check_rescore_args",
+    "parse_query_options",
+]
+
+#: Collection-metadata key (qdrant-client) that holds ``CollectionMeta.to_json()``.
+META_KEY = "hashplug"
+#: File inside a Qdrant Edge shard directory that holds ``CollectionMeta.to_json()``.
+META_FILE = "hashplug_meta.json"
+#: Qdrant reads an absent payload back as ``{}``; a caller's explicit ``{}`` is stored as
+#: ``{EMPTY_PAYLOAD_KEY: True}`` so that ``None`` and ``{}`` both round-trip exactly.
+EMPTY_PAYLOAD_KEY = "__hashplug_empty__"
+#: Storage datatypes of the original ±1 vectors. float16 halves the disk of float32; Qdrant then
+#: also rounds the rescoring query to float16 (see ``search_rescored``).
+DATATYPES = ("float16", "float32")
+
+
+def codes_to_vectors(codes: NDArray[np.uint8], n_bits: int) -> NDArray[np.float32]:
+    """Packed codes (n, n_bits/8) -> ±1 float32 vectors (n, n_bits) (= ``unpack_signs``)."""
+    bits = np.unpackbits(codes, axis=1, count=n_bits).astype(np.float32)
+    return bits * 2.0 - 1.0
+
+
+def vectors_to_codes(vectors: Sequence[Sequence[float]], n_bits: int) -> NDArray[np.uint8]:
+    """Stored vectors (lists of ±1 floats, as Qdrant returns them) -> packed codes (sign > 0)."""
+    n = len(vectors)
+    try:
+        flat = np.fromiter(chain.from_iterable(vectors), dtype=np.float32, count=n * n_bits)
+    except (TypeError, ValueError) as e:
+        shapes = {len(v) if hasattr(v, "__len__") else None for v in vectors}
+        raise StoreError(
+            f"Qdrant returned vectors of lengths {sorted(map(str, shapes))}, expected {n_bits}; "
+            "is this collection a hashplug collection?"
+        ) from e
+    if any(len(v) != n_bits for v in vectors[:1]):
+        raise StoreError(f"Qdrant returned vectors of length {len(vectors[0])}, expected {n_bits}")
+    return np.packbits(flat.reshape(n, n_bits) > 0, axis=1)
+
+
+def hamming_from_scores(scores: NDArray[np.float64], n_bits: int) -> NDArray[np.int32]:
+    """Qdrant Dot scores of ±1 vectors (``n - 2H``) -> Hamming distances H.
+
+    Raises StoreError when a score is not of that form (a collection holding other vectors).
+    """
+    h = (n_bits - np.asarray(scores, dtype=np.float64)) * 0.5
+    r = np.rint(h)
+    if h.size and not (np.abs(h - r).max() <= 1e-3 and 0 <= r.min() and r.max() <= n_bits):
+        raise StoreError(
+            "Qdrant returned Dot scores that are not n_bits - 2*Hamming for ±1 vectors "
+            f"(e.g. {float(np.asarray(scores).reshape(-1)[0])}); the collection does not hold "
+            "hashplug ±1 codes"
+        )
+    return r.astype(np.int32)
+
+
+def asym_from_scores(scores: NDArray[np.float64], n_bits: int) -> NDArray[np.float32]:
+    """Rescored Dot scores ``s·tanh(u/2)`` -> asymmetric distances ``Σ|b - p| = (n - s·t) / 2``."""
+    return ((n_bits - np.asarray(scores, dtype=np.float64)) / 2.0).astype(np.float32)
+
+
+def query_tanh(query_logits: ArrayLike, n_bits: int) -> NDArray[np.float32]:
+    """Validate query logits u (Q, n_bits) or (n_bits,) and return t = tanh(u / 2) = 2p - 1."""
+    u = np.asarray(query_logits)
+    if u.ndim == 1:
+        u = u[None, :]
+    if u.ndim != 2 or u.shape[1] != n_bits:
+        raise ValueError(
+            f"query logits must have shape (Q, {n_bits}), got {np.shape(query_logits)}"
+        )
+    if u.dtype.kind not in "fiu":
+        raise ValueError(f"query logits must be numeric, got dtype {u.dtype}")
+    u = u.astype(np.float64)
+    if not np.isfinite(u).all():
+        raise ValueError("query logits contain NaN or inf")
+    return np.tanh(u / 2.0).astype(np.float32)
+
+
+def check_rescore_args(k: Any, oversample: Any) -> tuple[int, int]:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if (
+        isinstance(oversample, bool)
+        or not isinstance(oversample, (int, np.integer))
+        or oversample < 1
+    ):
+        raise ValueError(f"oversample must be an int >= 1, got {oversample!r}")
+    return int(k), int(oversample)
+
+
+def encode_payload(p: Payload | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    if len(p) == 0:
+        return {EMPTY_PAYLOAD_KEY: True}
+    return dict(p)
+
+
+def decode_payload(p: Mapping[str, Any] | None) -> Payload | None:
+    if not p:
+        return None
+    if len(p) == 1 and p.get(EMPTY_PAYLOAD_KEY) is True:
+        return {}
+    return dict(p)
+
+
+def order_rows(
+    rows: Sequence[tuple[NDArray[np.int64], NDArray[Any], NDArray[np.uint8] | None]],
+    limit: int,
+    pad: float | int,
+    dtype: Any,
+    n_bytes: int | None = None,
+) -> tuple[NDArray[np.int64], NDArray[Any], NDArray[np.uint8] | None]:
+    """Order each row's hits by (distance, id) — ties by smaller id — and pad to ``limit``.
+
+    The same order as ``hashplug.stores.base.sort_hits`` (Qdrant never returns an id twice per
+    query), for float distances too, and carrying each hit's code along.
+    """
+    q = len(rows)
+    out_i = np.full((q, limit), -1, dtype=np.int64)
+    out_d = np.full((q, limit), pad, dtype=dtype)
+    out_c = np.zeros((q, limit, n_bytes), np.uint8) if n_bytes is not None else None
+    for r, (ids, dist, codes) in enumerate(rows):
+        if ids.size == 0:
+            continue
+        order = np.lexsort((ids, dist))[:limit]
+        m = order.size
+        out_i[r, :m] = ids[order]
+        out_d[r, :m] = dist[order]
+        if out_c is not None and codes is not None:
+            out_c[r, :m] = codes[order]
+    return out_i, out_d, out_c
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_query_options(query: str, allowed: Mapping[str, type]) -> dict[str, Any]:
+    """``a=1&b=true`` -> typed options, ValueError naming unknown keys or bad values."""
+    out: dict[str, Any] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        if key not in allowed:
+            raise ValueError(
+                f"unknown option {key!r} in store URI; known: {', '.join(sorted(allowed))}"
+            )
+        kind = allowed[key]
+        try:
+            if kind is bool:
+                v = value.strip().lower()
+                if v not in _TRUE | _FALSE:
+                    raise ValueError(value)
+                out[key] = v in _TRUE
+            elif kind is int:
+                out[key] = int(value)
+            elif kind is float:
+                out[key] = float(value)
+                if not math.isfinite(out[key]):
+                    raise ValueError(value)
+            else:
+                out[key] = value
+        except ValueError as e:
+            raise ValueError(
+                f"option {key}={value!r} in store URI is not a valid {kind.__name__}"
+            ) from e
+    return out
+
+
+def hits_from_points(
+    res: list[list[Any]], n_bits: int, limit: int, with_vector: bool
+) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
+    """Coarse hits (Qdrant scored points, one list per query) -> the Store.search arrays.
+
+    Ordered exactly as ``sort_hits`` orders them (Qdrant returns each id at most once per query).
+    """
+    rows = []
+    for hits in res:
+        ids = np.fromiter((p.id for p in hits), dtype=np.int64, count=len(hits))
+        ham = hamming_from_scores(
+            np.fromiter((p.score for p in hits), dtype=np.float64, count=len(hits)), n_bits
+        )
+        codes = vectors_to_codes([p.vector for p in hits], n_bits) if with_vector and hits else None
+        rows.append((ids, ham, codes))
+    return order_rows(rows, limit, HAMMING_PAD, np.int32, n_bits // 8 if with_vector else None)
+
+
+def rescored_from_points(
+    res: list[list[Any]], n_bits: int, k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Rescored hits -> (ids (Q, k), asym (Q, k)), ties by smaller id, padding (-1, +inf)."""
+    rows = []
+    for hits in res:
+        ids = np.fromiter((p.id for p in hits), dtype=np.int64, count=len(hits))
+        scores = np.fromiter((p.score for p in hits), dtype=np.float64, count=len(hits))
+        rows.append((ids, asym_from_scores(scores, n_bits), None))
+    ids_o, dist_o, _ = order_rows(rows, k, np.inf, np.float32)
+    return ids_o, dist_o

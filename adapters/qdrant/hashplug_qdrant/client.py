@@ -1,0 +1,590 @@
+"""QdrantStore: hashplug codes in a Qdrant collection through ``qdrant-client``.
+
+Two kinds of location, one class:
+
+* ``qdrant://host:port/collection`` — a Qdrant server, cluster or Qdrant Cloud (``api_key=...``
+  or ``$QDRANT_API_KEY``, ``?https=true``, ``?grpc=true``). Needs Qdrant >= 1.16 (collection
+  metadata). Transport failures are retried with exponential backoff, a bounded number of times,
+  then reported as a :class:`~hashplug.stores.base.StoreError` naming the server.
+* ``qdrant+local://PATH/collection`` or ``qdrant+local://:memory:/collection`` — qdrant-client's
+  local mode: a pure-Python re-implementation of Qdrant that stores the same collection layout
+  but ignores quantization (its searches are exact dot products over the ±1 vectors, which give
+  the same Hamming distances and asymmetric distances). Stores of one process that name the same
+  PATH share one client (local mode locks its folder against a second client).
+
+Collection layout: point id = the caller's int64 id, vector = s = 2b - 1 (Float16, Dot distance,
+originals on disk), binary quantization (1 bit per dimension, ``always_ram``), HNSW off (``m=0``,
+``indexing_threshold=0``) so that the coarse Hamming top-C is an exact full scan of the quantized
+vectors. The hasher's ``CollectionMeta`` is the collection metadata key ``hashplug``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from qdrant_client import QdrantClient
+from qdrant_client import models as m
+
+from hashplug.stores.base import CollectionMeta, Filter, Payload, Store, StoreError
+from hashplug.stores.registry import split_uri
+
+from ._common import (
+    DATATYPES,
+    META_KEY,
+    check_rescore_args,
+    codes_to_vectors,
+    decode_payload,
+    encode_payload,
+    hits_from_points,
+    parse_query_options,
+    query_tanh,
+    rescored_from_points,
+    vectors_to_codes,
+)
+from .filters import to_client_filter
+
+__all__ = ["QdrantStore", "MEMORY"]
+
+T = TypeVar("T")
+
+#: ``path`` value that selects local mode in memory (shared by the stores of this process).
+MEMORY = ":memory:"
+
+_URI_OPTIONS: dict[str, type] = {
+    "https": bool,
+    "grpc": bool,
+    "grpc_port": int,
+    "prefix": str,
+    "timeout": int,
+    "datatype": str,
+    "retries": int,
+    "backoff": float,
+    "shard_number": int,
+    "replication_factor": int,
+    "hnsw_m": int,
+}
+_DTYPES = {"float16": m.Datatype.FLOAT16, "float32": m.Datatype.FLOAT32}
+
+
+class _Local:
+    """One local-mode client per folder (or one for ``:memory:``) per process."""
+
+    def __init__(self, key: str, client: QdrantClient) -> None:
+        self.key = key
+        self.client = client
+        self.lock = threading.RLock()  # local mode is plain Python: serialise its calls
+        self.refs = 0
+
+
+_LOCALS: dict[str, _Local] = {}
+_LOCALS_LOCK = threading.Lock()
+
+
+def _acquire_local(path: str) -> _Local:
+    key = MEMORY if path == MEMORY else os.path.realpath(path)
+    with _LOCALS_LOCK:
+        loc = _LOCALS.get(key)
+        if loc is None:
+            try:
+                client = QdrantClient(location=MEMORY) if key == MEMORY else QdrantClient(path=key)
+            except Exception as e:  # noqa: BLE001 - e.g. folder locked by another process
+                raise StoreError(f"cannot open Qdrant local mode at {path}: {e}") from e
+            loc = _LOCALS[key] = _Local(key, client)
+        loc.refs += 1
+        return loc
+
+
+def _release_local(loc: _Local) -> None:
+    with _LOCALS_LOCK:
+        loc.refs -= 1
+        if loc.refs > 0 or loc.key == MEMORY:  # :memory: lives as long as the process
+            return
+        _LOCALS.pop(loc.key, None)
+    with loc.lock:
+        loc.client.close()
+
+
+def _is_local_mode(client: Any) -> bool:
+    try:
+        from qdrant_client.local.qdrant_local import QdrantLocal
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(getattr(client, "_client", None), QdrantLocal)
+
+
+def _is_transient(e: BaseException) -> bool:
+    """Worth retrying: the server could not be reached, timed out, or asked us to back off."""
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    if isinstance(e, ResponseHandlingException):  # wraps httpx transport errors and timeouts
+        return True
+    if isinstance(e, UnexpectedResponse):
+        return e.status_code in (429, 502, 503, 504)
+    if isinstance(e, (ConnectionError, TimeoutError)):
+        return True
+    try:
+        import httpx
+
+        if isinstance(e, httpx.TransportError):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import grpc
+
+        if isinstance(e, grpc.RpcError) and hasattr(e, "code"):
+            return e.code() in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            )
+    except ImportError:  # pragma: no cover
+        pass
+    return False
+
+
+class QdrantStore(Store):
+    """A Qdrant collection of hashplug codes, through qdrant-client.
+
+    Parameters
+    ----------
+    collection:
+        Collection name.
+    url, host, port, grpc_port, prefer_grpc, https, api_key, prefix, timeout:
+        Where the server is, as for ``qdrant_client.QdrantClient`` (``api_key`` defaults to
+        ``$QDRANT_API_KEY``; ``timeout`` in seconds per request).
+    path:
+        Local mode instead of a server: a folder, or ``":memory:"``.
+    client:
+        An existing ``QdrantClient`` to use (not closed by ``close()``).
+    datatype:
+        Storage of the ±1 vectors: ``"float16"`` (default) or ``"float32"``; on a server the
+        rescoring query is rounded to it.
+    retries, backoff:
+        Transient failures (unreachable, timeout, 429/502/503/504) are retried ``retries`` times,
+        sleeping ``backoff * 2**i`` seconds (capped at 2 s) between attempts.
+    shard_number, replication_factor:
+        Passed to ``create_collection`` (clusters).
+    hnsw_m:
+        0 (default): no HNSW, the coarse search is an exact scan of the quantized vectors. A
+        positive value builds Qdrant's HNSW graph over them: faster on large collections, but the
+        coarse Hamming top-C becomes approximate.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("qdrant", "qdrant+local")
+    returns_codes: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        collection: str,
+        *,
+        url: str | None = None,
+        host: str | None = None,
+        port: int | None = 6333,
+        grpc_port: int = 6334,
+        prefer_grpc: bool = False,
+        https: bool | None = None,
+        api_key: str | None = None,
+        prefix: str | None = None,
+        timeout: int | None = 10,
+        path: str | os.PathLike[str] | None = None,
+        client: QdrantClient | None = None,
+        datatype: str = "float16",
+        retries: int = 3,
+        backoff: float = 0.2,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+        hnsw_m: int = 0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(collection, str) or not collection or "/" in collection:
+            raise ValueError(f"collection must be a non-empty name without '/', got {collection!r}")
+        if datatype not in DATATYPES:
+            raise ValueError(f"datatype must be one of {DATATYPES}, got {datatype!r}")
+        if retries < 0 or backoff < 0:
+            raise ValueError("retries and backoff must be >= 0")
+        if hnsw_m < 0:
+            raise ValueError(f"hnsw_m must be >= 0, got {hnsw_m}")
+        self.collection = collection
+        self.datatype = datatype
+        self.retries = int(retries)
+        self.backoff = float(backoff)
+        self.shard_number = shard_number
+        self.replication_factor = replication_factor
+        self.hnsw_m = int(hnsw_m)
+        self._local: _Local | None = None
+        self._owns_client = False
+        if client is not None:
+            self._client = client
+            self.location = "a given QdrantClient"
+            if _is_local_mode(client):
+                self.location = "a given QdrantClient (local mode)"
+        elif path is not None:
+            p = str(path)
+            self._local = _acquire_local(p)
+            self._client = self._local.client
+            self.location = f"local mode {p}"
+        else:
+            if url is None and host is None:
+                host = "localhost"
+            if api_key is None:
+                api_key = os.environ.get("QDRANT_API_KEY") or None
+            self._client = QdrantClient(
+                url=url,
+                host=host,
+                port=port,
+                grpc_port=grpc_port,
+                prefer_grpc=prefer_grpc,
+                https=https,
+                api_key=api_key,
+                prefix=prefix,
+                timeout=timeout,
+                check_compatibility=False,  # no network round trip at construction
+            )
+            self._owns_client = True
+            if url is not None:
+                self.location = url
+            else:
+                scheme = "https" if https else "http"
+                self.location = f"{scheme}://{host}:{grpc_port if prefer_grpc else port}"
+
+    @classmethod
+    def from_uri(cls, uri: str, **options: Any) -> QdrantStore:
+        """``qdrant://host:6333/docs?https=true``, ``qdrant+local://./qdrant/docs``,
+        ``qdrant+local://:memory:/docs``; keyword options override URI options."""
+        scheme, rest = split_uri(uri)
+        location, _, query = rest.partition("?")
+        opts = parse_query_options(query, _URI_OPTIONS)
+        if scheme == "qdrant+local":
+            head, _, coll = location.rstrip("/").rpartition("/")
+            if not head or not coll:
+                raise ValueError(
+                    "qdrant+local:// needs a folder and a collection, e.g. "
+                    "qdrant+local://./data/qdrant/docs or qdrant+local://:memory:/docs"
+                )
+            bad = set(opts) - {"datatype"}
+            if bad:
+                raise ValueError(f"options {sorted(bad)} do not apply to local mode")
+            opts.update(options)
+            return cls(coll, path=head, **opts)
+        if scheme != "qdrant":
+            raise ValueError(f"QdrantStore handles qdrant:// and qdrant+local://, not {scheme}://")
+        parts = urlsplit("//" + location)
+        coll = parts.path.strip("/")
+        if not parts.hostname or not coll or "/" in coll:
+            raise ValueError(f"qdrant:// URIs look like qdrant://host:6333/collection, got {uri!r}")
+        if "grpc" in opts:
+            opts["prefer_grpc"] = opts.pop("grpc")
+        opts.update(options)
+        port = parts.port if parts.port is not None else 6333
+        return cls(coll, host=parts.hostname, port=port, **opts)
+
+    @property
+    def name(self) -> str:
+        return f"{self.collection} ({self.location})"
+
+    @property
+    def is_local_mode(self) -> bool:
+        """True for qdrant-client's local mode (pure Python, exact search, no quantization)."""
+        return self._local is not None or _is_local_mode(self._client)
+
+    # -- calling Qdrant --------------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[[QdrantClient], T]) -> T:
+        if self._local is not None:
+            with self._local.lock:
+                try:
+                    return fn(self._client)
+                except Exception as e:  # noqa: BLE001 - local mode raises ValueError/RuntimeError
+                    raise StoreError(f"Qdrant {self.location}: {what} failed: {e}") from e
+        start = time.monotonic()
+        for attempt in range(self.retries + 1):
+            try:
+                return fn(self._client)
+            except Exception as e:  # noqa: BLE001 - sorted below
+                if not _is_transient(e):
+                    raise _server_error(what, self.location, self.collection, e) from e
+                if attempt == self.retries:
+                    raise StoreError(
+                        f"Qdrant at {self.location} is unreachable: {what} failed "
+                        f"{attempt + 1} times in {time.monotonic() - start:.1f} s "
+                        f"(last error: {_describe(e)}); is the server running and the "
+                        "address/port/https/api_key right?"
+                    ) from e
+                time.sleep(min(self.backoff * 2**attempt, 2.0))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- metadata --------------------------------------------------------------------------------
+    def _exists(self) -> bool:
+        return bool(self._call("collection_exists", lambda c: c.collection_exists(self.collection)))
+
+    def read_meta(self) -> CollectionMeta | None:
+        if not self._exists():
+            return None
+        info = self._call("get_collection", lambda c: c.get_collection(self.collection))
+        md = getattr(info.config, "metadata", None) or {}
+        if META_KEY not in md:
+            raise StoreError(
+                f"collection {self.collection!r} at {self.location} has no hashplug metadata: it "
+                "was not created by hashplug (use another collection name), or the server is "
+                "older than Qdrant 1.16 and drops collection metadata"
+            )
+        return CollectionMeta.from_json(md[META_KEY])
+
+    def _create(self, meta: CollectionMeta) -> None:
+        kw: dict[str, Any] = {}
+        if self.shard_number is not None:
+            kw["shard_number"] = self.shard_number
+        if self.replication_factor is not None:
+            kw["replication_factor"] = self.replication_factor
+        hnsw = m.HnswConfigDiff(m=self.hnsw_m)
+        optimizers = m.OptimizersConfigDiff(indexing_threshold=0) if self.hnsw_m == 0 else None
+        self._call(
+            "create_collection",
+            lambda c: c.create_collection(
+                self.collection,
+                vectors_config=m.VectorParams(
+                    size=meta.n_bits,
+                    distance=m.Distance.DOT,
+                    datatype=_DTYPES[self.datatype],
+                    on_disk=True,
+                ),
+                quantization_config=m.BinaryQuantization(
+                    binary=m.BinaryQuantizationConfig(always_ram=True)
+                ),
+                hnsw_config=hnsw,
+                optimizers_config=optimizers,
+                metadata={META_KEY: meta.to_json()},
+                **kw,
+            ),
+        )
+        try:
+            back = self.read_meta()
+        except StoreError:
+            back = None
+        if back is None or back.fingerprint != meta.fingerprint:
+            self._call("delete_collection", lambda c: c.delete_collection(self.collection))
+            raise StoreError(
+                f"Qdrant at {self.location} did not keep the collection metadata; hashplug "
+                "needs Qdrant >= 1.16"
+            )
+        self.meta = meta
+
+    # -- data ------------------------------------------------------------------------------------
+    @property
+    def _batch(self) -> int:
+        return 4096 if self._local is not None else 1024
+
+    def upsert(
+        self,
+        ids: ArrayLike,
+        codes: ArrayLike,
+        payloads: Sequence[Payload | None] | None = None,
+    ) -> None:
+        new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
+        meta = self._require_open()
+        vectors = codes_to_vectors(new_codes, meta.n_bits)
+        b = self._batch
+        for s in range(0, new_ids.size, b):
+            e = min(s + b, new_ids.size)
+            points = [
+                m.PointStruct(id=int(i), vector=v, payload=encode_payload(p))
+                for i, v, p in zip(
+                    new_ids[s:e].tolist(), vectors[s:e].tolist(), new_pl[s:e], strict=True
+                )
+            ]
+            # Upsert by id is idempotent, so a retried batch never duplicates anything.
+            self._call(
+                "upsert", lambda c, pts=points: c.upsert(self.collection, points=pts, wait=True)
+            )
+
+    def _retrieve(self, ids: NDArray[np.int64], vectors: bool, payload: bool) -> dict[int, Any]:
+        got: dict[int, Any] = {}
+        b = self._batch * 4
+        for s in range(0, ids.size, b):
+            chunk = ids[s : s + b].tolist()
+            recs = self._call(
+                "retrieve",
+                lambda c, ch=chunk: c.retrieve(
+                    self.collection, ids=ch, with_payload=payload, with_vectors=vectors
+                ),
+            )
+            for r in recs:
+                got[int(r.id)] = r
+        return got
+
+    def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
+        meta = self._require_open()
+        q = np.asarray(ids, dtype=np.int64).reshape(-1)
+        out = np.zeros((q.size, meta.n_bytes), np.uint8)
+        found = np.zeros(q.size, bool)
+        valid = q[q >= 0]
+        if valid.size == 0:
+            return out, found
+        got = self._retrieve(np.unique(valid), vectors=True, payload=False)
+        rows = [i for i, v in enumerate(q.tolist()) if v in got]
+        if rows:
+            out[rows] = vectors_to_codes([got[int(q[i])].vector for i in rows], meta.n_bits)
+            found[rows] = True
+        return out, found
+
+    def get_payloads(self, ids: ArrayLike) -> list[Payload | None]:
+        self._require_open()
+        q = np.asarray(ids, dtype=np.int64).reshape(-1)
+        valid = q[q >= 0]
+        got = self._retrieve(np.unique(valid), vectors=False, payload=True) if valid.size else {}
+        return [decode_payload(got[i].payload) if i in got else None for i in q.tolist()]
+
+    def delete(self, ids: ArrayLike) -> None:
+        self._require_open()
+        q = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+        q = q[q >= 0]
+        b = self._batch * 4
+        for s in range(0, q.size, b):
+            sel = m.PointIdsList(points=q[s : s + b].tolist())
+            self._call(
+                "delete",
+                lambda c, sel=sel: c.delete(self.collection, points_selector=sel, wait=True),
+            )
+
+    def count(self) -> int:
+        if not self._exists():
+            return 0
+        res = self._call("count", lambda c: c.count(self.collection, exact=True))
+        return int(res.count)
+
+    # -- search ----------------------------------------------------------------------------------
+    def _query(
+        self,
+        vectors: NDArray[np.float32],
+        limit: int,
+        params: m.SearchParams,
+        filter: Filter | None,
+        with_vector: bool,
+    ) -> list[list[Any]]:
+        flt = to_client_filter(filter)
+        if self.is_local_mode:
+            params = None  # type: ignore[assignment]  # local mode is exact; it warns on params
+        reqs = [
+            m.QueryRequest(
+                query=v,
+                limit=limit,
+                filter=flt,
+                params=params,
+                with_vector=with_vector,
+                with_payload=False,
+            )
+            for v in vectors.tolist()
+        ]
+        res = self._call("query", lambda c: c.query_batch_points(self.collection, requests=reqs))
+        return [r.points for r in res]
+
+    def search(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+        ids, dist, _ = self._coarse(query_codes, limit, filter, with_vector=False)
+        return ids, dist
+
+    def search_with_codes(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
+        ids, dist, codes = self._coarse(query_codes, limit, filter, with_vector=True)
+        assert codes is not None
+        return ids, dist, codes
+
+    def _coarse(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None, with_vector: bool
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
+        q = self._check_query(query_codes, limit)
+        meta = self._require_open()
+        if q.shape[0] == 0:
+            empty = np.zeros((0, limit), np.int64)
+            codes = np.zeros((0, limit, meta.n_bytes), np.uint8) if with_vector else None
+            return empty, empty.astype(np.int32), codes
+        params = m.SearchParams(
+            quantization=m.QuantizationSearchParams(rescore=False, oversampling=1.0)
+        )
+        res = self._query(codes_to_vectors(q, meta.n_bits), int(limit), params, filter, with_vector)
+        return hits_from_points(res, meta.n_bits, int(limit), with_vector)
+
+    def search_rescored(
+        self,
+        query_logits: ArrayLike,
+        k: int,
+        oversample: int = 10,
+        filter: Filter | None = None,
+        *,
+        exact_ties: bool = True,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """Native asymmetric search (see ``QdrantEdgeStore.search_rescored``): Qdrant takes the
+        quantized Hamming top ``k * oversample`` and rescores it with t = tanh(u / 2) against the
+        stored ±1 vectors; returns ``(ids (Q, k), asym (Q, k))``, asym = (n_bits - s·t) / 2.
+        In local mode the search is exact (local mode has no quantization), so it equals the
+        exhaustive asymmetric search."""
+        k, oversample = check_rescore_args(k, oversample)
+        meta = self._require_open()
+        t = query_tanh(query_logits, meta.n_bits)
+        limit, factor = (k * oversample, 1.0) if exact_ties else (k, float(oversample))
+        params = m.SearchParams(
+            quantization=m.QuantizationSearchParams(rescore=True, oversampling=factor)
+        )
+        if t.shape[0] == 0:
+            return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+        res = self._query(t, limit, params, filter, with_vector=False)
+        return rescored_from_points(res, meta.n_bits, k)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def drop(self) -> None:
+        if self._exists():
+            self._call("delete_collection", lambda c: c.delete_collection(self.collection))
+        self.meta = None
+
+    def close(self) -> None:
+        if self._local is not None:
+            loc, self._local = self._local, None
+            _release_local(loc)
+        elif self._owns_client:
+            self._owns_client = False
+            try:
+                self._client.close()
+            except Exception:  # noqa: BLE001, S110 - closing a dead connection
+                pass
+
+
+def _describe(e: BaseException) -> str:
+    src = getattr(e, "source", None)
+    return f"{type(e).__name__}: {src if src is not None else e}"
+
+
+def _server_error(what: str, location: str, collection: str, e: BaseException) -> BaseException:
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    if isinstance(e, UnexpectedResponse):
+        code = e.status_code
+        hint = ""
+        if code in (401, 403):
+            hint = "; check api_key (or $QDRANT_API_KEY)"
+        elif code == 404:
+            hint = f"; does collection {collection!r} exist?"
+        content = e.content.decode("utf-8", "replace")[:300] if e.content else ""
+        return StoreError(
+            f"Qdrant at {location}: {what} failed with HTTP {code} {e.reason_phrase}: {content}{hint}"
+        )
+    hint = ""
+    try:
+        import grpc
+
+        if isinstance(e, grpc.RpcError) and hasattr(e, "code"):
+            if e.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                hint = "; check api_key (or $QDRANT_API_KEY)"
+            elif e.code() == grpc.StatusCode.NOT_FOUND:
+                hint = f"; does collection {collection!r} exist?"
+    except ImportError:  # pragma: no cover
+        pass
+    return StoreError(f"Qdrant at {location}: {what} failed: {_describe(e)}{hint}")
