@@ -19,7 +19,6 @@ from .hashers import (
     NotFittedError,
     load_hasher,
 )
-
 from .rerank import asymmetric_distances, rerank, search_codes
 
 __version__ = "0.1.0"

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import importlib
-
-R = importlib.import_module("hashplug.rerank")
 from hashplug.codes import hamming_distances
+
+R = importlib.import_module("hashplug.rerank")  # the module; hashplug.rerank is the function
 
 N_BITS = [8, 16, 24, 64, 72, 128]
 
