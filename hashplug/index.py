@@ -118,11 +118,16 @@ class HashIndex:
         rerank: bool = True,
         filter: Filter | None = None,
         with_payloads: bool = False,
+        rescore: str = "local",
     ) -> SearchResult:
         """Coarse Hamming top-(oversample * k) in the store, then the asymmetric rerank to top-k.
 
         ``queries``: embeddings (Q, d) or one (d,), or raw items with an encoder.
         ``rerank=False`` returns the store's Hamming order (distances = Hamming as float).
+        ``rescore="local"`` reranks here with the Numba kernel (every store);
+        ``rescore="store"`` (alias ``"qdrant"``) asks the store to rerank server-side (stores
+        with ``search_rescored``: Qdrant's binary quantization with rescoring): same distances up
+        to the store's float rounding, no codes shipped back.
         """
         from .rerank import rerank as rerank_codes
 
@@ -130,6 +135,13 @@ class HashIndex:
             raise ValueError(f"k must be a positive int, got {k!r}")
         if oversample < 1:
             raise ValueError(f"oversample must be >= 1, got {oversample}")
+        if rescore not in ("local", "store", "qdrant"):
+            raise ValueError(f"rescore must be 'local', 'store' or 'qdrant', got {rescore!r}")
+        native = rerank and rescore != "local"
+        if native and not hasattr(self.store, "search_rescored"):
+            raise ValueError(
+                f"{type(self.store).__name__} cannot rescore server-side; use rescore='local'"
+            )
         q = self._embeddings(queries)
         q = np.asarray(q)
         if q.ndim == 1:
@@ -137,7 +149,9 @@ class HashIndex:
         u = self.hasher.logits(q)
         qcodes = np.packbits(u > 0, axis=1)
         limit = int(k) * (int(oversample) if rerank else 1)
-        if rerank:
+        if native:
+            ids, dist = self.store.search_rescored(u, int(k), int(oversample), filter)  # type: ignore[attr-defined]
+        elif rerank:
             c_ids, _, c_codes = self.store.search_with_codes(qcodes, limit, filter)
             ids, dist = rerank_codes(sigmoid(u), c_ids, c_codes, int(k))
         else:

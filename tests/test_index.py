@@ -89,3 +89,16 @@ def test_bad_batch_writes_nothing(small):
         index.search(x[:1], k=0)
     with pytest.raises(ValueError, match="not fitted"):
         HashIndex("memory://", HashingBaseline(16))
+
+
+def test_store_side_rescoring_is_refused_where_the_store_cannot(small):
+    x, h = small
+    index = HashIndex("memory://", h)
+    index.add(x[:100], np.arange(100))
+    with pytest.raises(ValueError, match="cannot rescore server-side"):
+        index.search(x[:2], k=3, rescore="store")
+    with pytest.raises(ValueError, match="cannot rescore server-side"):
+        index.search(x[:2], k=3, rescore="qdrant")
+    with pytest.raises(ValueError, match="rescore must be"):
+        index.search(x[:2], k=3, rescore="milvus")
+    assert index.search(x[:2], k=3, rescore="local").ids.shape == (2, 3)
