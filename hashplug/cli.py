@@ -80,6 +80,54 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """The main job: real encoder on real labelled data -> fit -> ingest -> search -> report."""
+    from .bench.run import run_bench
+    from .bench.sources import embed_split, load_source
+    from .encoders import load_encoder
+
+    t0 = time.perf_counter()
+    split = load_source(args.dataset, args.root).subsample(args.n_db, args.n_query, seed=0)
+    print(
+        f"[1/3] data: {split.name} ({len(split.db_items)} database, {len(split.q_items)} query "
+        f"{split.modality} items, {len(split.classes)} classes)"
+    )
+    enc = load_encoder(args.encoder)
+    print(f"[2/3] encoding with {enc.name} ...")
+    ds, cache, timing = embed_split(split, enc, cache_dir=args.cache, batch_size=args.batch_size)
+    n_items = len(split.db_items) + len(split.q_items)
+    encoder_info = {
+        "name": enc.name,
+        "dim": int(ds.db_x.shape[1]),
+        "n_items": n_items,
+        "cache": str(cache),
+        "device": str(getattr(enc, "device", "cpu")),
+        **timing,
+    }
+    if "items_per_s" in timing:
+        print(
+            f"      {n_items} items in {timing['encode_s']:.1f} s ({timing['items_per_s']:.1f}/s)"
+        )
+    else:
+        print(f"      read from cache {cache}")
+    print(f"[3/3] fit, ingest into {', '.join(args.backends)}, search with rerank, report ...")
+    results, paths = run_bench(
+        cache,
+        args.out,
+        hashers=args.hashers,
+        bits=args.bits,
+        k=args.k,
+        seeds=args.seeds,
+        backends=args.backends,
+        oversamples=args.oversample,
+        extra={"encoder": encoder_info},
+    )
+    print(paths["markdown"].read_text())
+    print(f"done in {time.perf_counter() - t0:.0f} s; report: {paths['markdown']}")
+    print("also:", ", ".join(str(p) for k, p in paths.items() if k != "markdown"))
+    return 0
+
+
 def _load_array(path: str, *keys: str) -> np.ndarray:
     """An .npy array, or the first of ``keys`` (then "x", "embeddings") found in an .npz."""
     if not path.endswith(".npz"):
@@ -202,6 +250,26 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ram-price", type=float, default=None, help="USD per GiB-month (default 5.0)")
     b.add_argument("--out", default="reports/bench")
     b.set_defaults(func=cmd_bench)
+
+    r = sub.add_parser(
+        "run",
+        help="main job: encode real labelled data, fit, ingest, search with rerank, report",
+    )
+    r.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, cifar10, esc50, ...")
+    r.add_argument("--root", help="dataset folder (fashion-mnist: Debian's by default)")
+    r.add_argument("--encoder", default="effnet:efficientnet-lite0", help="an encoder spec")
+    r.add_argument("--n-db", type=int, default=10_000, help="database items (random subset)")
+    r.add_argument("--n-query", type=int, default=1_000)
+    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--cache", help="embedding cache folder (default ~/.cache/hashplug)")
+    r.add_argument("--hashers", nargs="+", default=list(HASHERS), choices=list(HASHERS))
+    r.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
+    r.add_argument("--k", type=int, default=1000)
+    r.add_argument("--seeds", type=int, default=3)
+    r.add_argument("--backends", nargs="+", default=["local", "lancedb"])
+    r.add_argument("--oversample", type=int, nargs="+", default=[1, 2, 5, 10, 20])
+    r.add_argument("--out", default="reports/main")
+    r.set_defaults(func=cmd_run)
 
     f = sub.add_parser(
         "fit", help="fit a hasher on embeddings (.npy, or .npz train_x/db_x) and save it"

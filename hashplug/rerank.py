@@ -49,6 +49,8 @@ fewer queries than threads) and honour ``numba.set_num_threads``; results do not
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numba
@@ -1282,6 +1284,25 @@ def _words(c: NDArray[np.uint8]) -> NDArray[np.uint64]:
     return cb.view(np.uint64)
 
 
+#: Below this many code comparisons a call runs on one thread: waking the pool costs more than
+#: the work, and on a busy machine a parallel region can wait milliseconds for a thread.
+_SERIAL_WORK = 1 << 19
+
+
+@contextmanager
+def _threads_for(work: int) -> Iterator[None]:
+    """Run the enclosed kernels single-threaded when ``work`` is small; results are unchanged."""
+    prev = numba.get_num_threads()
+    if work >= _SERIAL_WORK or prev == 1:
+        yield
+        return
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(prev)
+
+
 def _n_shards(nq: int, n: int) -> int:
     """Split each query's scan over several threads only when there are fewer queries than threads."""
     t = numba.get_num_threads()
@@ -1320,9 +1341,10 @@ def asymmetric_distances(query_probs: ArrayLike, codes: ArrayLike) -> NDArray[np
     out = np.empty((nq, n), np.float32)
     if nq == 0 or n == 0:
         return out
-    t = numba.get_num_threads()
-    n_blocks = 1 if nq >= t else int(max(1, min(-(-t // nq), n // 4096)))
-    _asym_matrix_kernel(p, _words(c), nbytes, n_blocks, out)
+    with _threads_for(nq * n):
+        t = numba.get_num_threads()
+        n_blocks = 1 if nq >= t else int(max(1, min(-(-t // nq), n // 4096)))
+        _asym_matrix_kernel(p, _words(c), nbytes, n_blocks, out)
     return out
 
 
@@ -1355,14 +1377,15 @@ def rerank(
     i = np.full((nq, kk), -1, np.int64)
     ccw = _words(cc.reshape(nq * nc, nbytes))
     dup = np.zeros(nq, np.bool_)
-    _rerank_kernel(p, ci, ccw, nbytes, kk, False, d, i, dup)
-    if dup.any():  # an id listed twice made it into the top-k: redo those queries with dedup
-        q = np.flatnonzero(dup)
-        d2 = np.full((q.size, kk), np.inf, np.float32)
-        i2 = np.full((q.size, kk), -1, np.int64)
-        ccw_q = ccw.reshape(nq, nc, -1)[q].reshape(q.size * nc, -1)
-        _rerank_kernel(p[q], ci[q], ccw_q, nbytes, kk, True, d2, i2, dup[q])
-        d[q], i[q] = d2, i2
+    with _threads_for(nq * nc):
+        _rerank_kernel(p, ci, ccw, nbytes, kk, False, d, i, dup)
+        if dup.any():  # an id listed twice made it into the top-k: redo those with dedup
+            q = np.flatnonzero(dup)
+            d2 = np.full((q.size, kk), np.inf, np.float32)
+            i2 = np.full((q.size, kk), -1, np.int64)
+            ccw_q = ccw.reshape(nq, nc, -1)[q].reshape(q.size * nc, -1)
+            _rerank_kernel(p[q], ci[q], ccw_q, nbytes, kk, True, d2, i2, dup[q])
+            d[q], i[q] = d2, i2
     out_i[:, :kk] = i
     out_d[:, :kk] = d
     return out_i, out_d
@@ -1418,7 +1441,8 @@ def rerank_rows(
     kk = min(k, nc)
     d = np.full((nq, kk), np.inf, np.float32)
     i = np.full((nq, kk), -1, np.int64)
-    _rerank_rows_checked(p, rows, _words(c), idv, nbytes, kk, d, i)
+    with _threads_for(nq * nc):
+        _rerank_rows_checked(p, rows, _words(c), idv, nbytes, kk, d, i)
     out_i[:, :kk] = i
     out_d[:, :kk] = d
     return out_i, out_d
@@ -1455,7 +1479,25 @@ def search_codes(
     out_i, out_d = _padded(nq, k)
     if nq == 0 or n == 0:
         return out_i, out_d
-    cw = _words(c)
+    with _threads_for(nq * n):
+        d, i = _search(p, _words(c), idv, ids_sorted, nbytes, n_bits, k, c_keep)
+    kk = d.shape[1]
+    out_i[:, :kk] = i
+    out_d[:, :kk] = d
+    return out_i, out_d
+
+
+def _search(
+    p: NDArray[np.float32],
+    cw: NDArray[np.uint64],
+    idv: NDArray[np.int64],
+    ids_sorted: bool,
+    nbytes: int,
+    n_bits: int,
+    k: int,
+    c_keep: int | None,
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    nq, n = p.shape[0], cw.shape[0]
     n_shards = _n_shards(nq, n)
     if c_keep is None:
         kk = min(k, n)
@@ -1480,9 +1522,7 @@ def search_codes(
             qw = _words(np.packbits(p > 0.5, axis=1))
             rows, _ = _hamming_select(qw, cw, idv, ids_sorted, c_keep, n_bits, n_shards)
             _rerank_rows_checked(p, rows, cw, idv, nbytes, kk, d, i)
-    out_i[:, :kk] = i
-    out_d[:, :kk] = d
-    return out_i, out_d
+    return d, i
 
 
 def _hamming_select(
@@ -1533,14 +1573,15 @@ def hamming_topk(
     qw = _words(np.ascontiguousarray(q))
     cw = _words(c)
     kk = min(k, n)
-    n_shards = _n_shards(nq, n)
-    step = max(1, (1 << 22) // (kk * n_shards))  # bound the per-call selection buffers
-    for q0 in range(0, nq, step):
-        rows, dist = _hamming_select(
-            qw[q0 : q0 + step], cw, idv, ids_sorted, kk, nbytes * 8, n_shards
-        )
-        out_r[q0 : q0 + step, :kk] = rows
-        out_d[q0 : q0 + step, :kk] = np.where(rows >= 0, dist, HAMMING_PAD)
+    with _threads_for(nq * n):
+        n_shards = _n_shards(nq, n)
+        step = max(1, (1 << 22) // (kk * n_shards))  # bound the per-call selection buffers
+        for q0 in range(0, nq, step):
+            rows, dist = _hamming_select(
+                qw[q0 : q0 + step], cw, idv, ids_sorted, kk, nbytes * 8, n_shards
+            )
+            out_r[q0 : q0 + step, :kk] = rows
+            out_d[q0 : q0 + step, :kk] = np.where(rows >= 0, dist, HAMMING_PAD)
     return out_r, out_d
 
 
@@ -1560,7 +1601,10 @@ def hamming_distances_fast(a: ArrayLike, b: ArrayLike) -> NDArray[np.int32]:
         return out
     aw = _words(np.ascontiguousarray(x))
     bw = _words(np.ascontiguousarray(y))
-    t = numba.get_num_threads()
-    n_blocks = 1 if x.shape[0] >= t else int(max(1, min(-(-t // x.shape[0]), y.shape[0] // 4096)))
-    _ham_matrix_kernel(aw, bw, n_blocks, out)
+    with _threads_for(x.shape[0] * y.shape[0]):
+        t = numba.get_num_threads()
+        n_blocks = (
+            1 if x.shape[0] >= t else int(max(1, min(-(-t // x.shape[0]), y.shape[0] // 4096)))
+        )
+        _ham_matrix_kernel(aw, bw, n_blocks, out)
     return out

@@ -285,7 +285,8 @@ def test_sharded_paths_match(monkeypatch, rng):
 # ------------------------------------------------------------------------------------------------
 # determinism
 # ------------------------------------------------------------------------------------------------
-def test_deterministic_across_calls_and_thread_counts(rng):
+def test_deterministic_across_calls_and_thread_counts(monkeypatch, rng):
+    monkeypatch.setattr(R, "_SERIAL_WORK", 0)  # small calls would otherwise run on one thread
     codes = tie_codes(rng, 70000, 64, distinct=5000)  # >= 2 shards for one query
     p = np.concatenate([dyadic_probs(rng, 3, 64), rng.random((3, 64)).astype(np.float32)])
     before = numba.get_num_threads()
@@ -389,3 +390,23 @@ def test_two_stage_recall_on_real_codes(fmnist):
     two_i, _ = R.search_codes(probs, codes, 10, candidates=10000)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact_i, two_i, strict=True)])
     assert recall >= 0.99, recall
+
+
+def test_small_calls_run_serially_and_restore_the_thread_count(monkeypatch, rng):
+    """Below _SERIAL_WORK comparisons a call runs on one thread (a busy pool can cost ms);
+    the answers are the same and the caller's thread setting is left as it was."""
+    codes = tie_codes(rng, 3000, 64, distinct=200)
+    p = dyadic_probs(rng, 2, 64)
+    seen = []
+    real = R._n_shards
+    monkeypatch.setattr(
+        R, "_n_shards", lambda nq, n: seen.append(numba.get_num_threads()) or real(nq, n)
+    )
+    before = numba.get_num_threads()
+    small = R.search_codes(p, codes, 5)
+    assert seen[-1] == 1 and numba.get_num_threads() == before
+    monkeypatch.setattr(R, "_SERIAL_WORK", 0)
+    big = R.search_codes(p, codes, 5)
+    assert seen[-1] == before
+    np.testing.assert_array_equal(small[0], big[0])
+    np.testing.assert_array_equal(small[1], big[1])

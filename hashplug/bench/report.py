@@ -46,7 +46,7 @@ def _backend_table(backends: dict[str, Any]) -> list[str]:
         "| backend | ingest vec/s | build s | bytes/vec codes | bytes/vec disk | p50 ms | p95 ms | p99 ms"
         " | QPS (1 client) | QPS (batched) | "
         + " | ".join(f"R@{10} os={o}" for o in ovs)
-        + " | mAP two-stage | RAM $/M/month (codes vs float32) |",
+        + " | mAP two-stage / exhaustive / float | RAM $/M/month |",
         "|---|" + "---|" * (11 + len(ovs)),
     ]
     for name, r in backends.items():
@@ -55,6 +55,15 @@ def _backend_table(backends: dict[str, Any]) -> list[str]:
             continue
         lat = r["latency_ms"]
         disk = r.get("bytes_on_disk_per_vector")
+        mp = r["map"]
+        if "oversample" not in r:  # the float32 reference row
+            cells = [r.get("backend", name), "", "", f"{r['bytes_codes_per_vector']:.0f}", "in RAM"]
+            cells += [f"{lat[p]:.2f}" for p in ("p50", "p95", "p99")]
+            cells += [f"{r['qps_single_client']:,.0f}", f"{r['qps_batched']:,.0f}"]
+            cells += ["1 (exact)"] * len(ovs)
+            cells += [f"float {mp['float_cosine']:.2f}", f"{r['ram_usd_per_million_month']:.2f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
         rec = " | ".join(f"{r['oversample'][o]['recall_vs_asym']:.3f}" for o in ovs)
         cells = [
             name,
@@ -68,11 +77,24 @@ def _backend_table(backends: dict[str, Any]) -> list[str]:
             f"{r['qps_single_client']:,.0f}",
             f"{r['qps_batched']:,.0f}",
             rec,
-            f"{r['map']['two_stage']:.2f}",
-            f"{r['ram_usd_per_million_month']:.4f} vs {r['ram_usd_per_million_month_float32']:.2f}",
+            f"{mp['two_stage']:.2f} / {mp['exhaustive_asymmetric']:.2f} / {mp['float_cosine']:.2f}",
+            f"{r['ram_usd_per_million_month']:.4f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _encoder_lines(enc: dict[str, Any] | None) -> list[str]:
+    if not enc:
+        return []
+    if enc.get("cached"):
+        speed = f"embeddings read from the cache `{enc.get('cache', '')}`"
+    else:
+        speed = (
+            f"{enc['n_items']} items encoded in {enc['encode_s']:.1f} s "
+            f"({enc['items_per_s']:.1f} items/s on {enc.get('device', 'cpu')})"
+        )
+    return [f"Encoder: `{enc['name']}` ({enc.get('dim', '?')}-d); {speed}.", ""]
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -86,6 +108,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Data: `{ds['path']}` — {ds['n_db']} database / {ds['n_query']} query embeddings, "
         f"d = {ds['dim']}{', multi-label' if ds['multilabel'] else ''}. {ds.get('info', '')}",
         "",
+        *_encoder_lines(results.get("encoder")),
         f"## mAP@{paper['k']} (x100), mean ± std over {paper['seeds']} seeds",
         "",
         *_table(paper, bits),
@@ -94,11 +117,18 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("backends"):
         b = results["config"]
         out += [
-            f"## Backends ({b['backend_bits']} bits, Hashing-Baseline seed 0; recall@10 of the "
-            "two-stage search against exhaustive asymmetric search; latency of one query, k = 10, "
-            "oversample 10)",
+            f"## Backends ({b['backend_bits']} bits, Hashing-Baseline seed 0; R@10 = recall@10 "
+            "of the two-stage search against exhaustive asymmetric search at each oversample; "
+            "latency of one query, k = 10, oversample 10; mAP on the first "
+            f"{next(iter(results['backends'].values())).get('map', {}).get('queries', '?')} "
+            "queries; RAM $ per million vectors per month for the codes, the float32 row for "
+            "the embeddings they replace)",
             "",
-            *_backend_table(results["backends"]),
+            *_backend_table(
+                {**results["backends"], "float32": results.get("float_baseline")}
+                if results.get("float_baseline")
+                else results["backends"]
+            ),
             "",
             f"RAM price: ${b['ram_price']}/GiB-month (override with --ram-price).",
             "",
@@ -153,11 +183,15 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
         plt.close(fig)
         fig, ax = plt.subplots(figsize=(6, 4))
         for n, r in ok.items():
-            ax.scatter(
-                r["latency_ms"]["p50"], r["oversample"]["10"]["recall_vs_asym"], label=n, s=40
-            )
-        ax.set_xlabel("p50 latency of one query (ms)")
-        ax.set_ylabel("recall@10 at oversample 10")
+            ovs = [str(o) for o in sorted(int(o) for o in r["oversample"])]
+            lat = [r["oversample"][o]["p50_ms"] for o in ovs]
+            rec = [r["oversample"][o]["recall_vs_asym"] for o in ovs]
+            ax.plot(lat, rec, marker="o", label=n)
+            for o, x, y in zip(ovs, lat, rec, strict=True):
+                ax.annotate(o, (x, y), fontsize=6, textcoords="offset points", xytext=(3, -8))
+        ax.set_xscale("log")
+        ax.set_xlabel("p50 latency of one query (ms), points labelled by oversample")
+        ax.set_ylabel("recall@10 vs exhaustive asymmetric")
         ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()

@@ -8,7 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .backends import BackendConfig, available_backends, exact_references, run_backend
+from .backends import (
+    BackendConfig,
+    available_backends,
+    exact_references,
+    float_baseline,
+    run_backend,
+)
 from .datasets import load_embeddings
 from .experiments import HASHERS, PaperConfig, run_paper
 from .report import write_report
@@ -30,8 +36,12 @@ def run_bench(
     other_train: str | Path | None = None,
     ram_price: float | None = None,
     progress: bool = True,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Run everything on one embedding set and write the report into ``out``."""
+    """Run everything on one embedding set and write the report into ``out``.
+
+    ``extra`` is merged into the results (e.g. ``{"encoder": {...}}`` from ``hashplug run``).
+    """
     t0 = time.perf_counter()
     ds = load_embeddings(embeddings)
     other = load_embeddings(other_train).train_x if other_train else None
@@ -81,5 +91,7 @@ def run_bench(
                 results["backends"][name] = {"error": f"store plugin for {name} not installed"}
                 continue
             results["backends"][name] = run_backend(name, ds, hasher, bcfg, exact_asym, exact_float)
+        results["float_baseline"] = float_baseline(ds, bcfg)
+    results.update(extra or {})
     results["elapsed_s"] = time.perf_counter() - t0
     return results, write_report(results, out)
