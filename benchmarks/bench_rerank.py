@@ -1,7 +1,7 @@
 """Asymmetric search and rerank kernels (hashplug.rerank) against numpy, torch.cdist and FAISS.
 
     .venv/bin/python benchmarks/bench_rerank.py [--n 1000000] [--q 1000] [--k 10]
-        [--candidates 10000] [--repeats 3] [--baseline-q 100]
+        [--candidates 100 1000 10000] [--repeats 3] [--baseline-q 100]
 
 Data
   random: N uniform random 64-bit codes; Q queries with p ~ Uniform(0, 1) per bit (the hard case
@@ -147,7 +147,7 @@ class Table:
 def first_call_times() -> str:
     """Import + first call of each kernel in a fresh interpreter (cache load, or compile if cold)."""
     code = (
-        "import time; t0=time.perf_counter(); import numpy as np; import importlib; R = importlib.import_module(\"hashplug.rerank\");"
+        'import time; t0=time.perf_counter(); import numpy as np; import importlib; R = importlib.import_module("hashplug.rerank");'
         "t1=time.perf_counter(); p=np.random.rand(2,64).astype(np.float32);"
         "c=np.random.randint(0,256,(100,8)).astype(np.uint8); out=[];"
         "fs=[lambda: R.search_codes(p,c,3), lambda: R.search_codes(p,c,3,candidates=10),"
@@ -166,8 +166,7 @@ def bench_search(name: str, codes: np.ndarray, p: np.ndarray, a: argparse.Namesp
     k, rep = a.k, a.repeats
     all_threads = numba.config.NUMBA_NUM_THREADS
     n, nq = codes.shape[0], p.shape[0]
-    c = min(a.candidates, n)
-    c10 = max(k, c // 10)
+    cs = sorted({min(c, n) for c in (a.candidates or [10 * k, 1_000, 10_000])})
     qb = min(a.baseline_q, nq)
     pairs = nq * n
     bits = np.unpackbits(codes, axis=1).astype(np.float32)
@@ -179,7 +178,7 @@ def bench_search(name: str, codes: np.ndarray, p: np.ndarray, a: argparse.Namesp
         index.add(codes)
     ex_i, _ = R.search_codes(p, codes, k)
     recalls = []
-    for cc in (c, c10):
+    for cc in cs:
         two_i, _ = R.search_codes(p, codes, k, candidates=cc)
         r = np.mean([len(set(x) & set(y)) / k for x, y in zip(ex_i, two_i, strict=True)])
         recalls.append(f"C={cc:,}: {r:.4f}")
@@ -192,8 +191,7 @@ def bench_search(name: str, codes: np.ndarray, p: np.ndarray, a: argparse.Namesp
         set_threads(threads)
         fns: dict[str, Callable[[], object]] = {
             "ex": lambda: R.search_codes(p, codes, k),
-            "two": lambda: R.search_codes(p, codes, k, candidates=c),
-            "two10": lambda: R.search_codes(p, codes, k, candidates=c10),
+            **{f"two{cc}": (lambda cc=cc: R.search_codes(p, codes, k, candidates=cc)) for cc in cs},
             "np": lambda: numpy_topk(p[:qb], bits, k),
         }
         if index is not None:
@@ -201,14 +199,13 @@ def bench_search(name: str, codes: np.ndarray, p: np.ndarray, a: argparse.Namesp
         if torch is not None:
             fns["torch"] = lambda: torch_topk(p[:qb], bits_t, k)
         tm = median_times(fns, rep)
-        t_ex, t_two, t_np = tm["ex"], tm["two"], tm["np"] * nq / qb
+        t_ex, t_np = tm["ex"], tm["np"] * nq / qb
         t_f = tm.get("faiss")
         t_th = tm["torch"] * nq / qb if "torch" in tm else None
         lbl = f"{threads} thr"
         for meth, t in (
             ("ours exact", t_ex),
-            (f"ours two-stage C={c}", t_two),
-            (f"ours two-stage C={c10}", tm["two10"]),
+            *((f"ours two-stage C={cc:,}", tm[f"two{cc}"]) for cc in cs),
             ("FAISS symmetric", t_f),
             ("numpy BLAS exact", t_np),
             ("torch.cdist exact", t_th),
@@ -287,7 +284,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--q", type=int, default=1000)
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--candidates", type=int, default=10_000)
+    ap.add_argument(
+        "--candidates",
+        type=int,
+        nargs="+",
+        default=None,
+        help="two-stage candidate counts (default: 10*k, 1000, 10000)",
+    )
     ap.add_argument("--rerank-c", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--baseline-q", type=int, default=100, help="queries for numpy/torch (scaled)")
