@@ -15,8 +15,7 @@ copies are near but not exact duplicates.
   store.search+codes    QdrantEdgeStore.search_with_codes (stored vectors returned and packed)
   bare native rescore   shard.query with rescore on: limit k, oversampling O, query tanh(u/2)
   HashIndex local       HashIndex.search(k, oversample): hashing + search_with_codes + Numba rerank
-  HashIndex native      hashing + QdrantEdgeStore.search_rescored (HashIndex.search(rescore=
-                        "qdrant") when the installed HashIndex has it)
+  HashIndex native      HashIndex.search(rescore="qdrant"): hashing + QdrantEdgeStore.search_rescored
 
 Quality: Recall@10 against the exhaustive asymmetric search (numpy, float64,
 Σp + (1 - 2p)·b, ties by smaller id) of all q_x queries over the 20000 db_x codes, at
@@ -27,7 +26,6 @@ distance is within 1e-6 of the 10th exact distance).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import tempfile
@@ -47,41 +45,12 @@ from hashplug.codes import unpack_signs
 from hashplug.stores.base import CollectionMeta
 
 
-def _numpy_rerank(
-    p: np.ndarray, ids: np.ndarray, codes: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    bits = np.unpackbits(codes, axis=2).astype(np.float32)
-    d = p.sum(1)[:, None] + np.einsum("qj,qcj->qc", 1 - 2 * p, bits)
-    d = np.where(ids >= 0, d, np.inf)
-    out_i = np.full((len(p), k), -1, np.int64)
-    out_d = np.full((len(p), k), np.inf, np.float32)
-    for r in range(len(p)):
-        o = np.lexsort((ids[r], d[r]))[:k]
-        out_i[r], out_d[r] = ids[r][o], d[r][o]
-    return out_i, out_d
-
-
-def _local_search(
-    index: HashIndex, x: np.ndarray, k: int, oversample: int
-) -> tuple[np.ndarray, str]:
-    """HashIndex.search with the local rerank (numpy fallback while hashplug.rerank is absent)."""
-    try:
-        from hashplug.rerank import rerank  # noqa: F401
-
-        return index.search(x, k=k, oversample=oversample).ids, "hashplug.rerank (Numba)"
-    except ImportError:
-        u = index.hasher.logits(x)
-        ids, _, codes = index.store.search_with_codes(np.packbits(u > 0, axis=1), k * oversample)
-        return _numpy_rerank(sigmoid(u), ids, codes, k)[
-            0
-        ], "numpy fallback (hashplug.rerank absent)"
+def _local_search(index: HashIndex, x: np.ndarray, k: int, oversample: int) -> np.ndarray:
+    return index.search(x, k=k, oversample=oversample).ids
 
 
 def _native_search(index: HashIndex, x: np.ndarray, k: int, oversample: int) -> np.ndarray:
-    if "rescore" in inspect.signature(index.search).parameters:
-        return index.search(x, k=k, oversample=oversample, rescore="qdrant").ids
-    store: QdrantEdgeStore = index.store  # type: ignore[assignment]
-    return store.search_rescored(index.hasher.logits(x), k, oversample)[0]
+    return index.search(x, k=k, oversample=oversample, rescore="qdrant").ids
 
 
 def _exhaustive(p: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -192,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
         p_nat = qe.SearchParams(
             quantization=qe.QuantizationSearchParams(rescore=True, oversampling=float(os_))
         )
-        local_impl = _local_search(index, qx[:1], k, os_)[1]
         variants: dict[str, Callable[[int], Any]] = {
             "bare quantized (edge API)": lambda i: shard.query(
                 qe.QueryRequest(limit=C, query=qe.Query.Nearest(qsigns[i]), params=p_bare)
@@ -236,11 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         overhead = lat["QdrantEdgeStore.search"]["ratio_to_bare"]
         print(
             f"plugin overhead (QdrantEdgeStore.search / bare): {overhead:.3f}x "
-            f"({'OK' if overhead <= 1.25 else 'ABOVE'} the 1.25x budget); local rerank: {local_impl}"
+            f"({'OK' if overhead <= 1.25 else 'ABOVE'} the 1.25x budget)"
         )
         results["latency"] = lat
         results["plugin_overhead"] = overhead
-        results["local_rerank_impl"] = local_impl
         store.close()
 
         # ---------------------------------------------------------------- recall, real db codes
@@ -257,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             st.optimize()
             assert st.read_meta() == meta or st.read_meta().fingerprint == meta.fingerprint
             if dt == args.datatype:
-                got, _ = _local_search(idx, qr, k, os_)
+                got = _local_search(idx, qr, k, os_)
                 rows[f"local rerank ({dt} store)"] = {
                     "recall": _recall(got, ref),
                     "recall_ties": _recall_ties(got, pr, db_codes, kth),
