@@ -13,6 +13,7 @@ from . import codes
 from .hashers import (
     ITQ,
     LSH,
+    HashCoder,
     Hasher,
     HasherFileError,
     HashingBaseline,
@@ -33,12 +34,15 @@ _LAZY = {
     "HasherMismatchError": "hashplug.stores",
     "StoreError": "hashplug.stores",
     "open_store": "hashplug.stores",
+    "Encoder": "hashplug.encoders",
+    "load_encoder": "hashplug.encoders",
 }
 
 __all__ = [
     "codes",
     "Hasher",
     "HashingBaseline",
+    "HashCoder",
     "ITQ",
     "LSH",
     "load_hasher",

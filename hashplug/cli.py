@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -74,6 +75,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         oversamples=args.oversample,
         other_train=args.other_train,
         ram_price=args.ram_price,
+        scoring=args.scoring,
     )
     print(paths["markdown"].read_text())
     print("report written:", ", ".join(str(p) for p in paths.values()))
@@ -200,15 +202,14 @@ def cmd_search(args: argparse.Namespace) -> int:
             with_payloads=args.payloads,
         )
     if args.json:
+        pls: list[Any] = list(res.payloads) if res.payloads else [None] * len(res.ids)
         rows = [
             {
                 "ids": i.tolist(),
                 "distances": d.tolist(),
                 **({"payloads": p} if res.payloads else {}),
             }
-            for i, d, p in zip(
-                res.ids, res.distances, res.payloads or [None] * len(res.ids), strict=True
-            )
+            for i, d, p in zip(res.ids, res.distances, pls, strict=True)
         ]
         print(json.dumps(rows))
     else:
@@ -230,13 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
 
-    from .bench.experiments import HASHERS
+    from .bench.experiments import DEFAULT_HASHERS, HASHERS
 
     b = sub.add_parser("bench", help="paper-style table + per-backend figures -> report")
     b.add_argument(
         "--embeddings", help="an .npz embedding set (default: ../shared/data/fmnist_effnet.npz)"
     )
-    b.add_argument("--hashers", nargs="+", default=list(HASHERS), choices=list(HASHERS))
+    b.add_argument("--hashers", nargs="+", default=list(DEFAULT_HASHERS), choices=list(HASHERS))
     b.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
     b.add_argument(
         "--k", type=int, default=1000, help="mAP@k (paper: 1000 CIFAR-10, 5000 multi-label)"
@@ -248,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--other-train", help="an .npz whose train_x/db_x fits the 'PCA on another set' ablation"
     )
     b.add_argument("--ram-price", type=float, default=None, help="USD per GiB-month (default 5.0)")
+    b.add_argument(
+        "--scoring",
+        default="asymmetric",
+        choices=["asymmetric", "bce", "sym-bce"],
+        help="query-side scorer of the non-symmetric binary column (see hashplug.scoring)",
+    )
     b.add_argument("--out", default="reports/bench")
     b.set_defaults(func=cmd_bench)
 
@@ -262,7 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--n-query", type=int, default=1_000)
     r.add_argument("--batch-size", type=int, default=64)
     r.add_argument("--cache", help="embedding cache folder (default ~/.cache/hashplug)")
-    r.add_argument("--hashers", nargs="+", default=list(HASHERS), choices=list(HASHERS))
+    r.add_argument(
+        "--hashers",
+        nargs="+",
+        default=["hashing-baseline", "itq", "lsh"],
+        choices=list(HASHERS),
+        help="default: the training-free ones (add hashcoder-* for the learned probe)",
+    )
     r.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
     r.add_argument("--k", type=int, default=1000)
     r.add_argument("--seeds", type=int, default=3)

@@ -11,8 +11,18 @@ from numpy.typing import ArrayLike, NDArray
 from tqdm.auto import tqdm
 
 from ._validate import sigmoid
+from .encoders._items import _is_audio_tuple
+from .encoders.base import Encoder
 from .hashers.base import Hasher
-from .stores.base import CollectionMeta, Filter, Payload, Store, check_ids, check_payloads
+from .stores.base import (
+    CollectionMeta,
+    Filter,
+    HasherMismatchError,
+    Payload,
+    Store,
+    check_ids,
+    check_payloads,
+)
 from .stores.registry import open_store
 
 __all__ = ["HashIndex", "SearchResult"]
@@ -37,38 +47,62 @@ class HashIndex:
 
     ``store`` is a Store or a URI (``"memory://"``, ``"lancedb://./data/docs"``, ...). Opening an
     existing collection checks that it was written by this hasher (same fingerprint), else
-    ``HasherMismatchError`` names both. ``encoder`` (optional) lets ``add``/``search`` take raw
-    items (anything that is not a numeric array) through ``encoder.encode(items)``.
+    ``HasherMismatchError`` names both.
+
+    ``encoder`` (optional: an Encoder, or a spec string given to ``hashplug.load_encoder``) lets
+    ``add``/``search`` take raw items (texts, image/audio paths, PIL images, uint8 image batches,
+    ``(waveform, sample_rate)`` tuples) through ``encoder.encode(items)``; embeddings (numeric
+    arrays of at most two dimensions) are always taken as they are. The encoder's name must equal
+    ``hasher.encoder_`` when both are set, and is recorded in the collection (else
+    ``hasher.encoder_`` is); opening a collection recorded with another encoder is a
+    ``HasherMismatchError``. A hasher's encoder is not loaded automatically (models are large):
+    pass ``encoder=hashplug.load_encoder(hasher.encoder_)``.
     """
 
     def __init__(
         self,
         store: Store | str,
         hasher: Hasher,
-        encoder: Any | None = None,
+        encoder: Encoder | str | None = None,
         **store_options: Any,
     ) -> None:
         if not hasher.is_fitted:
             raise ValueError("the hasher is not fitted; call hasher.fit(embeddings) first")
+        if isinstance(encoder, str):
+            from .encoders import load_encoder
+
+            encoder = load_encoder(encoder)
+        enc_name = getattr(encoder, "name", None) if encoder is not None else None
+        _check_encoder(hasher, encoder, enc_name)
         self.store = open_store(store, **store_options) if isinstance(store, str) else store
         self.hasher = hasher
         self.encoder = encoder
-        enc_name = getattr(encoder, "name", None) if encoder is not None else None
         self.meta = self.store.open(
             CollectionMeta(
                 n_bits=hasher.n_bits,
                 fingerprint=hasher.fingerprint,
                 hasher_spec=hasher.get_spec(),
-                encoder=enc_name,
+                encoder=enc_name or hasher.encoder_,
             )
         )
 
     # -- input ------------------------------------------------------------------------------------
     def _embeddings(self, data: Any) -> NDArray[np.float32] | Any:
-        is_numeric = isinstance(data, np.ndarray) and data.dtype.kind in "fiu"
-        if not is_numeric and self.encoder is not None:
+        if _looks_like_embeddings(data):
+            return data
+        if self.encoder is not None:
             return self.encoder.encode(data)
-        return data
+        what = type(data).__name__
+        if self.hasher.encoder_:
+            raise ValueError(
+                f"got raw items ({what}) but this index has no encoder; the hasher was fitted on "
+                f"{self.hasher.encoder_!r} embeddings: HashIndex(store, hasher, "
+                "encoder=hashplug.load_encoder(hasher.encoder_))"
+            )
+        raise ValueError(
+            f"got {what} that is not an embedding array, and this index has no encoder; pass "
+            "embeddings (n, d) or give HashIndex an encoder (hashplug.load_encoder(spec))"
+        )
 
     # -- writing ----------------------------------------------------------------------------------
     def add(
@@ -94,7 +128,9 @@ class HashIndex:
         codes = np.empty((n, self.hasher.n_bits // 8), np.uint8)
         for s in range(0, n, batch_size):
             codes[s : s + batch_size] = self.hasher.encode(x[s : s + batch_size])
-        bar = tqdm(total=n, desc="hashplug add", unit="vec", disable=not progress or n <= batch_size)
+        bar = tqdm(
+            total=n, desc="hashplug add", unit="vec", disable=not progress or n <= batch_size
+        )
         for s in range(0, n, batch_size):
             part = slice(s, s + batch_size)
             self.store.upsert(id_arr[part], codes[part], pl[part] if pl else None)
@@ -175,3 +211,36 @@ class HashIndex:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_encoder(hasher: Hasher, encoder: Any, name: str | None) -> None:
+    if encoder is None:
+        return
+    if not name or not callable(getattr(encoder, "encode", None)):
+        raise TypeError(f"encoder must be an Encoder (with .name and .encode), got {encoder!r}")
+    if hasher.encoder_ and name != hasher.encoder_:
+        raise HasherMismatchError(
+            f"the hasher was fitted on embeddings of encoder {hasher.encoder_!r}, "
+            f"but encoder {name!r} was given"
+        )
+    dim = getattr(encoder, "dim", None)
+    if dim is not None and hasher.dim_ is not None and int(dim) != hasher.dim_:
+        raise ValueError(
+            f"encoder {name!r} gives {dim}-d embeddings; the hasher expects {hasher.dim_}-d"
+        )
+
+
+def _looks_like_embeddings(data: Any) -> bool:
+    """Numeric arrays of <= 2 dims (and lists of numbers / number rows) are embeddings."""
+    if isinstance(data, np.ndarray):
+        return data.dtype.kind in "fiu" and data.ndim <= 2
+    if isinstance(data, (str, bytes)) or _is_audio_tuple(data):
+        return False
+    if not isinstance(data, Sequence) or len(data) == 0:
+        return True  # the hasher validates (and names the problem)
+    first = data[0]
+    if isinstance(first, (int, float, np.number)) and not isinstance(first, bool):
+        return True
+    if isinstance(first, np.ndarray):
+        return first.dtype.kind in "fiu" and first.ndim == 1
+    return isinstance(first, list) and all(isinstance(v, (int, float, np.number)) for v in first)

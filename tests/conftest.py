@@ -31,3 +31,7 @@ def fmnist() -> dict[str, np.ndarray]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: loads real models (deselect with -m 'not slow')")

@@ -120,3 +120,55 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "none.npy" in capsys.readouterr().err
     assert main(["bench", "--embeddings", str(tmp_path / "none.npz"), "--out", str(tmp_path)]) == 2
     assert "no embedding set" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_run_encodes_a_labelled_folder_and_reports(tmp_path, capsys):
+    """The main job's path on a small labelled image folder: real EfficientNet weights, encode,
+    cache, fit, ingest, search with rerank, report."""
+    pytest.importorskip("torch")
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "shapes"
+    for c, name in enumerate(("stripes", "blobs")):
+        (root / name).mkdir(parents=True)
+        for i in range(40):
+            if c == 0:
+                a = np.tile((np.arange(32) // 4 % 2 * 255)[:, None], (1, 32))
+            else:
+                yy, xx = np.mgrid[:32, :32]
+                cy, cx = rng.integers(8, 24, 2)
+                a = ((yy - cy) ** 2 + (xx - cx) ** 2 < 60) * 255
+            a = np.clip(a + rng.normal(0, 30, a.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(a).save(root / name / f"{i}.png")
+    args = ["run", "--dataset", "image-folder", "--root", str(root), "--bits", "16", "--seeds", "1"]
+    args += [
+        "--hashers",
+        "hashing-baseline",
+        "--k",
+        "20",
+        "--backends",
+        "local",
+        "--oversample",
+        "1",
+        "5",
+    ]
+    args += [
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "rep"),
+        "--batch-size",
+        "16",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "report:" in out and "effnet:efficientnet-lite0" in out
+    res = json.loads((tmp_path / "rep" / "results.json").read_text())
+    assert res["encoder"]["n_items"] == 80 and res["encoder"]["items_per_s"] > 0
+    assert res["paper"]["float_cosine"] > 90  # stripes vs blobs: easy for a real encoder
+    assert res["paper"]["hashers"]["hashing-baseline"]["16"]["binary_asymmetric"]["mean"] > 80
+    assert main(args) == 0  # second run reads the embedding cache
+    assert "read from cache" in capsys.readouterr().out

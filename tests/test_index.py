@@ -26,7 +26,9 @@ def test_five_line_flow_and_quality_on_real_data(fmnist):
     ref = map_at_k(exact_ids, fmnist["db_y"], fmnist["q_y"][:300])
     assert abs(got - ref) < 0.5, (got, ref)
     top10 = index.search(q, k=10)
-    recall = np.mean([np.intersect1d(a, b).size / 10 for a, b in zip(top10.ids, exact_ids[:, :10], strict=True)])
+    recall = np.mean(
+        [np.intersect1d(a, b).size / 10 for a, b in zip(top10.ids, exact_ids[:, :10], strict=True)]
+    )
     assert recall >= 0.97, recall  # misses are Hamming ties at the coarse cut-off
 
 

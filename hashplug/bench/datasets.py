@@ -22,6 +22,7 @@ class EmbeddingSet:
     q_y: NDArray[np.int64]
     train_x: NDArray[np.float32]
     info: str = ""
+    train_y: NDArray[np.int64] | None = None  # labels of train_x, for supervised hashers
 
     @property
     def multilabel(self) -> bool:
@@ -56,10 +57,15 @@ def load_embeddings(path: str | os.PathLike[str]) -> EmbeddingSet:
         db_x = np.ascontiguousarray(d["db_x"], dtype=np.float32)
         q_x = np.ascontiguousarray(d["q_x"], dtype=np.float32)
         train = np.ascontiguousarray(d["train_x"], np.float32) if "train_x" in d.files else db_x
+        train_y = np.asarray(d["train_y"]).astype(np.int64) if "train_y" in d.files else None
         info = str(d["info"]) if "info" in d.files else ""
         db_y, q_y = np.asarray(d["db_y"]).astype(np.int64), np.asarray(d["q_y"]).astype(np.int64)
     if db_x.ndim != 2 or q_x.ndim != 2 or db_x.shape[1] != q_x.shape[1]:
         raise ValueError(f"{p}: db_x {db_x.shape} and q_x {q_x.shape} must be (n, d) with equal d")
     if db_y.shape[0] != db_x.shape[0] or q_y.shape[0] != q_x.shape[0] or db_y.ndim != q_y.ndim:
         raise ValueError(f"{p}: label arrays do not match the embeddings")
-    return EmbeddingSet(db_x, db_y, q_x, q_y, train, info)
+    if train_y is None and train is db_x:
+        train_y = db_y
+    if train_y is not None and train_y.shape[0] != train.shape[0]:
+        raise ValueError(f"{p}: train_y {train_y.shape} does not match train_x {train.shape}")
+    return EmbeddingSet(db_x, db_y, q_x, q_y, train, info, train_y)

@@ -15,18 +15,33 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
-from ..hashers import ITQ, LSH, Hasher, HashingBaseline
+from ..hashers import ITQ, LSH, HashCoder, Hasher, HashingBaseline
+from ..scoring import SCORINGS, ranking_probs
 from .datasets import EmbeddingSet
 from .metrics import map_at_k
 
-__all__ = ["HASHERS", "PaperConfig", "run_paper", "float_topk", "binary_topk", "summarise"]
+__all__ = [
+    "HASHERS",
+    "DEFAULT_HASHERS",
+    "PaperConfig",
+    "run_paper",
+    "fit_hasher",
+    "float_topk",
+    "binary_topk",
+    "summarise",
+]
 
 #: Hasher name -> factory(n_bits, seed). The names are the CLI's ``--hashers`` values.
 HASHERS: dict[str, Callable[[int, int], Hasher]] = {
     "hashing-baseline": lambda nb, s: HashingBaseline(nb, seed=s),
     "itq": lambda nb, s: ITQ(nb, seed=s),
     "lsh": lambda nb, s: LSH(nb, seed=s),
+    "hashcoder-neighbors": lambda nb, s: HashCoder(nb, views="neighbors", seed=s),
+    "hashcoder-noise": lambda nb, s: HashCoder(nb, views="noise", seed=s),
+    "hashcoder-labels": lambda nb, s: HashCoder(nb, views="labels", seed=s),  # needs train_y
 }
+#: The training-free hashers run by default (the HashCoders need torch and train for seconds each).
+DEFAULT_HASHERS = ("hashing-baseline", "itq", "lsh")
 #: The paper's ablations of Hashing-Baseline.
 ABLATIONS: dict[str, Callable[[int, int], Hasher]] = {
     "no-rotation": lambda nb, s: HashingBaseline(nb, seed=s, rotate=False),
@@ -44,6 +59,7 @@ class PaperConfig:
     other_train: NDArray[np.float32] | None = None  # for the "PCA fitted on another set" ablation
     other_name: str = ""
     progress: bool = True
+    scoring: str = "asymmetric"  # query-side scorer: "asymmetric", "bce" or "sym-bce"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -67,6 +83,15 @@ def float_topk(
     return out
 
 
+def fit_hasher(hasher: Hasher, ds: EmbeddingSet, *, progress: bool = True) -> Hasher:
+    """Fit on ``ds.train_x``, with ``ds.train_y`` for a supervised HashCoder."""
+    if isinstance(hasher, HashCoder):
+        if hasher.views == "labels" and ds.train_y is None:
+            raise ValueError("a supervised hasher needs training labels (train_y) in the set")
+        return hasher.fit(ds.train_x, ds.train_y, progress=progress)
+    return hasher.fit(ds.train_x)
+
+
 def binary_topk(
     hasher: Hasher,
     ds: EmbeddingSet,
@@ -74,14 +99,18 @@ def binary_topk(
     *,
     symmetric: bool,
     codes: NDArray[np.uint8] | None = None,
+    scoring: str = "asymmetric",
 ) -> NDArray[np.int64]:
-    """Exhaustive binary top-k: asymmetric (sigmoid queries) or symmetric (binary queries)."""
+    """Exhaustive binary top-k: symmetric (binary queries) or with sigmoid queries scored by
+    ``scoring`` (asymmetric Hamming, BCE or symmetric BCE; see :mod:`hashplug.scoring`)."""
     from ..rerank import search_codes
 
     db_codes = hasher.encode(ds.db_x) if codes is None else codes
     p = hasher.query(ds.q_x)
     if symmetric:
         p = (p > 0.5).astype(np.float32)
+    else:
+        p = ranking_probs(p, scoring)  # same ranking as the scorer, through the asymmetric kernel
     ids, _ = search_codes(p, db_codes, k)
     return ids
 
@@ -96,7 +125,9 @@ def run_paper(ds: EmbeddingSet, cfg: PaperConfig) -> dict[str, Any]:
     and the ablations; returns the ``map`` and ``ablations`` parts of the report's JSON."""
     k = cfg.k
     y_db, y_q = ds.db_y, ds.q_y
-    out: dict[str, Any] = {"k": k, "seeds": cfg.seeds}
+    if cfg.scoring not in SCORINGS:
+        raise ValueError(f"unknown scoring {cfg.scoring!r}; choose from {', '.join(SCORINGS)}")
+    out: dict[str, Any] = {"k": k, "seeds": cfg.seeds, "scoring": cfg.scoring}
     out["float_cosine"] = map_at_k(float_topk(ds.q_x, ds.db_x, k), y_db, y_q)
     jobs = [(h, nb) for h in cfg.hashers for nb in cfg.bits]
     bar = tqdm(total=len(jobs) * cfg.seeds, desc="paper table", disable=not cfg.progress)
@@ -107,14 +138,15 @@ def run_paper(ds: EmbeddingSet, cfg: PaperConfig) -> dict[str, Any]:
             raise ValueError(f"unknown hasher {name!r}; choose from {', '.join(HASHERS)}")
         sym, asym = [], []
         for seed in range(cfg.seeds):
-            h = HASHERS[name](nb, seed)
-            h.fit(ds.train_x)
+            h = fit_hasher(HASHERS[name](nb, seed), ds, progress=cfg.progress)
             codes = h.encode(ds.db_x)
-            asym.append(map_at_k(binary_topk(h, ds, k, symmetric=False, codes=codes), y_db, y_q))
+            top = binary_topk(h, ds, k, symmetric=False, codes=codes, scoring=cfg.scoring)
+            asym.append(map_at_k(top, y_db, y_q))
             sym.append(map_at_k(binary_topk(h, ds, k, symmetric=True, codes=codes), y_db, y_q))
             if name == "hashing-baseline" and seed == 0:
                 # PCA float: cosine on the centred top-n_bits PCA coordinates (rotation-invariant).
                 assert isinstance(h, HashingBaseline) and h.components_ is not None
+                assert h.mean_ is not None
                 proj = h.components_.T
                 zq, zd = (ds.q_x - h.mean_) @ proj, (ds.db_x - h.mean_) @ proj
                 pca_float[str(nb)] = map_at_k(float_topk(zq, zd, k), y_db, y_q)

@@ -28,7 +28,8 @@ def _table(paper: dict[str, Any], bits: list[str]) -> list[str]:
             + " |"
         )
     for h, per in paper["hashers"].items():
-        for kind, label in (("binary_symmetric", "symmetric"), ("binary_asymmetric", "asymmetric")):
+        scored = paper.get("scoring", "asymmetric")  # the query-side scorer of that column
+        for kind, label in (("binary_symmetric", "symmetric"), ("binary_asymmetric", scored)):
             cells = " | ".join(summarise(per[b][kind]) if b in per else "" for b in bits)
             lines.append(f"| {_NAMES.get(h, h)}, binary {label} | {cells} |")
     for name, per in paper.get("ablations", {}).items():
@@ -150,11 +151,12 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
     bits = [int(b) for b in results["config"]["bits"]]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.axhline(paper["float_cosine"], color="k", ls="--", label="float cosine")
-    for h, per in paper["hashers"].items():
+    for n, (h, per) in enumerate(paper["hashers"].items()):
         for kind, ls in (("binary_asymmetric", "-"), ("binary_symmetric", ":")):
             m = [per[str(b)][kind]["mean"] for b in bits]
             s = [per[str(b)][kind]["std"] for b in bits]
-            ax.errorbar(bits, m, yerr=s, ls=ls, marker="o", label=f"{_NAMES.get(h, h)} {kind[7:]}")
+            label = f"{_NAMES.get(h, h)} {kind[7:]}"
+            ax.errorbar(bits, m, yerr=s, ls=ls, marker="o", color=f"C{n}", label=label)
     ax.set_xlabel("bits")
     ax.set_ylabel(f"mAP@{paper['k']}")
     ax.set_xticks(bits)
@@ -183,11 +185,11 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
         plt.close(fig)
         fig, ax = plt.subplots(figsize=(6, 4))
         for n, r in ok.items():
-            ovs = [str(o) for o in sorted(int(o) for o in r["oversample"])]
-            lat = [r["oversample"][o]["p50_ms"] for o in ovs]
-            rec = [r["oversample"][o]["recall_vs_asym"] for o in ovs]
+            keys = [str(o) for o in sorted(int(o) for o in r["oversample"])]
+            lat = [r["oversample"][o]["p50_ms"] for o in keys]
+            rec = [r["oversample"][o]["recall_vs_asym"] for o in keys]
             ax.plot(lat, rec, marker="o", label=n)
-            for o, x, y in zip(ovs, lat, rec, strict=True):
+            for o, x, y in zip(keys, lat, rec, strict=True):
                 ax.annotate(o, (x, y), fontsize=6, textcoords="offset points", xytext=(3, -8))
         ax.set_xscale("log")
         ax.set_xlabel("p50 latency of one query (ms), points labelled by oversample")

@@ -37,6 +37,7 @@ def run_bench(
     ram_price: float | None = None,
     progress: bool = True,
     extra: dict[str, Any] | None = None,
+    scoring: str = "asymmetric",
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Run everything on one embedding set and write the report into ``out``.
 
@@ -53,6 +54,7 @@ def run_bench(
         other_train=other,
         other_name=Path(other_train).stem if other_train else "",
         progress=progress,
+        scoring=scoring,
     )
     results: dict[str, Any] = {
         "dataset": {
@@ -77,6 +79,7 @@ def run_bench(
         "bits": list(bits),
         "k": k,
         "seeds": seeds,
+        "scoring": scoring,
         "backends": names,
         "backend_bits": backend_bits,
         "oversamples": list(oversamples),

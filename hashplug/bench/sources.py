@@ -13,7 +13,7 @@ import gzip
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,9 +48,9 @@ class LabelledSplit:
 
     name: str
     modality: str  # "image" | "audio" | "text"
-    db_items: Sequence[Any]
+    db_items: Any  # a sequence: list of paths, or an array of images
     db_y: NDArray[np.int64]
-    q_items: Sequence[Any]
+    q_items: Any
     q_y: NDArray[np.int64]
     classes: list[str]
 
@@ -58,7 +58,7 @@ class LabelledSplit:
         """A seeded random subset (sizes capped at what exists); ``None`` keeps everything."""
         rng = np.random.default_rng(seed)
 
-        def pick(items: Sequence[Any], y: NDArray[np.int64], n: int | None) -> tuple[Any, Any]:
+        def pick(items: Any, y: NDArray[np.int64], n: int | None) -> tuple[Any, Any]:
             if n is None or n >= len(items):
                 return items, y
             idx = np.sort(rng.choice(len(items), n, replace=False))
@@ -173,7 +173,10 @@ def esc50(root: str | os.PathLike[str]) -> LabelledSplit:
     2-5 the queries (the seed paper's protocol)."""
     r = Path(root)
     meta = _need(r / "meta" / "esc50.csv", "ESC-50 (github.com/karolpiczak/ESC-50): root/meta")
-    db, dy, q, qy = [], [], [], []
+    db: list[str] = []
+    q: list[str] = []
+    dy: list[int] = []
+    qy: list[int] = []
     names: dict[int, str] = {}
     with open(meta, newline="") as f:
         for row in csv.DictReader(f):

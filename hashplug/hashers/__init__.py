@@ -2,12 +2,14 @@
 
 from .base import FORMAT_VERSION, Hasher, HasherFileError, NotFittedError, load_hasher
 from .baseline import HashingBaseline
+from .hashcoder import HashCoder
 from .itq import ITQ
 from .lsh import LSH
 
 __all__ = [
     "Hasher",
     "HashingBaseline",
+    "HashCoder",
     "ITQ",
     "LSH",
     "load_hasher",

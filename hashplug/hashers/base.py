@@ -17,7 +17,8 @@ from ..codes import check_n_bits
 
 __all__ = ["Hasher", "NotFittedError", "HasherFileError", "load_hasher", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version this reads; 2 = 1 + the "encoder" header entry
+_VERSION_WITHOUT_ENCODER = 1  # files without an encoder keep version 1 (older readers load them)
 _META_KEY = "hashplug"
 _REGISTRY: dict[str, type[Hasher]] = {}
 
@@ -38,7 +39,14 @@ class Hasher(ABC):
     Constructor arguments are settings (listed in ``_params``); ``fit`` learns the fitted attributes,
     whose names end in ``_``. After fitting: ``logits``, ``encode`` (packed database codes),
     ``query`` (sigmoid probabilities for asymmetric search), ``save`` and ``fingerprint``.
+
+    ``encoder_`` (None unless :meth:`set_encoder` was called) names the encoder whose embedding
+    space the hasher was fitted in, as a spec string for ``hashplug.load_encoder``; it is saved
+    with the hasher and is part of the fingerprint when set.
     """
+
+    #: Spec of the encoder that produced the training embeddings (see :meth:`set_encoder`).
+    encoder_: str | None = None
 
     #: Names of the constructor settings, in order; they make up ``get_spec()``.
     _params: ClassVar[tuple[str, ...]] = ("n_bits",)
@@ -83,6 +91,35 @@ class Hasher(ABC):
         """Query probabilities ``sigmoid(logits)`` (n, n_bits), float32, kept continuous."""
         return sigmoid(self.logits(x))
 
+    def set_encoder(self: H, encoder: Any) -> H:
+        """Record the encoder whose embeddings this hasher hashes; returns ``self``.
+
+        ``encoder``: an Encoder (its ``name`` is stored; its ``dim`` must match a fitted
+        hasher's), a spec string such as ``"open_clip:ViT-B-16/dfn2b"``, or None to forget it.
+        Call it before or after ``fit`` (``fit`` leaves it as it is). It changes the fingerprint.
+        """
+        if encoder is None:
+            name = None
+        elif isinstance(encoder, str):
+            name = encoder.strip()
+            if ":" not in name:
+                raise ValueError(f"an encoder spec looks like 'prefix:model', got {encoder!r}")
+        else:
+            name = getattr(encoder, "name", None)
+            if not isinstance(name, str) or not name:
+                raise TypeError(
+                    f"set_encoder takes an Encoder, a spec string or None, got {type(encoder).__name__}"
+                )
+            dim = getattr(encoder, "dim", None)
+            if self.dim_ is not None and dim is not None and int(dim) != self.dim_:
+                raise ValueError(
+                    f"encoder {name!r} gives {dim}-d embeddings, but this hasher was fitted on "
+                    f"{self.dim_}-d ones"
+                )
+        self.encoder_ = name
+        self._fingerprint = None
+        return self
+
     # -- identity --------------------------------------------------------------------------------
     def get_spec(self) -> dict[str, Any]:
         """The settings that recreate this (unfitted) hasher, plus its class name."""
@@ -101,7 +138,9 @@ class Hasher(ABC):
         """A short hash of the spec and fitted parameters: equal fingerprints, equal codes."""
         self._check_fitted()
         if self._fingerprint is None:
-            self._fingerprint = _fingerprint(self.get_spec(), self.dim_, self._saved_arrays())
+            self._fingerprint = _fingerprint(
+                self.get_spec(), self.dim_, self._saved_arrays(), self.encoder_
+            )
         return self._fingerprint
 
     def __repr__(self) -> str:
@@ -121,13 +160,15 @@ class Hasher(ABC):
         arrays = self._saved_arrays()
         header = {
             "format": "hashplug.hasher",
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if self.encoder_ else _VERSION_WITHOUT_ENCODER,
             "class": type(self).__name__,
             "spec": self.get_spec(),
             "dim": self.dim_,
             "fingerprint": self.fingerprint,
             "extra": self._extra_meta(),
         }
+        if self.encoder_ is not None:  # absent otherwise: files without an encoder are unchanged
+            header["encoder"] = self.encoder_
         p = Path(path)
         tmp = p.with_name(p.name + ".tmp")
         save_file(arrays, str(tmp), metadata={_META_KEY: json.dumps(header, sort_keys=True)})
@@ -173,9 +214,16 @@ class Hasher(ABC):
         return self.dim_
 
 
-def _fingerprint(spec: dict[str, Any], dim: int | None, arrays: dict[str, NDArray[Any]]) -> str:
+def _fingerprint(
+    spec: dict[str, Any],
+    dim: int | None,
+    arrays: dict[str, NDArray[Any]],
+    encoder: str | None = None,
+) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"spec": spec, "dim": dim}, sort_keys=True).encode())
+    if encoder is not None:  # only when set, so hashers without an encoder keep their fingerprint
+        h.update(f"encoder|{encoder}|".encode())
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
@@ -211,6 +259,9 @@ def load_hasher(path: str | os.PathLike[str]) -> Hasher:
         dim = int(header["dim"])
         stored_fp = str(header["fingerprint"])
         extra = dict(header.get("extra") or {})
+        encoder = header.get("encoder")
+        if encoder is not None and not isinstance(encoder, str):
+            raise TypeError(f"encoder must be a string, got {type(encoder).__name__}")
     except (ValueError, KeyError, TypeError) as e:
         raise HasherFileError(f"{p} has a damaged hashplug header: {e}") from e
     if version > FORMAT_VERSION:
@@ -230,6 +281,8 @@ def load_hasher(path: str | os.PathLike[str]) -> Hasher:
     except TypeError as e:
         raise HasherFileError(f"{p} has a spec that {cls_name} does not accept: {e}") from e
     h._restore(arrays, dim, extra)
+    h.encoder_ = encoder
+    h._fingerprint = None
     actual = h.fingerprint
     if actual != stored_fp:
         raise HasherFileError(

@@ -101,7 +101,9 @@ class StoreConformance:
         assert again.open(meta).fingerprint == meta.fingerprint
         again.close()
 
-    def test_hasher_mismatch_is_an_error_and_keeps_data(self, store: Store, make_store: MakeStore) -> None:
+    def test_hasher_mismatch_is_an_error_and_keeps_data(
+        self, store: Store, make_store: MakeStore
+    ) -> None:
         self._fill(store, 20)
         other = make_store("conf_main")
         with pytest.raises(HasherMismatchError) as err:
@@ -244,7 +246,8 @@ class StoreConformance:
         t.open(meta)
         assert t.count() == 20
         np.testing.assert_array_equal(t.get_codes(ids[5:]), codes[5:])
-        assert t.get_payloads(ids[5:6])[0]["rank"] == 5
+        payload = t.get_payloads(ids[5:6])[0]
+        assert payload is not None and payload["rank"] == 5
         t.close()
 
     def test_concurrent_searches_match_serial(self, store: Store) -> None:
