@@ -58,6 +58,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The run_bench settings that ``bench`` and ``run`` share."""
+    return {
+        "hashers": args.hashers,
+        "bits": args.bits,
+        "k": args.k,
+        "seeds": args.seeds,
+        "backends": args.backends,
+        "oversamples": args.oversample,
+    }
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """The paper's table and the per-backend figures, written as Markdown, JSON and PNG."""
     from .bench.datasets import default_embeddings_path
@@ -67,15 +79,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     results, paths = run_bench(
         path,
         args.out,
-        hashers=args.hashers,
-        bits=args.bits,
-        k=args.k,
-        seeds=args.seeds,
-        backends=args.backends,
-        oversamples=args.oversample,
         other_train=args.other_train,
         ram_price=args.ram_price,
         scoring=args.scoring,
+        **_bench_settings(args),
     )
     print(paths["markdown"].read_text())
     print("report written:", ", ".join(str(p) for p in paths.values()))
@@ -114,15 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"      read from cache {cache}")
     print(f"[3/3] fit, ingest into {', '.join(args.backends)}, search with rerank, report ...")
     results, paths = run_bench(
-        cache,
-        args.out,
-        hashers=args.hashers,
-        bits=args.bits,
-        k=args.k,
-        seeds=args.seeds,
-        backends=args.backends,
-        oversamples=args.oversample,
-        extra={"encoder": encoder_info},
+        cache, args.out, extra={"encoder": encoder_info}, **_bench_settings(args)
     )
     print(paths["markdown"].read_text())
     print(f"done in {time.perf_counter() - t0:.0f} s; report: {paths['markdown']}")
