@@ -147,7 +147,21 @@ def cmd_fit(args: argparse.Namespace) -> int:
     x = _load_array(args.embeddings, "train_x", "db_x")
     if args.hasher not in HASHERS:
         raise ValueError(f"unknown hasher {args.hasher!r}; choose from {', '.join(HASHERS)}")
-    h = HASHERS[args.hasher](args.bits, args.seed).fit(x)
+    h = HASHERS[args.hasher](args.bits, args.seed)
+    if getattr(h, "views", None) == "labels":  # supervised: labels beside the embeddings
+        if not args.labels and not args.embeddings.endswith(".npz"):
+            raise ValueError(f"{args.hasher} needs labels: pass --labels FILE.npy")
+        if args.labels:
+            y = np.load(args.labels)
+        else:
+            with np.load(args.embeddings) as d:
+                key = "train_y" if "train_x" in d.files else "db_y"
+                if key not in d.files:
+                    raise ValueError(f"{args.hasher} needs labels: {args.embeddings} has no {key}")
+                y = d[key]
+        h.fit(x, y)  # type: ignore[call-arg]
+    else:
+        h.fit(x)
     h.save(args.out)
     print(
         f"{h!r} fitted on {x.shape[0]} x {x.shape[1]}; fingerprint {h.fingerprint}; saved {args.out}"
@@ -291,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--bits", type=int, default=64)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", required=True, help="the hasher file to write (.safetensors)")
+    f.add_argument(
+        "--labels", help=".npy labels for supervised hashers (default: train_y/db_y of the .npz)"
+    )
     f.set_defaults(func=cmd_fit)
 
     i = sub.add_parser("ingest", help="hash embeddings and upsert them into a store")

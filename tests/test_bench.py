@@ -172,3 +172,22 @@ def test_cli_run_encodes_a_labelled_folder_and_reports(tmp_path, capsys):
     assert res["paper"]["hashers"]["hashing-baseline"]["16"]["binary_asymmetric"]["mean"] > 80
     assert main(args) == 0  # second run reads the embedding cache
     assert "read from cache" in capsys.readouterr().out
+
+
+def test_cli_fit_supervised_hashcoder_takes_labels_from_the_set(small_set, tmp_path, capsys):
+    pytest.importorskip("torch")
+    out = tmp_path / "hc.safetensors"
+    args = ["fit", "--embeddings", str(small_set), "--hasher", "hashcoder-labels"]
+    assert main([*args, "--bits", "16", "--out", str(out)]) == 0
+    from hashplug import load_hasher
+
+    h = load_hasher(out)
+    assert type(h).__name__ == "HashCoder" and h.views == "labels"
+    x = tmp_path / "x.npy"
+    with np.load(small_set) as d:
+        np.save(x, d["db_x"][:500])
+    assert (
+        main(["fit", "--embeddings", str(x), "--hasher", "hashcoder-labels", "--out", str(out)])
+        == 2
+    )
+    assert "needs labels" in capsys.readouterr().err

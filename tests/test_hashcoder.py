@@ -19,7 +19,7 @@ from hashplug.scoring import (
     sym_bce_distances,
 )
 
-SMALL = dict(hidden=32, epochs=2, batch_size=64, k=5)
+SMALL = dict(hidden=32, epochs=2, batch_size=64, k=5, device="cpu")
 
 
 def blobs(rng, n=600, d=48, classes=5):
@@ -184,7 +184,7 @@ def test_bad_input_errors(rng):
 
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA"):
-            HashCoder(16, device="cuda", **SMALL).fit(x)
+            HashCoder(16, **{**SMALL, "device": "cuda"}).fit(x)
     h = fit_small("noise", x, None)
     with pytest.raises(ValueError, match="dimension 47.*fitted on 48"):
         h.encode(x[:, :47])

@@ -10,7 +10,14 @@ from .experiments import summarise
 
 __all__ = ["markdown", "write_report"]
 
-_NAMES = {"hashing-baseline": "Hashing-Baseline", "itq": "ITQ", "lsh": "LSH"}
+_NAMES = {
+    "hashing-baseline": "Hashing-Baseline",
+    "itq": "ITQ",
+    "lsh": "LSH",
+    "hashcoder-neighbors": "HashCoder (neighbors)",
+    "hashcoder-noise": "HashCoder (noise)",
+    "hashcoder-labels": "HashCoder (labels, supervised)",
+}
 
 
 def _table(paper: dict[str, Any], bits: list[str]) -> list[str]:
