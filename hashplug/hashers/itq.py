@@ -6,7 +6,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
-from tqdm.auto import tqdm
 
 from .._validate import as_matrix, check_finite, iter_batches
 from .linear import LinearHasher
@@ -52,7 +51,8 @@ class ITQ(LinearHasher):
         check_finite(v, "projected training embeddings")
         r = random_orthogonal(self.n_bits, seed=self.seed)
         self.quantization_loss_ = []
-        for _ in tqdm(range(self.n_iter), desc="fit: ITQ", leave=False, disable=self.n_iter < 10):
+        # Iterations work on (n, n_bits) projections: seconds even for 1M rows, so no progress bar.
+        for _ in range(self.n_iter):
             z = v @ r
             b = np.where(z >= 0, 1.0, -1.0)
             self.quantization_loss_.append(float(((b - z) ** 2).sum() / v.shape[0]))
