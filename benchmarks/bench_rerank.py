@@ -16,8 +16,9 @@ Methods (same codes and queries, same process)
   numpy           exact asymmetric top-k with BLAS: sum(p) + bits @ (1 - 2p), argpartition
                   (bits unpacked to float32 beforehand, not timed); run on --baseline-q queries, scaled
   torch           torch.cdist(p, bits_as_float, p=1) + topk (the seed code's approach); same subset
-Rerank: Q queries x 1000 candidates each (their Hamming top-1000 in the random set), the gather of
-the candidate codes from the database included in every timing.
+Rerank: Q queries x 1000 candidates each (their Hamming top-1000, best first, as a database returns
+them). rerank_rows gathers the candidates' codes itself (the "gather included" figure the targets
+use); rerank is timed on codes already gathered, and numpy's gather codes[rows] on its own.
 Times are medians of --repeats runs, after one warm-up call; "1 thread" pins numba, FAISS and torch to
 one thread, "all" uses every core. M codes/s counts query x code pairs scored per second.
 """
@@ -161,8 +162,11 @@ def first_call_times() -> str:
     return (r.stdout or r.stderr).strip()
 
 
-def bench_search(name: str, codes: np.ndarray, p: np.ndarray, a: argparse.Namespace) -> None:
-    """Exhaustive / two-stage search on one data set, against FAISS, numpy and torch."""
+def bench_search(
+    name: str, codes: np.ndarray, p: np.ndarray, a: argparse.Namespace, got: dict[str, float]
+) -> None:
+    """Exhaustive / two-stage search on one data set, against FAISS, numpy and torch; the
+    figures the targets are judged on go into ``got``."""
     k, rep = a.k, a.repeats
     all_threads = numba.config.NUMBA_NUM_THREADS
     n, nq = codes.shape[0], p.shape[0]
@@ -182,6 +186,7 @@ def bench_search(name: str, codes: np.ndarray, p: np.ndarray, a: argparse.Namesp
         two_i, _ = R.search_codes(p, codes, k, candidates=cc)
         r = np.mean([len(set(x) & set(y)) / k for x, y in zip(ex_i, two_i, strict=True)])
         recalls.append(f"C={cc:,}: {r:.4f}")
+        got[f"{name} recall C={cc}"] = float(r)
     print(
         f"\n== {name}: {n:,} codes x {nq:,} queries, 64 bits, k={k}; two-stage recall@{k} vs "
         f"exact {', '.join(recalls)}; numpy/torch on {qb} queries, scaled =="
@@ -203,6 +208,11 @@ def bench_search(name: str, codes: np.ndarray, p: np.ndarray, a: argparse.Namesp
         t_f = tm.get("faiss")
         t_th = tm["torch"] * nq / qb if "torch" in tm else None
         lbl = f"{threads} thr"
+        got[f"{name} {lbl} exact M/s/core"] = pairs / t_ex / 1e6 / threads
+        if t_f:
+            got[f"{name} {lbl} exact/FAISS"] = t_ex / t_f
+            for cc in cs:
+                got[f"{name} {lbl} two-stage C={cc}/FAISS"] = tm[f"two{cc}"] / t_f
         for meth, t in (
             ("ours exact", t_ex),
             *((f"ours two-stage C={cc:,}", tm[f"two{cc}"]) for cc in cs),
@@ -237,34 +247,43 @@ def bench_search(name: str, codes: np.ndarray, p: np.ndarray, a: argparse.Namesp
     )
 
 
-def bench_rerank(name: str, codes: np.ndarray, p: np.ndarray, a: argparse.Namespace) -> None:
+def bench_rerank(
+    name: str, codes: np.ndarray, p: np.ndarray, a: argparse.Namespace, got: dict[str, float]
+) -> None:
     """Rerank of each query's Hamming top-C candidates (gather of their codes included)."""
     k, rep = a.k, a.repeats
     all_threads = numba.config.NUMBA_NUM_THREADS
     nq, cc = p.shape[0], min(a.rerank_c, codes.shape[0])
     rows, _ = R.hamming_topk(np.packbits(p > 0.5, axis=1), codes, cc)
+    given = codes[rows]
     qb = min(a.baseline_q, nq)
     print(
-        f"\n== rerank ({name}: {codes.shape[0]:,} codes): {nq:,} queries x {cc:,} candidates (their Hamming top-{cc}), k={k}, gather included =="
+        f"\n== rerank ({name}: {codes.shape[0]:,} codes): {nq:,} queries x {cc:,} candidates "
+        f"(their Hamming top-{cc}, best first), k={k} =="
     )
     tab = Table()
     for threads in sorted({1, all_threads}):
         set_threads(threads)
         fns = {
-            "r": lambda: R.rerank(p, rows, codes[rows], k),
             "rr": lambda: R.rerank_rows(p, rows, codes, k),
+            "r": lambda: R.rerank(p, rows, given, k),
+            "gather": lambda: codes[rows],
             "np": lambda: numpy_rerank(p[:qb], codes, rows[:qb], k),
         }
         if torch is not None:
             fns["torch"] = lambda: torch_rerank(p[:qb], codes, rows[:qb], k)
         tm = median_times(fns, rep)
-        t_r, t_rr, t_np = tm["r"], tm["rr"], tm["np"] * nq / qb
+        t_np = tm["np"] * nq / qb
         t_th = tm["torch"] * nq / qb if "torch" in tm else None
+        got[f"{name} {threads} thr rerank numpy/ours"] = t_np / tm["rr"]
+        if t_th:
+            got[f"{name} {threads} thr rerank torch/ours"] = t_th / tm["rr"]
         for meth, t in (
-            ("ours rerank (numpy gather)", t_r),
-            ("ours rerank_rows (fused gather)", t_rr),
-            ("numpy |b-p| sum", t_np),
-            ("torch.cdist p=1", t_th),
+            ("ours rerank_rows (gather fused)", tm["rr"]),
+            ("ours rerank (codes given: no gather)", tm["r"]),
+            ("numpy codes[rows] (the gather alone)", tm["gather"]),
+            ("numpy |b-p| sum, gather included", t_np),
+            ("torch.cdist p=1, gather included", t_th),
         ):
             if t is None:
                 continue
@@ -277,6 +296,58 @@ def bench_rerank(name: str, codes: np.ndarray, p: np.ndarray, a: argparse.Namesp
                 f"{t_th / t:.1f}" if t_th else "-",
             )
     tab.show(("threads", "method", "ms", "M cand/s", "numpy/this", "torch/this"))
+
+
+def show_targets(got: dict[str, float]) -> None:
+    """The issue's targets next to the figures measured above (same run)."""
+    all_t = numba.config.NUMBA_NUM_THREADS
+    rows: list[tuple[str, str, str]] = []
+
+    def check(label: str, key: str, ok: Callable[[float], bool], fmt: str) -> None:
+        if key in got:
+            v = got[key]
+            rows.append((label, fmt.format(v), "met" if ok(v) else "MISSED"))
+
+    for name in ("random", "real"):
+        for thr in sorted({1, all_t}):
+            t = f"{name} {thr} thr"
+            check(
+                f"{t}: exact, M codes/s/core >= 400",
+                f"{t} exact M/s/core",
+                lambda v: v >= 400,
+                "{:,.0f}",
+            )
+            check(
+                f"{t}: exact time <= 5x FAISS (stretch 2x)",
+                f"{t} exact/FAISS",
+                lambda v: v <= 5,
+                "{:.2f}x",
+            )
+            check(
+                f"{t}: rerank >= 20x numpy", f"{t} rerank numpy/ours", lambda v: v >= 20, "{:.1f}x"
+            )
+            check(
+                f"{t}: rerank >= 50x torch.cdist",
+                f"{t} rerank torch/ours",
+                lambda v: v >= 50,
+                "{:.1f}x",
+            )
+        ks = [key for key in got if key.startswith(f"{name} recall C=")]
+        for key in ks:
+            c = key.rsplit("=", 1)[1]
+            check(f"{name}: two-stage C={c} recall@k >= 0.99", key, lambda v: v >= 0.99, "{:.4f}")
+            for thr in sorted({1, all_t}):
+                check(
+                    f"{name} {thr} thr: two-stage C={c} time <= 1.5x FAISS",
+                    f"{name} {thr} thr two-stage C={c}/FAISS",
+                    lambda v: v <= 1.5,
+                    "{:.2f}x",
+                )
+    print("\n== targets (issue 3), from the figures above ==")
+    tab = Table()
+    for r in rows:
+        tab.add(*r)
+    tab.show(("target", "measured", ""))
 
 
 def main() -> None:
@@ -312,11 +383,13 @@ def main() -> None:
     else:
         print(f"(real data absent: {DATA})")
 
+    got: dict[str, float] = {}
     for name, codes, p in sets:
-        bench_search(name, codes, p, a)
+        bench_search(name, codes, p, a, got)
 
     for name, codes, p in sets:
-        bench_rerank(name, codes, p, a)
+        bench_rerank(name, codes, p, a, got)
+    show_targets(got)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from .hashers import (
     NotFittedError,
     load_hasher,
 )
-from .rerank import asymmetric_distances, rerank, search_codes
+from .rerank import asymmetric_distances, rerank, rerank_rows, search_codes
 
 __version__ = "0.1.0"
 
@@ -51,6 +51,7 @@ __all__ = [
     "__version__",
     "asymmetric_distances",
     "rerank",
+    "rerank_rows",
     "search_codes",
     *_LAZY,
 ]

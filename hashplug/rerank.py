@@ -42,6 +42,18 @@ is done inside the kernel (no argpartition): one pass with a falling integer thr
 collection pass. The selected codes are copied while they are in cache, so the rerank (the same
 bound-then-exact scan as above) reads them sequentially instead of gathering from the matrix.
 
+Rerank of given candidates (``rerank``, ``rerank_rows``)
+-------------------------------------------------------
+Candidates usually arrive best first (a database's Hamming order). Per query the first 2k are
+scored exactly and fill the heap; the rest are bounded 64 at a time (the same quantised bound) and
+scored only where the bound can beat the heap's root. A block's survivors are all scored before
+any is offered, so their sums do not wait on each other. ``rerank_rows`` first copies the
+candidates' codes out of the matrix (scattered loads that overlap), then does the same.
+
+Call costs: the per-code helpers are compiled without Numba's reference counting (they never
+allocate); with it each call would atomically count every array argument up and down, which costs
+more than the scoring itself. Scratch buffers are allocated once per chunk of queries.
+
 Threads: kernels run over queries with ``numba.prange`` (over code shards as well when there are
 fewer queries than threads) and honour ``numba.set_num_threads``; results do not depend on it.
 """
@@ -58,7 +70,7 @@ import numpy as np
 from numba import njit, prange
 from numpy.typing import ArrayLike, NDArray
 
-from ._popcount import ctz64, popcount64, prefetch_row
+from ._popcount import ctz64, popcount64
 from ._validate import sigmoid
 
 __all__ = [
@@ -80,53 +92,52 @@ _QMAX = 15  # 4 bit-planes of quantised weights
 _BIG = np.int64(1) << np.int64(40)
 _I64MIN = np.iinfo(np.int64).min
 _MIN_SHARD = 32768  # do not split the codes of one query into shards smaller than this
-_PREFETCH = 16  # rows ahead to prefetch when gathering scattered codes
 _TAB_MIN = 256  # codes scored per query from which byte tables beat nibble tables
 
-# index (LSB = 0) of the lowest set bit of a byte; entry 0 unused
-_CTZ8 = np.array([((v & -v).bit_length() - 1) if v else 0 for v in range(256)], dtype=np.int64)
+#: Decorator of the small helpers called per scored code: they never allocate, so they are
+#: compiled without Numba's reference counting. With it, every call would increment and
+#: decrement each array argument atomically, which costs ~30 ns: more than the work itself.
+_NO_REFCOUNT: dict[str, Any] = {"_nrt": False}
+_leaf = njit(cache=True, nogil=True, **_NO_REFCOUNT)
 
 
 # ------------------------------------------------------------------------------------------------
 # per-query preparation and the exact distance
 # ------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
-def _prep_query(p, nbytes, nib, qbytes, qwords, planes):
+@_leaf
+def _prep_query(p, nbytes, nib, qwords, planes):
     """Fill the tables of one query; return (M, delta).
 
     p (n_bits,) float32; nib (16*W, 16) float64 (rows past 2*nbytes are zero): nib[2i, v] / nib[2i+1, v] = sum of a_j over
-    the bits of the high / low nibble value v of byte i; qbytes (W*8,) uint8: packed hard code,
-    zero padded; qwords (W,) uint64: the same as little-endian words; planes (W, 4) uint64:
-    bit-planes of the quantised weights floor(a_j / delta), delta = max(a) / 15.
+    the bits of the high / low nibble value v of byte i (a_j = |1 - 2 p_j|, held in its
+    single-bit entries); qwords (W,) uint64: the packed hard code as little-endian words, zero
+    padded; planes (W, 4) uint64: bit-planes of the quantised weights floor(a_j / delta),
+    delta = max(a) / 15.
     """
     n_bits = nbytes * 8
-    nw = qwords.shape[0]
-    a = np.empty(n_bits, np.float64)
     m = 0.0
     amax = 0.0
-    qbytes[:] = 0
+    qwords[:] = 0
+    nib[:, :] = 0.0
     for j in range(n_bits):  # branch-free: these bits are random
         pj = np.float64(p[j])
         aj = abs(1.0 - 2.0 * pj)
-        a[j] = aj
         m += min(pj, 1.0 - pj)
         amax = max(amax, aj)
-        qbytes[j >> 3] |= np.uint8(np.int64(pj > 0.5) << (7 - (j & 7)))
-    for w in range(nw):
-        v = np.uint64(0)
-        for i in range(8):
-            v |= np.uint64(qbytes[8 * w + i]) << np.uint64(8 * i)
-        qwords[w] = v
-    nib[:, :] = 0.0
+        byte = j >> 3
+        pos = (byte & 7) * 8 + (7 - (j & 7))  # bit of byte `byte` in its little-endian word
+        qwords[byte >> 3] |= np.uint64(pj > 0.5) << np.uint64(pos)
+        nib[j >> 2, 1 << (3 - (j & 3))] = aj
     for h in range(2 * nbytes):
-        for v in range(1, 16):
-            t = _CTZ8[v]
-            nib[h, v] = nib[h, v ^ (1 << t)] + a[4 * h + 3 - t]
+        for v in range(3, 16):
+            lo = v & -v
+            if v != lo:  # several bits: their lowest one plus the rest
+                nib[h, v] = nib[h, v ^ lo] + nib[h, lo]
     planes[:, :] = 0
     delta = amax / _QMAX
     if delta > 0.0:
         for j in range(n_bits):
-            qa = int(a[j] / delta)
+            qa = int(nib[j >> 2, 1 << (3 - (j & 3))] / delta)
             if qa > _QMAX:
                 qa = _QMAX
             byte = j >> 3
@@ -137,7 +148,7 @@ def _prep_query(p, nbytes, nib, qbytes, qwords, planes):
     return m, delta
 
 
-@njit(cache=True, nogil=True)
+@_leaf
 def _byte_tables(nib, tab):
     """tab[i, v] = nib[2i, v >> 4] + nib[2i+1, v & 15]: the byte table of the same sums."""
     for i in range(tab.shape[0]):
@@ -149,7 +160,7 @@ def _byte_tables(nib, tab):
                 row[lv] = h + lo[lv]
 
 
-@njit(cache=True, nogil=True)
+@_leaf
 def _exact(tab, qwords, cw, row, m):
     """float32(M + sum over bytes i of tab[i, byte i of (h XOR b)]) in a fixed order.
 
@@ -166,7 +177,7 @@ def _exact(tab, qwords, cw, row, m):
     return np.float32((s0 + s1) + m)
 
 
-@njit(cache=True, nogil=True)
+@_leaf
 def _exact_nib(nib, qwords, cw, row, m):
     """Bit-identical to _exact with tab = _byte_tables(nib): same operands, same order.
 
@@ -185,7 +196,7 @@ def _exact_nib(nib, qwords, cw, row, m):
     return np.float32((s0 + s1) + m)
 
 
-@njit(cache=True, nogil=True)
+@_leaf
 def _smax(tau, m, delta):
     """Largest quantised sum S whose lower bound M + delta*S may still reach float32 distance tau.
 
@@ -205,7 +216,7 @@ def _smax(tau, m, delta):
 # ------------------------------------------------------------------------------------------------
 # bounded max-heap on (distance, id, row): the root is the worst kept entry
 # ------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@_leaf
 def _worse(d1, i1, r1, d2, i2, r2):
     if d1 != d2:
         return d1 > d2
@@ -214,13 +225,13 @@ def _worse(d1, i1, r1, d2, i2, r2):
     return r1 > r2
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_leaf
 def _beats(d, i, r, d0, i0, r0):
     """(d, i, r) < (d0, i0, r0) lexicographically: scalars only, inlined into the hot loops."""
     return d < d0 or (d == d0 and (i < i0 or (i == i0 and r < r0)))
 
 
-@njit(cache=True, nogil=True)
+@_leaf
 def _heap_add(hd, hi, hr, size, d, i, r):
     """Offer (d, i, r) to a heap of capacity len(hd) holding `size` entries; return the new size."""
     k = hd.shape[0]
@@ -245,7 +256,7 @@ def _heap_add(hd, hi, hr, size, d, i, r):
     return size
 
 
-@njit(cache=True, nogil=True)
+@_leaf
 def _sift_down(hd, hi, hr, n, d, i, r):
     """Put (d, i, r) at the root of the heap hd[:n] and restore the heap property."""
     pos = 0
@@ -267,7 +278,7 @@ def _sift_down(hd, hi, hr, n, d, i, r):
     hr[pos] = r
 
 
-@njit(cache=True, nogil=True)
+@_leaf
 def _heap_drain(hd, hi, hr, size, out_d, out_i, out_r):
     """Write the heap's entries in ascending (d, id, row) order to out_*[:size] (heap destroyed)."""
     n = size
@@ -283,104 +294,180 @@ def _heap_drain(hd, hi, hr, size, out_d, out_i, out_r):
 # ------------------------------------------------------------------------------------------------
 # exact asymmetric scan of one query over rows [r0, r1)
 # ------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
-def _asym_scan1(cw, ids, rowmap, use_map, r0, r1, nib, qwords, planes, m, delta, hd, hi, hr, size):
-    """_asym_scan for one-word codes: the bound is computed for blocks of 64 codes (vectorised)."""
+@_leaf
+def _offer(cw, row, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax):
+    """Score row ``row`` of cw exactly and offer it to the heap; returns (size, smax).
+
+    Its tie key is ``rr = rowmap[row]`` if use_map else ``row``; its id ``ids[rr]``, or ``rr``
+    itself when ids is empty (row numbers as ids, without a random read); a negative id is padding.
+    """
+    rr = rowmap[row] if use_map else row
+    i = ids[rr] if ids.shape[0] else rr
+    if i < 0:
+        return size, smax
+    d = _exact_nib(nib, qwords, cw, row, m)
     k = hd.shape[0]
-    smax = _BIG if size < k else _smax(hd[0], m, delta)
+    if size < k or _beats(d, i, rr, hd[0], hi[0], hr[0]):
+        size = _heap_add(hd, hi, hr, size, d, i, rr)
+        if size == k:
+            smax = _smax(hd[0], m, delta)
+    return size, smax
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _qsum(x, p0, p1, p2, p3):
+    """Quantised weight of the bits set in x: sum_b 2^b popcount(x & plane_b) (scalars only)."""
+    return (
+        popcount64(x & p0)
+        + 2 * popcount64(x & p1)
+        + 4 * popcount64(x & p2)
+        + 8 * popcount64(x & p3)
+    )
+
+
+@_leaf
+def _asym_scan1(
+    cw, ids, rowmap, use_map, r0, r1, nib, qwords, planes, m, delta, hd, hi, hr, size, sblk
+):
+    """_asym_scan for one-word codes: the bound is computed for blocks of 64 codes (vectorised;
+    the loop stays in this function: a call per block would double the exhaustive scan's time)."""
+    smax = _BIG if size < hd.shape[0] else _smax(hd[0], m, delta)
     flat = cw.reshape(cw.shape[0])
     q = qwords[0]
     p0 = planes[0, 0]
     p1 = planes[0, 1]
     p2 = planes[0, 2]
     p3 = planes[0, 3]
-    sblk = np.empty(_BL, np.int64)
     r = r0
     while r + _BL <= r1:
         blk = flat[r : r + _BL]
         msk = np.uint64(0)
         for j in range(_BL):
-            x = q ^ blk[j]
-            s = (
-                popcount64(x & p0)
-                + 2 * popcount64(x & p1)
-                + 4 * popcount64(x & p2)
-                + 8 * popcount64(x & p3)
-            )
+            s = _qsum(q ^ blk[j], p0, p1, p2, p3)
             sblk[j] = s
             msk |= np.uint64(s <= smax) << np.uint64(j)
         while msk:  # only the codes whose bound passed
             j = ctz64(msk)
             msk &= msk - np.uint64(1)
             if sblk[j] <= smax:  # smax may have dropped meanwhile
-                row = r + j
-                d = _exact_nib(nib, qwords, cw, row, m)
-                rr = rowmap[row] if use_map else row  # the real row
-                if (
-                    size < k
-                    or d < hd[0]
-                    or (d == hd[0] and _beats(d, ids[rr], rr, hd[0], hi[0], hr[0]))
-                ):
-                    size = _heap_add(hd, hi, hr, size, d, ids[rr], rr)
-                    if size == k:
-                        smax = _smax(hd[0], m, delta)
+                size, smax = _offer(
+                    cw, r + j, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
+                )
         r += _BL
     for row in range(r, r1):
-        x = q ^ flat[row]
-        s = (
-            popcount64(x & p0)
-            + 2 * popcount64(x & p1)
-            + 4 * popcount64(x & p2)
-            + 8 * popcount64(x & p3)
-        )
-        if s <= smax:
-            d = _exact_nib(nib, qwords, cw, row, m)
-            rr = rowmap[row] if use_map else row  # the real row
-            if (
-                size < k
-                or d < hd[0]
-                or (d == hd[0] and _beats(d, ids[rr], rr, hd[0], hi[0], hr[0]))
-            ):
-                size = _heap_add(hd, hi, hr, size, d, ids[rr], rr)
-                if size == k:
-                    smax = _smax(hd[0], m, delta)
+        if _qsum(q ^ flat[row], p0, p1, p2, p3) <= smax:
+            size, smax = _offer(
+                cw, row, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
+            )
     return size
 
 
-@njit(cache=True, nogil=True)
-def _asym_scan(cw, ids, rowmap, use_map, r0, r1, nib, qwords, planes, m, delta, hd, hi, hr, size):
+@_leaf
+def _qsums(cw, r0, n, qwords, planes, out):
+    """out[j] = quantised weight of (hard code XOR row r0+j) for j < n: the lower bounds' sums."""
+    nw = cw.shape[1]
+    if nw == 1:
+        flat = cw.reshape(cw.shape[0])[r0 : r0 + n]
+        q = qwords[0]
+        p0 = planes[0, 0]
+        p1 = planes[0, 1]
+        p2 = planes[0, 2]
+        p3 = planes[0, 3]
+        for j in range(n):
+            out[j] = _qsum(q ^ flat[j], p0, p1, p2, p3)
+        return
+    for j in range(n):
+        out[j] = 0
+    for w in range(nw):
+        q = qwords[w]
+        p0 = planes[w, 0]
+        p1 = planes[w, 1]
+        p2 = planes[w, 2]
+        p3 = planes[w, 3]
+        for j in range(n):
+            out[j] += _qsum(q ^ cw[r0 + j, w], p0, p1, p2, p3)
+
+
+@_leaf
+def _asym_scan(
+    cw, ids, rowmap, use_map, r0, r1, nib, qwords, planes, m, delta, hd, hi, hr, size, sblk
+):
     """Exact top-k scan of rows [r0, r1) into the heap (hd, hi, hr) holding `size`; returns size.
 
-    A code is scored exactly only when its quantised lower bound S can still beat the heap's root.
+    Ids and tie keys as in :func:`_offer`. A code is scored exactly only when its quantised lower
+    bound S can still beat the heap's root.
     """
     if cw.shape[1] == 1:
         return _asym_scan1(
-            cw, ids, rowmap, use_map, r0, r1, nib, qwords, planes, m, delta, hd, hi, hr, size
+            cw, ids, rowmap, use_map, r0, r1, nib, qwords, planes, m, delta, hd, hi, hr, size, sblk
         )
+    smax = _BIG if size < hd.shape[0] else _smax(hd[0], m, delta)
+    r = r0
+    while r < r1:
+        n = min(_BL, r1 - r)
+        _qsums(cw, r, n, qwords, planes, sblk)
+        for j in range(n):
+            if sblk[j] <= smax:
+                size, smax = _offer(
+                    cw, r + j, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
+                )
+        r += n
+    return size
+
+
+#: _exact_nib inlined (at Numba IR level) into the rerank scan's batch loop.
+_exact_nib_in = njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)(_exact_nib.py_func)
+
+
+@_leaf
+def _offer_scored(dbuf, rows, ns, ids, rowmap, use_map, hd, hi, hr, size):
+    """Offer rows[:ns], already scored dbuf[:ns], to the heap (ids and tie keys as in _offer)."""
+    for u in range(ns):
+        rr = rowmap[rows[u]] if use_map else rows[u]
+        i = ids[rr] if ids.shape[0] else rr
+        if i >= 0:
+            size = _heap_add(hd, hi, hr, size, dbuf[u], i, rr)
+    return size
+
+
+@_leaf
+def _rerank_scan(
+    cw, ids, rowmap, use_map, r0, r1, nib, qwords, planes, m, delta, hd, hi, hr, sblk, rbuf, dbuf
+):
+    """Exact top-k of the candidate rows [r0, r1) (ids and tie keys as in _offer); returns the
+    heap size. Scratch: sblk, rbuf and dbuf of max(64, 2k) entries.
+
+    Candidates usually arrive best first (a database's Hamming order), so the first 2k are scored
+    outright and set the heap's threshold; the rest are bounded 64 at a time and scored only where
+    the bound can beat the threshold. A block's survivors are all scored before any is offered:
+    their exact sums then run independently of each other (no wait on the heap between them).
+    """
     k = hd.shape[0]
-    nw = cw.shape[1]
+    k0 = min(r1 - r0, 2 * k)
+    for u in range(k0):
+        rbuf[u] = r0 + u
+        dbuf[u] = _exact_nib_in(nib, qwords, cw, r0 + u, m)
+    size = _offer_scored(dbuf, rbuf, k0, ids, rowmap, use_map, hd, hi, hr, 0)
     smax = _BIG if size < k else _smax(hd[0], m, delta)
-    for row in range(r0, r1):
-        s = np.int64(0)
-        for w in range(nw):
-            x = qwords[w] ^ cw[row, w]
-            s += (
-                popcount64(x & planes[w, 0])
-                + 2 * popcount64(x & planes[w, 1])
-                + 4 * popcount64(x & planes[w, 2])
-                + 8 * popcount64(x & planes[w, 3])
-            )
-        if s <= smax:
-            d = _exact_nib(nib, qwords, cw, row, m)
-            rr = rowmap[row] if use_map else row  # the real row
-            if (
-                size < k
-                or d < hd[0]
-                or (d == hd[0] and _beats(d, ids[rr], rr, hd[0], hi[0], hr[0]))
-            ):
-                size = _heap_add(hd, hi, hr, size, d, ids[rr], rr)
-                if size == k:
-                    smax = _smax(hd[0], m, delta)
+    r = r0 + k0
+    while r < r1:
+        nb = min(_BL, r1 - r)
+        _qsums(cw, r, nb, qwords, planes, sblk)
+        msk = np.uint64(0)
+        for j in range(nb):
+            msk |= np.uint64(sblk[j] <= smax) << np.uint64(j)
+        ns = 0
+        while msk:
+            j = ctz64(msk)
+            msk &= msk - np.uint64(1)
+            rbuf[ns] = r + j
+            ns += 1
+        for u in range(ns):
+            dbuf[u] = _exact_nib_in(nib, qwords, cw, rbuf[u], m)
+        size = _offer_scored(dbuf, rbuf, ns, ids, rowmap, use_map, hd, hi, hr, size)
+        if size == k:
+            smax = _smax(hd[0], m, delta)
+        r += nb
     return size
 
 
@@ -397,10 +484,9 @@ def _search_exact_kernel(probs, cw, ids, nbytes, k, n_shards, out_d, out_i, out_
         r0 = min(n, sh * per)
         r1 = min(n, r0 + per)
         nib = np.empty((16 * nw, 16), np.float64)
-        qbytes = np.empty(nw * 8, np.uint8)
         qwords = np.empty(nw, np.uint64)
         planes = np.empty((nw, 4), np.uint64)
-        m, delta = _prep_query(probs[qi], nbytes, nib, qbytes, qwords, planes)
+        m, delta = _prep_query(probs[qi], nbytes, nib, qwords, planes)
         hd = np.empty(k, np.float32)
         hi = np.empty(k, np.int64)
         hr = np.empty(k, np.int64)
@@ -420,6 +506,7 @@ def _search_exact_kernel(probs, cw, ids, nbytes, k, n_shards, out_d, out_i, out_
             hi,
             hr,
             0,
+            np.empty(_BL, np.int64),
         )
         _heap_drain(hd, hi, hr, size, out_d[sh, qi], out_i[sh, qi], out_r[sh, qi])
 
@@ -457,10 +544,9 @@ def _asym_matrix_kernel(probs, cw, nbytes, n_blocks, out):
         r0 = min(n, (u % n_blocks) * per)
         r1 = min(n, r0 + per)
         nib = np.empty((16 * nw, 16), np.float64)
-        qbytes = np.empty(nw * 8, np.uint8)
         qwords = np.empty(nw, np.uint64)
         planes = np.empty((nw, 4), np.uint64)
-        m, _ = _prep_query(probs[qi], nbytes, nib, qbytes, qwords, planes)
+        m, _ = _prep_query(probs[qi], nbytes, nib, qwords, planes)
         tab = np.empty((8 * nw, 256), np.float64)
         _byte_tables(nib, tab)
         for row in range(r0, r1):
@@ -505,25 +591,6 @@ def _rerank_dedup(cand_d, cand_i, cand_r, n, hd, hi, hr):
 
 
 @njit(cache=True, nogil=True)
-def _topk_candidates(cand_ids, ccw, qi, tab, nib, use_tab, qwords, m, hd, hi, hr):
-    """Top-k (heap) of query qi's candidates; rows qi*C .. qi*C+C-1 of ccw. Returns the size."""
-    nc = cand_ids.shape[1]
-    k = hd.shape[0]
-    size = 0
-    for c in range(nc):
-        cid = cand_ids[qi, c]
-        if cid < 0:
-            continue
-        if use_tab:
-            d = _exact(tab, qwords, ccw, qi * nc + c, m)
-        else:
-            d = _exact_nib(nib, qwords, ccw, qi * nc + c, m)
-        if size < k or _beats(d, cid, c, hd[0], hi[0], hr[0]):
-            size = _heap_add(hd, hi, hr, size, d, cid, c)
-    return size
-
-
-@njit(cache=True, nogil=True)
 def _dedup_candidates(cand_ids, ccw, qi, tab, nib, use_tab, qwords, m, hd, hi, hr):
     """Like _topk_candidates, keeping each id once (its best (distance, position))."""
     nc = cand_ids.shape[1]
@@ -545,28 +612,6 @@ def _dedup_candidates(cand_ids, ccw, qi, tab, nib, use_tab, qwords, m, hd, hi, h
 
 
 @njit(cache=True, nogil=True)
-def _topk_rows(rows, n, cw, ids, tab, nib, use_tab, qwords, m, hd, hi, hr):
-    """Top-k (heap) of the codes at rows[:n] (negative rows skipped). Returns the size."""
-    k = hd.shape[0]
-    size = 0
-    for c in range(n):
-        if c + _PREFETCH < n:  # scattered rows: start the cache miss a few rows ahead
-            ahead = rows[c + _PREFETCH]
-            if ahead >= 0:
-                prefetch_row(cw, ahead)
-        row = rows[c]
-        if row < 0:
-            continue
-        if use_tab:
-            d = _exact(tab, qwords, cw, row, m)
-        else:
-            d = _exact_nib(nib, qwords, cw, row, m)
-        if size < k or d < hd[0] or (d == hd[0] and _beats(d, ids[row], row, hd[0], hi[0], hr[0])):
-            size = _heap_add(hd, hi, hr, size, d, ids[row], row)
-    return size
-
-
-@njit(cache=True, nogil=True)
 def _dedup_rows(rows, n, cw, ids, tab, nib, use_tab, qwords, m, hd, hi, hr):
     """Like _topk_rows, scoring a row listed more than once only once."""
     s = np.sort(rows[:n])
@@ -585,60 +630,130 @@ def _dedup_rows(rows, n, cw, ids, tab, nib, use_tab, qwords, m, hd, hi, hr):
     return size
 
 
+@_leaf
+def _gather_rows(rows, cw, buf_w, buf_r):
+    """Copy the codes of rows[:] (negative rows skipped) into buf_w, their rows into buf_r;
+    returns how many. Without padding it is a plain copy loop whose scattered loads overlap
+    (prefetching did not help)."""
+    nc = rows.shape[0]
+    nw = cw.shape[1]
+    lo = 0
+    for c in range(nc):
+        lo = min(lo, rows[c])
+    if lo == 0:
+        if nw == 1:
+            flat = cw.reshape(cw.shape[0])
+            out = buf_w.reshape(buf_w.shape[0])
+            for c in range(nc):
+                out[c] = flat[rows[c]]
+        else:
+            for c in range(nc):
+                for w in range(nw):
+                    buf_w[c, w] = cw[rows[c], w]
+        for c in range(nc):
+            buf_r[c] = rows[c]
+        return nc
+    n = 0
+    for c in range(nc):
+        row = rows[c]
+        if row >= 0:
+            for w in range(nw):
+                buf_w[n, w] = cw[row, w]
+            buf_r[n] = row
+            n += 1
+    return n
+
+
 @njit(cache=True, nogil=True, parallel=True)
-def _rerank_kernel(probs, cand_ids, ccw, nbytes, k, dedup, out_d, out_i, dup):
-    """Top-k of each query's candidates. dedup=False: flag queries whose top-k repeats an id in
-    dup[qi] (and write nothing else special); dedup=True: keep each id once (slower path, run by
-    the caller for the flagged queries only, so that the fast kernel stays lean)."""
+def _rerank_kernel(probs, cand_ids, ccw, nbytes, k, n_chunks, out_d, out_i, dup):
+    """Top-k of each query's candidates (rows qi*C .. qi*C+C-1 of ccw); flags in dup[qi] the
+    queries whose top-k repeats an id (the caller redoes those with _rerank_dedup_kernel).
+    Queries are split into n_chunks contiguous chunks, each with its own scratch buffers."""
     nq = probs.shape[0]
     nc = cand_ids.shape[1]
     nw = ccw.shape[1]
-    use_tab = nc >= _TAB_MIN  # byte tables pay off only for many codes per query
-    for qi in prange(nq):
+    flat_ids = cand_ids.reshape(cand_ids.size)
+    per = (nq + n_chunks - 1) // n_chunks
+    for ch in prange(n_chunks):
         nib = np.empty((16 * nw, 16), np.float64)
-        qbytes = np.empty(nw * 8, np.uint8)
         qwords = np.empty(nw, np.uint64)
         planes = np.empty((nw, 4), np.uint64)
-        m, _ = _prep_query(probs[qi], nbytes, nib, qbytes, qwords, planes)
-        tab = np.empty((8 * nw if use_tab else 0, 256), np.float64)
-        if use_tab:
-            _byte_tables(nib, tab)
         hd = np.empty(k, np.float32)
         hi = np.empty(k, np.int64)
         hr = np.empty(k, np.int64)
-        if dedup:
-            size = _dedup_candidates(cand_ids, ccw, qi, tab, nib, use_tab, qwords, m, hd, hi, hr)
-        else:
-            size = _topk_candidates(cand_ids, ccw, qi, tab, nib, use_tab, qwords, m, hd, hi, hr)
+        tmp = np.empty(k, np.int64)
+        sbuf = np.empty(_BL, np.int64)
+        rbuf = np.empty(max(_BL, 2 * k), np.int64)
+        dbuf = np.empty(max(_BL, 2 * k), np.float32)
+        nomap = np.empty(0, np.int64)
+        for qi in range(ch * per, min(nq, ch * per + per)):
+            m, delta = _prep_query(probs[qi], nbytes, nib, qwords, planes)
+            size = _rerank_scan(
+                ccw, flat_ids, nomap, False, qi * nc, qi * nc + nc,
+                nib, qwords, planes, m, delta, hd, hi, hr, sbuf, rbuf, dbuf,
+            )  # fmt: skip
             dup[qi] = _has_dup_ids(hi, size)
-        _heap_drain(hd, hi, hr, size, out_d[qi], out_i[qi], np.empty(k, np.int64))
+            _heap_drain(hd, hi, hr, size, out_d[qi], out_i[qi], tmp)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _rerank_rows_kernel(probs, cand_rows, cw, ids, nbytes, k, dedup, out_d, out_i, dup):
-    """Like _rerank_kernel, but the candidates are rows of the code matrix (gather fused)."""
+def _rerank_rows_kernel(probs, cand_rows, cw, ids, nbytes, k, n_chunks, out_d, out_i, dup):
+    """Like _rerank_kernel, but the candidates are rows of the code matrix: each query's rows are
+    gathered into a small buffer first (dup flags a row repeated in the top-k). ids: each row's
+    id, or empty when the ids are the row numbers."""
     nq = probs.shape[0]
     nc = cand_rows.shape[1]
     nw = cw.shape[1]
-    use_tab = nc >= _TAB_MIN
-    for qi in prange(nq):
+    per = (nq + n_chunks - 1) // n_chunks
+    for ch in prange(n_chunks):
         nib = np.empty((16 * nw, 16), np.float64)
-        qbytes = np.empty(nw * 8, np.uint8)
         qwords = np.empty(nw, np.uint64)
         planes = np.empty((nw, 4), np.uint64)
-        m, _ = _prep_query(probs[qi], nbytes, nib, qbytes, qwords, planes)
+        buf_w = np.empty((nc, nw), np.uint64)
+        buf_r = np.empty(nc, np.int64)
+        hd = np.empty(k, np.float32)
+        hi = np.empty(k, np.int64)
+        hr = np.empty(k, np.int64)
+        tmp = np.empty(k, np.int64)
+        sbuf = np.empty(_BL, np.int64)
+        rbuf = np.empty(max(_BL, 2 * k), np.int64)
+        dbuf = np.empty(max(_BL, 2 * k), np.float32)
+        for qi in range(ch * per, min(nq, ch * per + per)):
+            m, delta = _prep_query(probs[qi], nbytes, nib, qwords, planes)
+            n = _gather_rows(cand_rows[qi], cw, buf_w, buf_r)
+            size = _rerank_scan(
+                buf_w, ids, buf_r, True, 0, n, nib, qwords, planes, m, delta, hd, hi, hr,
+                sbuf, rbuf, dbuf,
+            )  # fmt: skip
+            dup[qi] = _has_dup_ids(hr, size)
+            _heap_drain(hd, hi, hr, size, out_d[qi], out_i[qi], tmp)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _rerank_dedup_kernel(probs, cand_ids, ccw, cand_rows, cw, ids, nbytes, k, out_d, out_i):
+    """Top-k keeping each id once, for the (rare) queries flagged by the kernels above.
+
+    Candidates are rows of (cw, ids) when cand_rows has columns, else (cand_ids, ccw)."""
+    nq = probs.shape[0]
+    by_rows = cand_rows.shape[1] > 0
+    nc = cand_rows.shape[1] if by_rows else cand_ids.shape[1]
+    nw = cw.shape[1] if by_rows else ccw.shape[1]
+    use_tab = nc >= _TAB_MIN  # byte tables pay off only for many codes per query
+    for qi in prange(nq):
+        nib = np.empty((16 * nw, 16), np.float64)
+        qwords = np.empty(nw, np.uint64)
+        planes = np.empty((nw, 4), np.uint64)
+        m, _ = _prep_query(probs[qi], nbytes, nib, qwords, planes)
         tab = np.empty((8 * nw if use_tab else 0, 256), np.float64)
         if use_tab:
             _byte_tables(nib, tab)
         hd = np.empty(k, np.float32)
         hi = np.empty(k, np.int64)
         hr = np.empty(k, np.int64)
-        rows = cand_rows[qi]
-        if dedup:
-            size = _dedup_rows(rows, nc, cw, ids, tab, nib, use_tab, qwords, m, hd, hi, hr)
+        if by_rows:
+            size = _dedup_rows(cand_rows[qi], nc, cw, ids, tab, nib, use_tab, qwords, m, hd, hi, hr)
         else:
-            size = _topk_rows(rows, nc, cw, ids, tab, nib, use_tab, qwords, m, hd, hi, hr)
-            dup[qi] = _has_dup_ids(hr, size)
+            size = _dedup_candidates(cand_ids, ccw, qi, tab, nib, use_tab, qwords, m, hd, hi, hr)
         _heap_drain(hd, hi, hr, size, out_d[qi], out_i[qi], np.empty(k, np.int64))
 
 
@@ -667,7 +782,7 @@ def _ham_matrix_kernel(aw, bw, n_blocks, out):
                 out[i, r] = s
 
 
-@njit(cache=True, nogil=True)
+@_leaf
 def _tie_max(buf_r, buf_d, nb, t, ids):
     mx = _I64MIN
     for e in range(nb):
@@ -849,7 +964,7 @@ def _ham_select_online(
     return nb
 
 
-@njit(cache=True, nogil=True)
+@_leaf
 def _ham_row(cw, row, qwords, nw):
     d = np.int64(0)
     for w in range(nw):
@@ -970,7 +1085,7 @@ def _append_best_ties(trow, nt, need, cw, ids, t, buf_r, buf_d, buf_w, nb):
     return nb
 
 
-@njit(cache=True, nogil=True)
+@_leaf
 def _sel_cap(c_keep):
     """Selection buffer capacity for c_keep results (room for the sampled path's surplus)."""
     return 4 * c_keep + 1024
@@ -1159,8 +1274,10 @@ def _ham_merge_kernel(sel_r, sel_d, sel_n, ids, ids_sorted, c_keep, n_bits, out_
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _two_stage_kernel(probs, cw, ids, ids_sorted, nbytes, c_keep, k, out_d, out_i):
-    """Per query: Hamming top-c_keep of its hard code, then the exact asymmetric top-k of those."""
+def _two_stage_kernel(probs, cw, ids, scan_ids, ids_sorted, nbytes, c_keep, k, out_d, out_i):
+    """Per query: Hamming top-c_keep of its hard code, then the exact asymmetric top-k of those.
+
+    scan_ids: ids for the rerank (empty when the ids are the row numbers, see _offer)."""
     nq = probs.shape[0]
     n = cw.shape[0]
     nw = cw.shape[1]
@@ -1168,10 +1285,9 @@ def _two_stage_kernel(probs, cw, ids, ids_sorted, nbytes, c_keep, k, out_d, out_
     cap = _sel_cap(c_keep)
     for qi in prange(nq):
         nib = np.empty((16 * nw, 16), np.float64)
-        qbytes = np.empty(nw * 8, np.uint8)
         qwords = np.empty(nw, np.uint64)
         planes = np.empty((nw, 4), np.uint64)
-        m, delta = _prep_query(probs[qi], nbytes, nib, qbytes, qwords, planes)
+        m, delta = _prep_query(probs[qi], nbytes, nib, qwords, planes)
         buf_r = np.empty(cap, np.int64)
         buf_d = np.empty(cap, np.int64)
         buf_w = np.empty((cap, cw.shape[1]), np.uint64)
@@ -1185,8 +1301,9 @@ def _two_stage_kernel(probs, cw, ids, ids_sorted, nbytes, c_keep, k, out_d, out_
         # rerank the selected codes from the copies made during the scan (no random access),
         # with the same bound-then-exact scan as the exhaustive search
         size = _asym_scan(
-            buf_w, ids, buf_r, True, 0, ns, nib, qwords, planes, m, delta, hd, hi, hr, 0
-        )
+            buf_w, scan_ids, buf_r, True, 0, ns, nib, qwords, planes, m, delta, hd, hi, hr, 0,
+            np.empty(_BL, np.int64),
+        )  # fmt: skip
         dummy = np.empty(k, np.int64)
         _heap_drain(hd, hi, hr, size, out_d[qi], out_i[qi], dummy)
 
@@ -1311,6 +1428,11 @@ def _n_shards(nq: int, n: int) -> int:
     return int(max(1, min(-(-t // nq), n // _MIN_SHARD)))
 
 
+def _n_chunks(nq: int) -> int:
+    """Chunks of queries for the per-query kernels: a few per thread, each with its own scratch."""
+    return max(1, min(nq, 4 * numba.get_num_threads()))
+
+
 def _padded(nq: int, k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     return np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
 
@@ -1378,14 +1500,13 @@ def rerank(
     ccw = _words(cc.reshape(nq * nc, nbytes))
     dup = np.zeros(nq, np.bool_)
     with _threads_for(nq * nc):
-        _rerank_kernel(p, ci, ccw, nbytes, kk, False, d, i, dup)
+        _rerank_kernel(p, ci, ccw, nbytes, kk, _n_chunks(nq), d, i, dup)
         if dup.any():  # an id listed twice made it into the top-k: redo those with dedup
             q = np.flatnonzero(dup)
-            d2 = np.full((q.size, kk), np.inf, np.float32)
-            i2 = np.full((q.size, kk), -1, np.int64)
             ccw_q = ccw.reshape(nq, nc, -1)[q].reshape(q.size * nc, -1)
-            _rerank_kernel(p[q], ci[q], ccw_q, nbytes, kk, True, d2, i2, dup[q])
-            d[q], i[q] = d2, i2
+            no_rows = np.empty((q.size, 0), np.int64)
+            no_ids = np.empty(0, np.int64)
+            d[q], i[q] = _dedup_topk(p[q], ci[q], ccw_q, no_rows, ccw_q, no_ids, nbytes, kk)
     out_i[:, :kk] = i
     out_d[:, :kk] = d
     return out_i, out_d
@@ -1396,19 +1517,34 @@ def _rerank_rows_checked(
     rows: NDArray[np.int64],
     cw: NDArray[np.uint64],
     idv: NDArray[np.int64],
+    scan_ids: NDArray[np.int64],
     nbytes: int,
     kk: int,
     d: NDArray[np.float32],
     i: NDArray[np.int64],
 ) -> None:
     dup = np.zeros(p.shape[0], np.bool_)
-    _rerank_rows_kernel(p, rows, cw, idv, nbytes, kk, False, d, i, dup)
+    _rerank_rows_kernel(p, rows, cw, scan_ids, nbytes, kk, _n_chunks(p.shape[0]), d, i, dup)
     if dup.any():  # a row listed twice made it into the top-k: redo those queries with dedup
         q = np.flatnonzero(dup)
-        d2 = np.full((q.size, kk), np.inf, np.float32)
-        i2 = np.full((q.size, kk), -1, np.int64)
-        _rerank_rows_kernel(p[q], rows[q], cw, idv, nbytes, kk, True, d2, i2, dup[q])
-        d[q], i[q] = d2, i2
+        no_ids = np.empty((q.size, 0), np.int64)
+        d[q], i[q] = _dedup_topk(p[q], no_ids, cw, rows[q], cw, idv, nbytes, kk)
+
+
+def _dedup_topk(
+    p: NDArray[np.float32],
+    cand_ids: NDArray[np.int64],
+    ccw: NDArray[np.uint64],
+    cand_rows: NDArray[np.int64],
+    cw: NDArray[np.uint64],
+    ids: NDArray[np.int64],
+    nbytes: int,
+    kk: int,
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    d = np.full((p.shape[0], kk), np.inf, np.float32)
+    i = np.full((p.shape[0], kk), -1, np.int64)
+    _rerank_dedup_kernel(p, cand_ids, ccw, cand_rows, cw, ids, nbytes, kk, d, i)
+    return d, i
 
 
 def rerank_rows(
@@ -1441,8 +1577,9 @@ def rerank_rows(
     kk = min(k, nc)
     d = np.full((nq, kk), np.inf, np.float32)
     i = np.full((nq, kk), -1, np.int64)
+    scan_ids = idv if ids is not None else np.empty(0, np.int64)
     with _threads_for(nq * nc):
-        _rerank_rows_checked(p, rows, _words(c), idv, nbytes, kk, d, i)
+        _rerank_rows_checked(p, rows, _words(c), idv, scan_ids, nbytes, kk, d, i)
     out_i[:, :kk] = i
     out_d[:, :kk] = d
     return out_i, out_d
@@ -1480,7 +1617,7 @@ def search_codes(
     if nq == 0 or n == 0:
         return out_i, out_d
     with _threads_for(nq * n):
-        d, i = _search(p, _words(c), idv, ids_sorted, nbytes, n_bits, k, c_keep)
+        d, i = _search(p, _words(c), idv, ids is not None, ids_sorted, nbytes, n_bits, k, c_keep)
     kk = d.shape[1]
     out_i[:, :kk] = i
     out_d[:, :kk] = d
@@ -1491,6 +1628,7 @@ def _search(
     p: NDArray[np.float32],
     cw: NDArray[np.uint64],
     idv: NDArray[np.int64],
+    ids_given: bool,
     ids_sorted: bool,
     nbytes: int,
     n_bits: int,
@@ -1499,12 +1637,13 @@ def _search(
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     nq, n = p.shape[0], cw.shape[0]
     n_shards = _n_shards(nq, n)
+    scan_ids = idv if ids_given else np.empty(0, np.int64)
     if c_keep is None:
         kk = min(k, n)
         sd = np.full((n_shards, nq, kk), np.inf, np.float32)
         si = np.full((n_shards, nq, kk), -1, np.int64)
         sr = np.full((n_shards, nq, kk), -1, np.int64)
-        _search_exact_kernel(p, cw, idv, nbytes, kk, n_shards, sd, si, sr)
+        _search_exact_kernel(p, cw, scan_ids, nbytes, kk, n_shards, sd, si, sr)
         if n_shards == 1:
             d, i = sd[0], si[0]
         else:
@@ -1517,11 +1656,11 @@ def _search(
         d = np.full((nq, kk), np.inf, np.float32)
         i = np.full((nq, kk), -1, np.int64)
         if n_shards == 1:
-            _two_stage_kernel(p, cw, idv, ids_sorted, nbytes, c_keep, kk, d, i)
+            _two_stage_kernel(p, cw, idv, scan_ids, ids_sorted, nbytes, c_keep, kk, d, i)
         else:
             qw = _words(np.packbits(p > 0.5, axis=1))
             rows, _ = _hamming_select(qw, cw, idv, ids_sorted, c_keep, n_bits, n_shards)
-            _rerank_rows_checked(p, rows, cw, idv, nbytes, kk, d, i)
+            _rerank_rows_checked(p, rows, cw, idv, scan_ids, nbytes, kk, d, i)
     return d, i
 
 

@@ -164,8 +164,8 @@ def test_empty_inputs(rng):
 # ------------------------------------------------------------------------------------------------
 # rerank of given candidates
 # ------------------------------------------------------------------------------------------------
-@settings(max_examples=60, deadline=None)
-@given(problems(), st.integers(1, 40), st.booleans())
+@settings(max_examples=80, deadline=None)
+@given(problems(), st.integers(1, 300), st.booleans())
 def test_rerank_equals_reference(prob, c, with_dups):
     p, codes, k, ids, rng = prob
     n = codes.shape[0]
@@ -175,7 +175,7 @@ def test_rerank_equals_reference(prob, c, with_dups):
     if with_dups:
         rows = rng.integers(0, n, (p.shape[0], c))
     else:
-        rows = np.argsort(rng.random((p.shape[0], n)), axis=1)[:, :c]  # distinct rows
+        rows = np.argsort(rng.random((p.shape[0], n)), axis=1)[:, :c]  # distinct rows (c <= n)
     rows = np.where(rng.random(rows.shape) < 0.2, -1, rows)  # padding
     cand_ids = np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
     cand_codes = codes[np.maximum(rows, 0)]
@@ -205,8 +205,8 @@ def test_rerank_duplicate_id_keeps_best_code(rng):
     assert np.isinf(d[0, 2])
 
 
-def test_rerank_many_candidates_uses_byte_tables(rng):
-    """C >= 256 takes the byte-table path; it must give bit-identical distances."""
+def test_rerank_large_k(rng):
+    """k = C = 700: every candidate is scored in the first phase; distances bit-identical."""
     codes = rng.integers(0, 256, (3000, 9), dtype=np.uint8)
     p = rng.random((3, 72)).astype(np.float32)
     rows = np.stack([rng.permutation(3000)[:700] for _ in range(3)])
@@ -216,6 +216,37 @@ def test_rerank_many_candidates_uses_byte_tables(rng):
         o = ref_order(own[q, rows[q]], rows[q], 700)
         np.testing.assert_array_equal(i[q], rows[q, o])
         np.testing.assert_array_equal(d[q], own[q, rows[q, o]])
+
+
+@pytest.mark.parametrize("n_bits", [64, 128, 200])
+@pytest.mark.parametrize("k", [1, 10, 50])
+def test_rerank_hamming_ordered_candidates_with_padding(n_bits, k, rng):
+    """The realistic case the pruning is built for: each query's Hamming top-1000 (best first),
+    with padding scattered through the lists; continuous probabilities (few ties)."""
+    codes = rng.integers(0, 256, (20_000, n_bits // 8), dtype=np.uint8)
+    p = rng.random((20, n_bits)).astype(np.float32)
+    rows, _ = R.hamming_topk(np.packbits(p > 0.5, axis=1), codes, 1000)
+    rows[rng.random(rows.shape) < 0.05] = -1
+    ids = rng.permutation(10**6)[:20_000]
+    cand = np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
+    got_i, got_d = R.rerank(p, cand, codes[np.maximum(rows, 0)], k)
+    got_ri, got_rd = R.rerank_rows(p, rows, codes, k, ids=ids)
+    got_ni, got_nd = R.rerank_rows(p, rows, codes, k)  # ids = row numbers
+    own = R.asymmetric_distances(p, codes)
+    for q in range(20):
+        valid = rows[q][rows[q] >= 0]
+        o = valid[ref_order(own[q, valid], ids[valid], k)]
+        np.testing.assert_array_equal(got_i[q], ids[o])
+        np.testing.assert_array_equal(got_d[q], own[q, o])
+        np.testing.assert_array_equal(got_ri[q], ids[o])
+        np.testing.assert_array_equal(got_rd[q], own[q, o])
+        o2 = valid[ref_order(own[q, valid], valid, k)]
+        np.testing.assert_array_equal(got_ni[q], o2)
+        np.testing.assert_array_equal(got_nd[q], own[q, o2])
+    row_of = np.zeros(10**6, np.int64)
+    row_of[ids] = np.arange(20_000)
+    ref = np.take_along_axis(ref_asym(p, codes), row_of[got_i], axis=1)  # float64 sums
+    np.testing.assert_allclose(got_d, ref, rtol=1e-6)  # within about one float32 rounding
 
 
 # ------------------------------------------------------------------------------------------------
@@ -367,6 +398,7 @@ def test_public_names_reexported():
 
     assert hashplug.search_codes is R.search_codes
     assert hashplug.asymmetric_distances is R.asymmetric_distances
+    assert hashplug.rerank_rows is R.rerank_rows
 
 
 # ------------------------------------------------------------------------------------------------
