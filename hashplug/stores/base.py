@@ -25,6 +25,7 @@ from ..codes import as_packed, check_n_bits
 __all__ = [
     "CollectionMeta",
     "Store",
+    "HitsStore",
     "StoreError",
     "HasherMismatchError",
     "Payload",
@@ -329,3 +330,32 @@ class Store(ABC):
         if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit <= 0:
             raise ValueError(f"limit must be a positive int, got {limit!r}")
         return as_packed(query_codes, meta.n_bits)
+
+
+class HitsStore(Store):
+    """A :class:`Store` whose engine can return the stored codes with the hits.
+
+    Subclasses implement :meth:`_hits` once; :meth:`search` and :meth:`search_with_codes` (one
+    engine query, no second lookup) both come from it.
+    """
+
+    @abstractmethod
+    def _hits(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None, with_codes: bool
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
+        """(ids, hamming, codes or None): :meth:`search`'s result, plus the hits' codes
+        ``(Q, limit, n_bytes)`` (zeros for padding) when ``with_codes``."""
+
+    def search(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+        ids, dist, _ = self._hits(query_codes, limit, filter, False)
+        return ids, dist
+
+    def search_with_codes(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
+        ids, dist, codes = self._hits(query_codes, limit, filter, True)
+        if codes is None:
+            raise StoreError(f"{type(self).__name__}._hits returned no codes for with_codes=True")
+        return ids, dist, codes

@@ -35,8 +35,8 @@ from hashplug.stores.base import (
     HAMMING_PAD,
     CollectionMeta,
     Filter,
+    HitsStore,
     Payload,
-    Store,
     StoreError,
     sort_hits,
 )
@@ -78,7 +78,7 @@ _URI_OPTIONS = {
 }
 
 
-class LanceDBStore(Store):
+class LanceDBStore(HitsStore):
     """A hashplug collection stored as one LanceDB table.
 
     Args:
@@ -104,6 +104,9 @@ class LanceDBStore(Store):
         read_consistency_interval: passed to ``lancedb.connect``; the default 0 makes every
             read see writes made by other store objects or processes.
         storage_options: passed to ``lancedb.connect`` (object-store credentials ...).
+
+    Search filters: a dict ``{field: value}`` (all equal; fields must be payload columns) or a
+    SQL ``where`` string over the table's columns; applied before the top-k (prefilter).
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("lancedb",)
@@ -450,28 +453,11 @@ class LanceDBStore(Store):
             return pa.Table.from_pylist([], schema=tbl.schema).select(columns)
         return pa.concat_tables(parts)
 
-    def search(
-        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
-        """Hamming top-``limit`` per query (one batched LanceDB query per 256 vectors).
-
-        ``filter``: a dict ``{field: value}`` (all equal; fields must be payload columns) or a
-        SQL ``where`` string over the table's columns; applied before the top-k (prefilter).
-        """
-        ids, dist, _ = self._search(query_codes, limit, filter, with_codes=False)
-        return ids, dist
-
-    def search_with_codes(
-        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
-        """Like :meth:`search`, with the hits' codes taken from the same LanceDB query."""
-        ids, dist, codes = self._search(query_codes, limit, filter, with_codes=True)
-        assert codes is not None
-        return ids, dist, codes
-
-    def _search(
-        self, query_codes: ArrayLike, limit: int, flt: Filter | None, *, with_codes: bool
+    def _hits(
+        self, query_codes: ArrayLike, limit: int, flt: Filter | None, with_codes: bool
     ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
+        """Hamming top-``limit`` per query, one batched LanceDB query per 256 vectors (the codes,
+        when asked for, come from the same query). Filters as in the class doc."""
         q = self._check_query(query_codes, limit)
         meta = self._require_open()
         limit = int(limit)

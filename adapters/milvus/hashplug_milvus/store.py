@@ -41,6 +41,7 @@ from hashplug.stores.base import (
     CollectionMeta,
     Filter,
     HasherMismatchError,
+    HitsStore,
     Payload,
     Store,
     StoreError,
@@ -127,7 +128,7 @@ def words_to_codes(words: NDArray[np.int64], n_bytes: int) -> NDArray[np.uint8]:
     return w.view(np.uint8).reshape(w.shape[0], -1)[:, :n_bytes].copy()
 
 
-class MilvusStore(Store):
+class MilvusStore(HitsStore):
     """One hashplug collection in Milvus (a server, a cluster, a managed Milvus, or Milvus Lite).
 
     ``uri``: ``http(s)://host:port`` of a server, or the path of a Milvus Lite file ending in
@@ -151,6 +152,9 @@ class MilvusStore(Store):
       then raised as :class:`~hashplug.stores.base.StoreError`.
 
     ``on_batch(done, total)``, if set, is called after each upsert batch has been written.
+
+    Search filters: a dict ``{field: value}`` or a Milvus boolean expression over payload fields,
+    e.g. ``'color == "red" and rank > 3'``.
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("milvus", "milvus+lite")
@@ -594,29 +598,20 @@ class MilvusStore(Store):
             rows.append(row)
         client.upsert(self.collection, rows, **self._rpc())
 
-    def search(
-        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
-        """Hamming top-``limit`` per query (Milvus caps one search at 16384 hits: beyond that
-        the rows are padded with -1). ``filter``: a dict ``{field: value}`` or a Milvus
-        boolean expression over payload fields, e.g. ``'color == "red" and rank > 3'``."""
-        ids, dist, _ = self._search(query_codes, limit, filter, with_codes=False)
-        return ids, dist
-
     def search_with_codes(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
     ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
         layout = self._require_layout()
         if not layout["words"] and self.is_lite:
             # Milvus Lite 2.5 crashes when a search outputs a binary vector: one batched get.
-            return super().search_with_codes(query_codes, limit, filter)
-        ids, dist, codes = self._search(query_codes, limit, filter, with_codes=True)
-        assert codes is not None
-        return ids, dist, codes
+            return Store.search_with_codes(self, query_codes, limit, filter)
+        return super().search_with_codes(query_codes, limit, filter)
 
-    def _search(
-        self, query_codes: ArrayLike, limit: int, filter: Filter | None, *, with_codes: bool
+    def _hits(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None, with_codes: bool
     ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
+        """Hamming top-``limit`` per query (Milvus caps one search at 16384 hits: beyond that
+        the rows are padded with -1). Filters as in the class doc."""
         q = self._check_query(query_codes, limit)
         meta = self._require_open()
         layout = self._require_layout()

@@ -32,7 +32,7 @@ from numpy.typing import ArrayLike, NDArray
 from qdrant_client import QdrantClient
 from qdrant_client import models as m
 
-from hashplug.stores.base import CollectionMeta, Filter, Payload, Store, StoreError
+from hashplug.stores.base import CollectionMeta, Filter, HitsStore, Payload, StoreError
 from hashplug.stores.registry import split_uri
 
 from ._common import (
@@ -150,7 +150,7 @@ def _is_transient(e: BaseException) -> bool:
     return False
 
 
-class QdrantStore(Store):
+class QdrantStore(HitsStore):
     """A Qdrant collection of hashplug codes, through qdrant-client.
 
     Parameters
@@ -485,20 +485,7 @@ class QdrantStore(Store):
         res = self._call("query", lambda c: c.query_batch_points(self.collection, requests=reqs))
         return [r.points for r in res]
 
-    def search(
-        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
-        ids, dist, _ = self._coarse(query_codes, limit, filter, with_vector=False)
-        return ids, dist
-
-    def search_with_codes(
-        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
-        ids, dist, codes = self._coarse(query_codes, limit, filter, with_vector=True)
-        assert codes is not None
-        return ids, dist, codes
-
-    def _coarse(
+    def _hits(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None, with_vector: bool
     ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
         q = self._check_query(query_codes, limit)

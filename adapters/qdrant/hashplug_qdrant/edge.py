@@ -30,8 +30,8 @@ from numpy.typing import ArrayLike, NDArray
 from hashplug.stores.base import (
     CollectionMeta,
     Filter,
+    HitsStore,
     Payload,
-    Store,
     StoreError,
 )
 from hashplug.stores.registry import split_uri
@@ -124,7 +124,7 @@ def _edge_error(what: str, path: str, e: BaseException) -> StoreError:
     return StoreError(f"Qdrant Edge shard {path}: {what} failed: {msg}")
 
 
-class QdrantEdgeStore(Store):
+class QdrantEdgeStore(HitsStore):
     """A Qdrant Edge shard directory holding one collection of hashplug codes.
 
     Parameters
@@ -377,20 +377,7 @@ class QdrantEdgeStore(Store):
         except Exception as e:  # noqa: BLE001
             raise _edge_error("query", str(self.path), e) from e
 
-    def search(
-        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
-        ids, dist, _ = self._coarse(query_codes, limit, filter, with_vector=False)
-        return ids, dist
-
-    def search_with_codes(
-        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
-        ids, dist, codes = self._coarse(query_codes, limit, filter, with_vector=True)
-        assert codes is not None
-        return ids, dist, codes
-
-    def _coarse(
+    def _hits(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None, with_vector: bool
     ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
         q = self._check_query(query_codes, limit)
