@@ -206,7 +206,23 @@ def _sift_down(hd, hi, hr, n, d, i, r):
 
 @_leaf
 def _heap_drain(hd, hi, hr, size, out_d, out_i, out_r):
-    """Write the heap's entries in ascending (d, id, row) order to out_*[:size] (heap destroyed)."""
+    """Write the heap's entries in ascending (d, id, row) order to out_*[:size] (heap destroyed).
+
+    Small heaps (the usual k) are insertion-sorted: cheaper than size sift-downs. The out_*
+    arrays must not be the heap's own."""
+    if size <= 32:
+        for a in range(size):
+            d, i, r = hd[a], hi[a], hr[a]
+            b = a
+            while b > 0 and _worse(out_d[b - 1], out_i[b - 1], out_r[b - 1], d, i, r):
+                out_d[b] = out_d[b - 1]
+                out_i[b] = out_i[b - 1]
+                out_r[b] = out_r[b - 1]
+                b -= 1
+            out_d[b] = d
+            out_i[b] = i
+            out_r[b] = r
+        return
     n = size
     while n > 0:
         out_d[n - 1] = hd[0]
@@ -289,9 +305,11 @@ def _asym_scan1(
 
 
 @_leaf
-def _qsums(cw, r0, n, qwords, planes, out):
-    """out[j] = quantised weight of (hard code XOR row r0+j) for j < n: the lower bounds' sums."""
+def _bounds(cw, r0, n, qwords, planes, smax, out):
+    """out[j] = quantised weight S of (hard code XOR row r0+j), for j < n <= 64; returns the mask
+    of the rows whose S <= smax (bit j: row r0+j)."""
     nw = cw.shape[1]
+    msk = np.uint64(0)
     if nw == 1:
         flat = cw.reshape(cw.shape[0])[r0 : r0 + n]
         q = qwords[0]
@@ -300,8 +318,10 @@ def _qsums(cw, r0, n, qwords, planes, out):
         p2 = planes[0, 2]
         p3 = planes[0, 3]
         for j in range(n):
-            out[j] = _qsum(q ^ flat[j], p0, p1, p2, p3)
-        return
+            s = _qsum(q ^ flat[j], p0, p1, p2, p3)
+            out[j] = s
+            msk |= np.uint64(s <= smax) << np.uint64(j)
+        return msk
     for j in range(n):
         out[j] = 0
     for w in range(nw):
@@ -312,6 +332,9 @@ def _qsums(cw, r0, n, qwords, planes, out):
         p3 = planes[w, 3]
         for j in range(n):
             out[j] += _qsum(q ^ cw[r0 + j, w], p0, p1, p2, p3)
+    for j in range(n):
+        msk |= np.uint64(out[j] <= smax) << np.uint64(j)
+    return msk
 
 
 @_leaf
@@ -331,9 +354,11 @@ def _asym_scan(
     r = r0
     while r < r1:
         n = min(_BL, r1 - r)
-        _qsums(cw, r, n, qwords, planes, sblk)
-        for j in range(n):
-            if sblk[j] <= smax:
+        msk = _bounds(cw, r, n, qwords, planes, smax, sblk)
+        while msk:
+            j = ctz64(msk)
+            msk &= msk - np.uint64(1)
+            if sblk[j] <= smax:  # smax may have dropped meanwhile
                 size, smax = _offer(
                     cw, r + j, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
                 )
@@ -378,10 +403,7 @@ def _rerank_scan(
     r = r0 + k0
     while r < r1:
         nb = min(_BL, r1 - r)
-        _qsums(cw, r, nb, qwords, planes, sblk)
-        msk = np.uint64(0)
-        for j in range(nb):
-            msk |= np.uint64(sblk[j] <= smax) << np.uint64(j)
+        msk = _bounds(cw, r, nb, qwords, planes, smax, sblk)
         ns = 0
         while msk:
             j = ctz64(msk)

@@ -312,19 +312,21 @@ def _rerank_rows_checked(
     p: NDArray[np.float32],
     rows: NDArray[np.int64],
     cw: NDArray[np.uint64],
-    idv: NDArray[np.int64],
-    scan_ids: NDArray[np.int64],
+    idv: NDArray[np.int64] | None,
     nbytes: int,
     kk: int,
     d: NDArray[np.float32],
     i: NDArray[np.int64],
 ) -> None:
+    """rerank_rows's kernels; idv None: the ids are the row numbers (no id array is read)."""
     dup = np.zeros(p.shape[0], np.bool_)
+    scan_ids = np.empty(0, np.int64) if idv is None else idv
     _rerank_rows_kernel(p, rows, cw, scan_ids, nbytes, kk, _n_chunks(p.shape[0]), d, i, dup)
     if dup.any():  # a row listed twice made it into the top-k: redo those queries with dedup
         q = np.flatnonzero(dup)
         no_ids = np.empty((q.size, 0), np.int64)
-        d[q], i[q] = _dedup_topk(p[q], no_ids, cw, rows[q], cw, idv, nbytes, kk)
+        full = np.arange(cw.shape[0], dtype=np.int64) if idv is None else idv
+        d[q], i[q] = _dedup_topk(p[q], no_ids, cw, rows[q], cw, full, nbytes, kk)
 
 
 def _dedup_topk(
@@ -365,7 +367,7 @@ def rerank_rows(
     n = c.shape[0]
     if rows.size and rows.max() >= n:
         raise ValueError(f"candidate_rows has row {int(rows.max())}, but codes has only {n} rows")
-    idv, _ = _check_ids(ids, n)
+    idv = None if ids is None else _check_ids(ids, n)[0]  # None: row numbers, no array built
     out_i, out_d = _padded(nq, k)
     nc = rows.shape[1]
     if nq == 0 or nc == 0 or n == 0:
@@ -373,9 +375,8 @@ def rerank_rows(
     kk = min(k, nc)
     d = np.full((nq, kk), np.inf, np.float32)
     i = np.full((nq, kk), -1, np.int64)
-    scan_ids = idv if ids is not None else np.empty(0, np.int64)
     with _threads_for(nq * nc):
-        _rerank_rows_checked(p, rows, _words(c), idv, scan_ids, nbytes, kk, d, i)
+        _rerank_rows_checked(p, rows, _words(c), idv, nbytes, kk, d, i)
     out_i[:, :kk] = i
     out_d[:, :kk] = d
     return out_i, out_d
@@ -456,7 +457,7 @@ def _search(
         else:
             qw = _words(np.packbits(p > 0.5, axis=1))
             rows, _ = _hamming_select(qw, cw, idv, ids_sorted, c_keep, n_bits, n_shards)
-            _rerank_rows_checked(p, rows, cw, idv, scan_ids, nbytes, kk, d, i)
+            _rerank_rows_checked(p, rows, cw, idv if ids_given else None, nbytes, kk, d, i)
     return d, i
 
 
