@@ -583,13 +583,17 @@ def _dedup_rows(rows, n, cw, ids, tab, nib, use_tab, qwords, m, hd, hi, hr):
 @_leaf
 def _gather_rows(rows, cw, buf_w, buf_r):
     """Copy the codes of rows[:] (negative rows skipped) into buf_w, their rows into buf_r;
-    returns how many. Without padding it is a plain copy loop whose scattered loads overlap
-    (prefetching did not help)."""
+    returns how many, or -1 (nothing read) if a row is past the matrix. Without padding it is a
+    plain copy loop whose scattered loads overlap (prefetching did not help)."""
     nc = rows.shape[0]
     nw = cw.shape[1]
     lo = 0
+    hi = -1
     for c in range(nc):
         lo = min(lo, rows[c])
+        hi = max(hi, rows[c])
+    if hi >= cw.shape[0]:
+        return -1
     if lo == 0:
         if nw == 1:
             flat = cw.reshape(cw.shape[0])
@@ -647,10 +651,11 @@ def _rerank_kernel(probs, cand_ids, ccw, nbytes, k, n_chunks, out_d, out_i, dup)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _rerank_rows_kernel(probs, cand_rows, cw, ids, nbytes, k, n_chunks, out_d, out_i, dup):
+def _rerank_rows_kernel(probs, cand_rows, cw, ids, nbytes, k, n_chunks, out_d, out_i, dup, bad):
     """Like _rerank_kernel, but the candidates are rows of the code matrix: each query's rows are
-    gathered into a small buffer first (dup flags a row repeated in the top-k). ids: each row's
-    id, or empty when the ids are the row numbers."""
+    gathered into a small buffer first (dup flags a row repeated in the top-k; bad a row past the
+    matrix, and that query is left unscored). ids: each row's id, or empty when the ids are the
+    row numbers."""
     nq = probs.shape[0]
     nc = cand_rows.shape[1]
     nw = cw.shape[1]
@@ -671,6 +676,9 @@ def _rerank_rows_kernel(probs, cand_rows, cw, ids, nbytes, k, n_chunks, out_d, o
         for qi in range(ch * per, min(nq, ch * per + per)):
             m, delta = _prep_query(probs[qi], nbytes, nib, qwords, planes)
             n = _gather_rows(cand_rows[qi], cw, buf_w, buf_r)
+            if n < 0:
+                bad[qi] = True
+                continue
             size = _rerank_scan(
                 buf_w, ids, buf_r, True, 0, n, nib, qwords, planes, m, delta, hd, hi, hr,
                 sbuf, rbuf, dbuf,

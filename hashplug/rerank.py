@@ -320,8 +320,12 @@ def _rerank_rows_checked(
 ) -> None:
     """rerank_rows's kernels; idv None: the ids are the row numbers (no id array is read)."""
     dup = np.zeros(p.shape[0], np.bool_)
+    bad = np.zeros(p.shape[0], np.bool_)
     scan_ids = np.empty(0, np.int64) if idv is None else idv
-    _rerank_rows_kernel(p, rows, cw, scan_ids, nbytes, kk, _n_chunks(p.shape[0]), d, i, dup)
+    _rerank_rows_kernel(p, rows, cw, scan_ids, nbytes, kk, _n_chunks(p.shape[0]), d, i, dup, bad)
+    if bad.any():  # checked in the kernel, before any code of that query is read
+        top = int(rows[bad].max())
+        raise ValueError(f"candidate_rows has row {top}, but codes has only {cw.shape[0]} rows")
     if dup.any():  # a row listed twice made it into the top-k: redo those queries with dedup
         q = np.flatnonzero(dup)
         no_ids = np.empty((q.size, 0), np.int64)
@@ -365,12 +369,10 @@ def rerank_rows(
     c = _check_codes(codes, nbytes, "codes")
     rows = _check_id_matrix(candidate_rows, nq, "candidate_rows")
     n = c.shape[0]
-    if rows.size and rows.max() >= n:
-        raise ValueError(f"candidate_rows has row {int(rows.max())}, but codes has only {n} rows")
     idv = None if ids is None else _check_ids(ids, n)[0]  # None: row numbers, no array built
     out_i, out_d = _padded(nq, k)
     nc = rows.shape[1]
-    if nq == 0 or nc == 0 or n == 0:
+    if nq == 0 or nc == 0:  # (an empty matrix still gets its rows checked)
         return out_i, out_d
     kk = min(k, nc)
     d = np.full((nq, kk), np.inf, np.float32)

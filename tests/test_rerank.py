@@ -374,6 +374,8 @@ def test_input_errors(rng):
         (lambda: R.rerank(p, np.zeros((2, 3)), np.zeros((2, 3, 8), np.uint8), 2), "integer"),
         (lambda: R.rerank(p, np.zeros((2, 3), np.int64), np.zeros((2, 3, 8), np.int8), 2), "uint8"),
         (lambda: R.rerank_rows(p, np.full((2, 3), 5), codes, 2), "only 5 rows"),
+        (lambda: R.rerank_rows(p, np.array([[0, 1, -1], [0, 99, 1]]), codes, 2), "row 99, but"),
+        (lambda: R.rerank_rows(p, np.zeros((2, 1), np.int64), codes[:0], 2), "only 0 rows"),
         (lambda: R.hamming_topk(codes.astype(np.int8), codes, 2), "uint8"),
         (lambda: R.hamming_topk(codes[:, :4], codes, 2), "bytes"),
         (lambda: R.hamming_distances_fast(codes[:, :4], codes), "widths"),
