@@ -9,14 +9,13 @@ See :class:`MilvusStore` for the options and the collection layout.
 """
 
 from ._retry import RetryPolicy, is_transient
+from ._rows import codes_to_words, words_to_codes
 from .store import (
     CONSISTENCY_LEVELS,
     INDEX_TYPES,
     MAX_TOPK,
     META_PREFIX,
     MilvusStore,
-    codes_to_words,
-    words_to_codes,
 )
 
 __all__ = [
