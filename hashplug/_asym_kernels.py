@@ -373,11 +373,12 @@ _exact_nib_in = njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)(_e
 @_leaf
 def _offer_scored(dbuf, rows, ns, ids, rowmap, use_map, hd, hi, hr, size):
     """Offer rows[:ns], already scored dbuf[:ns], to the heap (ids and tie keys as in _offer)."""
+    k = hd.shape[0]
     for u in range(ns):
         rr = rowmap[rows[u]] if use_map else rows[u]
         i = ids[rr] if ids.shape[0] else rr
-        if i >= 0:
-            size = _heap_add(hd, hi, hr, size, dbuf[u], i, rr)
+        if i >= 0 and (size < k or _beats(dbuf[u], i, rr, hd[0], hi[0], hr[0])):
+            size = _heap_add(hd, hi, hr, size, dbuf[u], i, rr)  # (most survivors stop above)
     return size
 
 
