@@ -236,15 +236,20 @@ def _heap_drain(hd, hi, hr, size, out_d, out_i, out_r):
 # ------------------------------------------------------------------------------------------------
 # exact asymmetric scan of one query over rows [r0, r1)
 # ------------------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
+def _key_id(row, ids, rowmap, use_map):
+    """(tie key, id) of scanned row ``row``: the key is ``rowmap[row]`` if use_map else ``row``;
+    the id ``ids[key]``, or the key itself when ids is empty (row numbers as ids, no random read);
+    a negative id marks padding."""
+    rr = rowmap[row] if use_map else row
+    return rr, (ids[rr] if ids.shape[0] else rr)
+
+
 @_leaf
 def _offer(cw, row, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax):
-    """Score row ``row`` of cw exactly and offer it to the heap; returns (size, smax).
-
-    Its tie key is ``rr = rowmap[row]`` if use_map else ``row``; its id ``ids[rr]``, or ``rr``
-    itself when ids is empty (row numbers as ids, without a random read); a negative id is padding.
-    """
-    rr = rowmap[row] if use_map else row
-    i = ids[rr] if ids.shape[0] else rr
+    """Score row ``row`` of cw exactly and offer it to the heap (key and id: _key_id; padding is
+    skipped); returns (size, smax)."""
+    rr, i = _key_id(row, ids, rowmap, use_map)
     if i < 0:
         return size, smax
     d = _exact_nib(nib, qwords, cw, row, m)
@@ -372,11 +377,10 @@ _exact_nib_in = njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)(_e
 
 @_leaf
 def _offer_scored(dbuf, rows, ns, ids, rowmap, use_map, hd, hi, hr, size):
-    """Offer rows[:ns], already scored dbuf[:ns], to the heap (ids and tie keys as in _offer)."""
+    """Offer rows[:ns], already scored dbuf[:ns], to the heap (keys and ids: _key_id)."""
     k = hd.shape[0]
     for u in range(ns):
-        rr = rowmap[rows[u]] if use_map else rows[u]
-        i = ids[rr] if ids.shape[0] else rr
+        rr, i = _key_id(rows[u], ids, rowmap, use_map)
         if i >= 0 and (size < k or _beats(dbuf[u], i, rr, hd[0], hi[0], hr[0])):
             size = _heap_add(hd, hi, hr, size, dbuf[u], i, rr)  # (most survivors stop above)
     return size
@@ -386,8 +390,8 @@ def _offer_scored(dbuf, rows, ns, ids, rowmap, use_map, hd, hi, hr, size):
 def _rerank_scan(
     cw, ids, rowmap, use_map, r0, r1, nib, qwords, planes, m, delta, hd, hi, hr, sblk, rbuf, dbuf
 ):
-    """Exact top-k of the candidate rows [r0, r1) (ids and tie keys as in _offer); returns the
-    heap size. Scratch: sblk, rbuf and dbuf of max(64, 2k) entries.
+    """Exact top-k of the candidate rows [r0, r1) (keys and ids: _key_id); returns the
+    heap size. Scratch: sblk, rbuf and dbuf of max(64, 2k) entries (see _rerank_scratch).
 
     Candidates usually arrive best first (a database's Hamming order), so the first 2k are scored
     outright and set the heap's threshold; the rest are bounded 64 at a time and scored only where
@@ -619,6 +623,24 @@ def _gather_rows(rows, cw, buf_w, buf_r):
     return n
 
 
+@njit(cache=True, nogil=True)
+def _rerank_scratch(nw, k):
+    """Per-chunk scratch of the rerank kernels: query tables (nib, qwords, planes), the heap
+    (hd, hi, hr) and drain buffer (tmp), and the buffers _rerank_scan needs at these sizes."""
+    return (
+        np.empty((16 * nw, 16), np.float64),
+        np.empty(nw, np.uint64),
+        np.empty((nw, 4), np.uint64),
+        np.empty(k, np.float32),
+        np.empty(k, np.int64),
+        np.empty(k, np.int64),
+        np.empty(k, np.int64),
+        np.empty(_BL, np.int64),
+        np.empty(max(_BL, 2 * k), np.int64),
+        np.empty(max(_BL, 2 * k), np.float32),
+    )
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def _rerank_kernel(probs, cand_ids, ccw, nbytes, k, n_chunks, out_d, out_i, dup):
     """Top-k of each query's candidates (rows qi*C .. qi*C+C-1 of ccw); flags in dup[qi] the
@@ -630,16 +652,7 @@ def _rerank_kernel(probs, cand_ids, ccw, nbytes, k, n_chunks, out_d, out_i, dup)
     flat_ids = cand_ids.reshape(cand_ids.size)
     per = (nq + n_chunks - 1) // n_chunks
     for ch in prange(n_chunks):
-        nib = np.empty((16 * nw, 16), np.float64)
-        qwords = np.empty(nw, np.uint64)
-        planes = np.empty((nw, 4), np.uint64)
-        hd = np.empty(k, np.float32)
-        hi = np.empty(k, np.int64)
-        hr = np.empty(k, np.int64)
-        tmp = np.empty(k, np.int64)
-        sbuf = np.empty(_BL, np.int64)
-        rbuf = np.empty(max(_BL, 2 * k), np.int64)
-        dbuf = np.empty(max(_BL, 2 * k), np.float32)
+        nib, qwords, planes, hd, hi, hr, tmp, sbuf, rbuf, dbuf = _rerank_scratch(nw, k)
         nomap = np.empty(0, np.int64)
         for qi in range(ch * per, min(nq, ch * per + per)):
             m, delta = _prep_query(probs[qi], nbytes, nib, qwords, planes)
@@ -662,18 +675,9 @@ def _rerank_rows_kernel(probs, cand_rows, cw, ids, nbytes, k, n_chunks, out_d, o
     nw = cw.shape[1]
     per = (nq + n_chunks - 1) // n_chunks
     for ch in prange(n_chunks):
-        nib = np.empty((16 * nw, 16), np.float64)
-        qwords = np.empty(nw, np.uint64)
-        planes = np.empty((nw, 4), np.uint64)
+        nib, qwords, planes, hd, hi, hr, tmp, sbuf, rbuf, dbuf = _rerank_scratch(nw, k)
         buf_w = np.empty((nc, nw), np.uint64)
         buf_r = np.empty(nc, np.int64)
-        hd = np.empty(k, np.float32)
-        hi = np.empty(k, np.int64)
-        hr = np.empty(k, np.int64)
-        tmp = np.empty(k, np.int64)
-        sbuf = np.empty(_BL, np.int64)
-        rbuf = np.empty(max(_BL, 2 * k), np.int64)
-        dbuf = np.empty(max(_BL, 2 * k), np.float32)
         for qi in range(ch * per, min(nq, ch * per + per)):
             m, delta = _prep_query(probs[qi], nbytes, nib, qwords, planes)
             n = _gather_rows(cand_rows[qi], cw, buf_w, buf_r)
