@@ -18,14 +18,18 @@ Methods (same codes and queries, same process)
   torch           torch.cdist(p, bits_as_float, p=1) + topk (the seed code's approach); same subset
 Rerank: Q queries x 1000 candidates each (their Hamming top-1000, best first, as a database returns
 them). rerank_rows gathers the candidates' codes itself (the "gather included" figure the targets
-use); rerank is timed on codes already gathered, and numpy's gather codes[rows] on its own.
-Times are medians of --repeats runs, after one warm-up call; "1 thread" pins numba, FAISS and torch to
+use); rerank is timed on codes already gathered, and numpy's gather codes[rows] on its own. The
+"floor" row only reads each candidate's code (rerank_rows's own gather, nothing scored): no exact
+rerank can take less, so the baselines' times over it bound the ratios reachable on this machine.
+Times are medians of --repeats runs, interleaved across methods, each timed call right after an
+untimed call of the same method (steady state; "caches swept" rows read 64 MB first); "1 thread" pins numba, FAISS and torch to
 one thread, "all" uses every core. M codes/s counts query x code pairs scored per second.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib
 import os
 import subprocess
@@ -42,6 +46,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 R = importlib.import_module("hashplug.rerank")  # noqa: E402
+K = importlib.import_module("hashplug._asym_kernels")  # noqa: E402
 
 try:
     import faiss
@@ -55,18 +60,45 @@ except ImportError:  # pragma: no cover - optional
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fmnist_effnet.npz"
 
 
-def median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each function; repeats are interleaved across the functions so that a
-    change in background load hits every method alike. One warm-up call each first."""
-    for f in fns.values():
-        f()  # warm-up (compile / cache load / page faults)
+def keep_freed_memory() -> bool:
+    """Ask glibc to serve blocks up to 32 MB from the heap and keep freed memory: otherwise each
+    call of the numpy baseline maps, faults in and unmaps its temporaries anew (here 1,855 page
+    faults per 100-query rerank call: 14.7 ms instead of 8.9), and its times swing between runs."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mmap_ok = libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest allowed value
+    return bool(mmap_ok and libc.mallopt(m_trim_threshold, 1 << 30))
+
+
+def median_times(
+    fns: dict[str, Callable[[], object]],
+    repeats: int,
+    prepare: dict[str, Callable[[], object]] | None = None,
+) -> dict[str, float]:
+    """Median wall time of each function. Repeats are interleaved across the functions, so that a
+    change in background load hits every method alike; each timed call is preceded by an untimed
+    call of the same function (steady state: every method is timed in its own warm caches,
+    whatever ran before it), or by ``prepare[name]()`` where given."""
+    prepare = prepare or {}
     ts: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, f in fns.items():
+            prepare.get(name, f)()
             t = time.perf_counter()
             f()
             ts[name].append(time.perf_counter() - t)
     return {name: float(np.median(v)) for name, v in ts.items()}
+
+
+_SWEEP = np.ones(1 << 23, np.int64)  # 64 MB: twice this machine's L3
+
+
+def sweep_caches() -> None:
+    """Evict the caches (read 64 MB) before a cold-cache measurement."""
+    _SWEEP.sum()
 
 
 def set_threads(n: int) -> None:
@@ -125,6 +157,30 @@ def torch_rerank(p: np.ndarray, codes: np.ndarray, rows: np.ndarray, k: int) -> 
     bits = torch.from_numpy(np.unpackbits(codes[rows], axis=2)).float()  # gather + unpack
     d = torch.cdist(torch.from_numpy(p)[:, None, :], bits, p=1)[:, 0, :]
     return torch.topk(d, k, dim=1, largest=False)
+
+
+@numba.njit(cache=True, parallel=True)
+def read_candidates(rows: np.ndarray, cw: np.ndarray, n_chunks: int) -> int:
+    """The floor of any exact rerank: every candidate's code read once, nothing scored (the
+    gather rerank_rows does, in the same chunks). Returns a checksum so that nothing is skipped."""
+    nq, nc = rows.shape
+    per = (nq + n_chunks - 1) // n_chunks
+    sums = np.zeros(n_chunks, np.uint64)
+    for ch in numba.prange(n_chunks):
+        buf_w = np.empty((nc, cw.shape[1]), np.uint64)
+        buf_r = np.empty(nc, np.int64)
+        s = np.uint64(0)
+        for qi in range(ch * per, min(nq, ch * per + per)):
+            n = K._gather_rows(rows[qi], cw, buf_w, buf_r)
+            s ^= buf_w[n - 1, 0] if n > 0 else np.uint64(0)
+        sums[ch] = s
+    return int(sums.sum())
+
+
+def read_floor(rows: np.ndarray, cw: np.ndarray) -> int:
+    """read_candidates under rerank_rows's own threading rule (one thread for small work)."""
+    with R._threads_for(rows.size):
+        return int(read_candidates(rows, cw, R._n_chunks(rows.shape[0])))
 
 
 # ---- reporting ----------------------------------------------------------------------------------
@@ -256,6 +312,7 @@ def bench_rerank(
     nq, cc = p.shape[0], min(a.rerank_c, codes.shape[0])
     rows, _ = R.hamming_topk(np.packbits(p > 0.5, axis=1), codes, cc)
     given = codes[rows]
+    cw = R._words(codes)
     qb = min(a.baseline_q, nq)
     print(
         f"\n== rerank ({name}: {codes.shape[0]:,} codes): {nq:,} queries x {cc:,} candidates "
@@ -264,23 +321,30 @@ def bench_rerank(
     tab = Table()
     for threads in sorted({1, all_threads}):
         set_threads(threads)
+        rr = lambda: R.rerank_rows(p, rows, codes, k)  # noqa: E731
         fns = {
-            "rr": lambda: R.rerank_rows(p, rows, codes, k),
+            "rr": rr,
+            "rr cold": rr,
+            "read": lambda: read_floor(rows, cw),
             "r": lambda: R.rerank(p, rows, given, k),
             "gather": lambda: codes[rows],
             "np": lambda: numpy_rerank(p[:qb], codes, rows[:qb], k),
         }
         if torch is not None:
             fns["torch"] = lambda: torch_rerank(p[:qb], codes, rows[:qb], k)
-        tm = median_times(fns, rep)
+        tm = median_times(fns, rep, prepare={"rr cold": sweep_caches})
         t_np = tm["np"] * nq / qb
         t_th = tm["torch"] * nq / qb if "torch" in tm else None
         got[f"{name} {threads} thr rerank numpy/ours"] = t_np / tm["rr"]
+        got[f"{name} {threads} thr rerank numpy/ours ceiling"] = t_np / tm["read"]
         if t_th:
             got[f"{name} {threads} thr rerank torch/ours"] = t_th / tm["rr"]
+            got[f"{name} {threads} thr rerank torch/ours ceiling"] = t_th / tm["read"]
         for meth, t in (
             ("ours rerank_rows (gather fused)", tm["rr"]),
+            ("  same, caches swept before each call", tm["rr cold"]),
             ("ours rerank (codes given: no gather)", tm["r"]),
+            ("floor: candidates' codes read, not scored", tm["read"]),
             ("numpy codes[rows] (the gather alone)", tm["gather"]),
             ("numpy |b-p| sum, gather included", t_np),
             ("torch.cdist p=1, gather included", t_th),
@@ -301,12 +365,14 @@ def bench_rerank(
 def show_targets(got: dict[str, float], k: int) -> None:
     """The issue's targets next to the figures measured above (same run)."""
     all_t = numba.config.NUMBA_NUM_THREADS
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[str, str, str, str]] = []
 
     def check(label: str, key: str, ok: Callable[[float], bool], fmt: str) -> None:
         if key in got:
             v = got[key]
-            rows.append((label, fmt.format(v), "met" if ok(v) else "MISSED"))
+            cap = got.get(key + " ceiling")
+            cap_s = "-" if cap is None else fmt.format(cap)
+            rows.append((label, fmt.format(v), "met" if ok(v) else "MISSED", cap_s))
 
     for name in ("random", "real"):
         for thr in sorted({1, all_t}):
@@ -350,7 +416,11 @@ def show_targets(got: dict[str, float], k: int) -> None:
     tab = Table()
     for r in rows:
         tab.add(*r)
-    tab.show(("target", "measured", ""))
+    tab.show(("target", "measured", "", "ceiling"))
+    print(
+        "ceiling: the baseline's time over the floor row above (reading each candidate's code once,"
+        " nothing scored),\nthe most any exact rerank could reach in this run"
+    )
 
 
 def main() -> None:
@@ -370,6 +440,7 @@ def main() -> None:
     ap.add_argument("--baseline-q", type=int, default=100, help="queries for numpy/torch (scaled)")
     a = ap.parse_args()
     all_threads = numba.config.NUMBA_NUM_THREADS
+    kept = keep_freed_memory()
     print(
         f"machine: {os.cpu_count()} cores; numba {numba.__version__} ({all_threads} threads), ",
         end="",
@@ -377,6 +448,7 @@ def main() -> None:
     print(
         f"faiss {getattr(faiss, '__version__', 'absent')}, torch {getattr(torch, '__version__', 'absent')}"
     )
+    print("freed memory kept by malloc (stable baselines):", "yes" if kept else "no (not glibc)")
     print("first call in a fresh process:", first_call_times())
 
     sets = [("random", *random_data(a.n, a.q))]
