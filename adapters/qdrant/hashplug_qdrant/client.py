@@ -20,6 +20,7 @@ vectors. The hasher's ``CollectionMeta`` is the collection metadata key ``hashpl
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
@@ -109,6 +110,22 @@ def _release_local(loc: _Local) -> None:
         _LOCALS.pop(loc.key, None)
     with loc.lock:
         loc.client.close()
+
+
+@atexit.register
+def _close_locals() -> None:
+    """Close the local-mode clients still open at exit (stores never closed, and ``:memory:``):
+    left to garbage collection, qdrant-client closes them after the interpreter has begun tearing
+    down, and prints an ImportError traceback (a folder also stays locked until then)."""
+    with _LOCALS_LOCK:
+        open_locals = list(_LOCALS.values())
+        _LOCALS.clear()
+    for loc in open_locals:
+        with loc.lock:
+            try:
+                loc.client.close()
+            except Exception:  # noqa: BLE001, S110 - best effort at exit
+                pass
 
 
 def _is_local_mode(client: Any) -> bool:

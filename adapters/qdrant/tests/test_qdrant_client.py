@@ -12,6 +12,9 @@ conformance suite runs against a real Qdrant server in test_qdrant_server.py whe
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -92,6 +95,32 @@ def test_memory_mode_is_shared_by_name_within_the_process() -> None:
     assert b.count() == 0
     a.close()
     b.close()
+
+
+def test_store_left_open_at_exit_closes_cleanly(tmp_path: Path) -> None:
+    """A process that never calls close(): no traceback at exit, and the next process opens the
+    folder (not locked) and finds the points."""
+    path = tmp_path / "qdrant"
+    code = textwrap.dedent(
+        f"""
+        import numpy as np
+        from hashplug_qdrant import QdrantStore
+        from hashplug.testing import make_meta, random_codes
+        s = QdrantStore("left_open", path={str(path)!r})
+        s.open(make_meta(64))
+        s.upsert(np.arange(20), random_codes(20))
+        a = QdrantStore("mem", path=":memory:")
+        a.open(make_meta(64))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr
+    s = QdrantStore("left_open", path=path)
+    try:
+        assert s.count() == 20
+    finally:
+        s.close()
 
 
 def test_unreachable_server_is_a_clear_error_within_seconds() -> None:
