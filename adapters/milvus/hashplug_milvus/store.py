@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -115,6 +116,18 @@ def _as_bool(name: str, v: str) -> bool:
     if low in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"option {name}={v!r} is not a boolean")
+
+
+def _import_lite_quietly() -> None:
+    """Import milvus_lite (pymilvus would on the first Lite client) without the deprecation
+    warning its pkg_resources import prints to every Lite user (pinned setuptools<81 keeps it
+    working); a missing package is left for pymilvus to report."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
+        try:
+            import milvus_lite  # noqa: F401
+        except ImportError:
+            pass
 
 
 class MilvusStore(HitsStore):
@@ -320,6 +333,7 @@ class MilvusStore(HitsStore):
                 _close_quietly(old)
             if self.is_lite:
                 Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+                _import_lite_quietly()
             else:
                 self._probe()
             # A private alias: pymilvus shares connections by alias, and one store's close()

@@ -270,6 +270,28 @@ def test_lite_uri_forms_and_limits(lite_db: Path, fresh_name: Any, cleanup: list
     t.close()
 
 
+def test_lite_store_opens_without_warnings(tmp_path: Path) -> None:
+    """A user's first Lite store, in a fresh process with warnings shown: nothing on stderr."""
+    pytest.importorskip("milvus_lite", reason="pip install 'milvus-lite==2.5.1' 'setuptools<81'")
+    code = textwrap.dedent(
+        f"""
+        from hashplug_milvus import MilvusStore
+        from hashplug.testing import make_meta, random_codes
+        s = MilvusStore({str(tmp_path / "w.db")!r}, "quiet")
+        s.open(make_meta(64))
+        s.upsert([1, 2], random_codes(2))
+        print(s.count())
+        s.close()
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "2"
+    assert "Warning" not in out.stderr, out.stderr
+
+
 # -- end to end with HashIndex ---------------------------------------------------------------------
 def test_hash_index_on_milvus_matches_local_store(
     milvus_server: Any, fresh_name: Any, cleanup: list[Any]
