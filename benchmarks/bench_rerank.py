@@ -22,8 +22,9 @@ use); rerank is timed on codes already gathered, and numpy's gather codes[rows] 
 "floor" row only reads each candidate's code (rerank_rows's own gather, nothing scored): no exact
 rerank can take less, so the baselines' times over it bound the ratios reachable on this machine.
 Times are medians of --repeats runs, interleaved across methods, each timed call right after an
-untimed call of the same method (steady state; "caches swept" rows read 64 MB first); "1 thread" pins numba, FAISS and torch to
-one thread, "all" uses every core. M codes/s counts query x code pairs scored per second.
+untimed call of the same method (steady state; "caches swept" rows read 64 MB first). "1 thread"
+pins numba, FAISS and torch to one thread, "all" uses every core. M codes/s counts query x code
+pairs scored per second.
 """
 
 from __future__ import annotations
@@ -448,7 +449,7 @@ def main() -> None:
     print(
         f"faiss {getattr(faiss, '__version__', 'absent')}, torch {getattr(torch, '__version__', 'absent')}"
     )
-    print("freed memory kept by malloc (stable baselines):", "yes" if kept else "no (not glibc)")
+    print("freed memory kept by malloc (stable baselines):", "yes" if kept else "no")
     print("first call in a fresh process:", first_call_times())
 
     sets = [("random", *random_data(a.n, a.q))]
