@@ -36,6 +36,9 @@ _LAZY = {
     "open_store": "hashplug.stores",
     "Encoder": "hashplug.encoders",
     "load_encoder": "hashplug.encoders",
+    "attach": "hashplug.sources",
+    "AttachedIndex": "hashplug.sources",
+    "open_source": "hashplug.sources",
 }
 
 __all__ = [

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -302,6 +302,12 @@ class Store(ABC):
     @abstractmethod
     def count(self) -> int:
         """Number of stored items (0 when the collection does not exist)."""
+
+    def iter_ids(self, batch_size: int = 50_000) -> Iterator[NDArray[np.int64]]:
+        """Every stored id once, in int64 batches of at most ``batch_size`` (order unspecified).
+
+        Attach's ``sync`` uses it to find codes whose source rows are gone."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its ids")
 
     @abstractmethod
     def drop(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -179,6 +179,12 @@ class LocalStore(Store):
             st["codes"] = st["codes"][keep]
             st["payloads"] = [p for p, k in zip(st["payloads"], keep, strict=True) if k]
             self._save()
+
+    def iter_ids(self, batch_size: int = 50_000) -> Iterator[NDArray[np.int64]]:
+        self._require_open()
+        ids = self._state["ids"].copy()
+        for s in range(0, ids.size, max(1, int(batch_size))):
+            yield ids[s : s + batch_size]
 
     def count(self) -> int:
         return int(self._state["ids"].size) if self._state["meta"] is not None else 0

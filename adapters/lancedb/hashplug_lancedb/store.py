@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -415,6 +415,15 @@ class LanceDBStore(HitsStore):
     def count(self) -> int:
         tbl = self._open_table()
         return 0 if tbl is None else int(tbl.count_rows())
+
+    def iter_ids(self, batch_size: int = 50_000) -> Iterator[NDArray[np.int64]]:
+        self._require_open()
+        tbl = self._open_table()
+        if tbl is None:
+            return
+        for batch in tbl.search().select(["id"]).limit(None).to_batches(max(1, int(batch_size))):
+            if batch.num_rows:
+                yield batch.column("id").to_numpy().astype(np.int64)
 
     def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
         meta = self._require_open()
