@@ -332,14 +332,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit-queries", type=int, default=0)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_search)
+
+    from .sources.cli import add_parsers as add_attach_parsers
+
+    add_attach_parsers(sub)
     return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .stores.base import StoreError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, StoreError) as e:
         print(f"hashplug: error: {e}", file=sys.stderr)
         return 2
 

@@ -80,7 +80,7 @@ class LanceDBSource(Source):
             self._db = lancedb.connect(
                 db_path, read_consistency_interval=timedelta(0), storage_options=storage_options
             )
-            names = set(self._db.table_names())
+            names = set(self._db.list_tables().tables)
         except Exception as e:
             raise SourceError(f"cannot open LanceDB database {db_path!r}: {e}") from e
         if table not in names:
