@@ -29,13 +29,15 @@ def _real() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _write(
-    path: Path, name: str, ids: list, vecs: np.ndarray, dtype=pa.float32(), vec="vector", **extra
+    path: Path, name: str, ids: list, vecs: np.ndarray, dtype=None, vec="vector", **extra
 ) -> None:
     """The user's own pipeline: plain lancedb, an id column, a vector column, a text column."""
     d = vecs.shape[1]
     cols = {
         "id": pa.array(ids),
-        vec: pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1), type=dtype), d),
+        vec: pa.FixedSizeListArray.from_arrays(
+            pa.array(vecs.reshape(-1), type=dtype or pa.float32()), d
+        ),
         "text": pa.array([f"doc {i}" for i in range(len(ids))]),
         **extra,
     }
@@ -67,7 +69,9 @@ def test_attach_search_matches_engine_exact_search(real_table, tmp_path):
     assert idx.last_sync.coded == N and len(idx) == N
     res = idx.search(q, 10)
     truth, scores = idx.source.search(q, 10)
-    recall = np.mean([len(set(t.tolist()) & set(r.tolist())) / 10 for t, r in zip(truth, res.ids)])
+    recall = np.mean(
+        [len(set(t.tolist()) & set(r.tolist())) / 10 for t, r in zip(truth, res.ids, strict=True)]
+    )
     assert recall >= 0.95
     # scores are the engine's cosine similarities of the same rows
     same = res.ids[:, 0] == np.array([t[0] for t in truth])
