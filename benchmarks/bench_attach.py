@@ -55,7 +55,10 @@ def write_lancedb(root: Path, ids: np.ndarray, x: np.ndarray) -> str:
                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(x[s : s + 50_000].reshape(-1)), x.shape[1]),
             }
         )
-        tbl = db.create_table("docs", part) if tbl is None else (tbl.add(part) or tbl)
+        if tbl is None:
+            tbl = db.create_table("docs", part)
+        else:
+            tbl.add(part)
     return f"lancedb://{root}/docs?metric=cosine"
 
 

@@ -10,7 +10,7 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
-from ..stores.registry import split_uri
+from ..stores.uri import split_uri
 from .source import Source, SourceError
 
 __all__ = ["KNOWN_SOURCES", "open_source", "source_schemes"]

@@ -20,7 +20,7 @@ from .base import (
     Store,
     StoreError,
 )
-from .registry import split_uri
+from .uri import split_uri
 
 __all__ = ["LocalStore"]
 

@@ -1,7 +1,8 @@
 """Finding a store by URI: ``hashplug.open_store("lancedb://./data/docs")``.
 
-Adapters register their Store class under the entry-point group ``hashplug.stores`` with the URI
-scheme as the name, e.g. in their pyproject.toml::
+The stores this project ships are rows of :data:`KNOWN_STORES` (``memory`` and ``file`` included).
+Third-party adapters register their Store class under the entry-point group ``hashplug.stores``
+with the URI scheme as the name, e.g. in their pyproject.toml::
 
     [project.entry-points."hashplug.stores"]
     lancedb = "hashplug_lancedb:LanceDBStore"
@@ -9,46 +10,46 @@ scheme as the name, e.g. in their pyproject.toml::
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from importlib.metadata import entry_points
 from typing import Any
 
 from .base import Store
+from .uri import split_uri
 
-__all__ = ["open_store", "available_schemes", "split_uri", "KNOWN_PLUGINS"]
+__all__ = ["open_store", "available_schemes", "split_uri", "KNOWN_STORES", "KNOWN_PLUGINS"]
 
 GROUP = "hashplug.stores"
 
-#: Which distribution provides which scheme, for the error message when one is missing.
-KNOWN_PLUGINS: dict[str, str] = {
-    "lancedb": "hashplug-lancedb",
-    "milvus": "hashplug-milvus",
-    "milvus+lite": "hashplug-milvus",
-    "qdrant": "hashplug-qdrant",
-    "qdrant+local": "hashplug-qdrant",
-    "qdrant-edge": "hashplug-qdrant",
-    "memory": "hashplug",
-    "file": "hashplug",
+#: scheme -> ("module:Class", distribution). Like fsspec's ``known_implementations``: the built-in
+#: stores are ordinary entries; a scheme not listed here is looked up among the entry points.
+KNOWN_STORES: dict[str, tuple[str, str]] = {
+    "memory": ("hashplug.stores.local:LocalStore", "hashplug"),
+    "file": ("hashplug.stores.local:LocalStore", "hashplug"),
+    "lancedb": ("hashplug_lancedb:LanceDBStore", "hashplug-lancedb"),
+    "milvus": ("hashplug_milvus:MilvusStore", "hashplug-milvus"),
+    "milvus+lite": ("hashplug_milvus:MilvusStore", "hashplug-milvus"),
+    "qdrant": ("hashplug_qdrant:QdrantStore", "hashplug-qdrant"),
+    "qdrant+local": ("hashplug_qdrant:QdrantStore", "hashplug-qdrant"),
+    "qdrant-edge": ("hashplug_qdrant:QdrantEdgeStore", "hashplug-qdrant"),
 }
-
-
-def split_uri(uri: str) -> tuple[str, str]:
-    """``"lancedb://./data/docs"`` -> ``("lancedb", "./data/docs")``."""
-    if not isinstance(uri, str) or "://" not in uri:
-        raise ValueError(
-            f"store URI must look like 'scheme://location' (e.g. 'memory://', "
-            f"'lancedb://./data/docs'), got {uri!r}"
-        )
-    scheme, rest = uri.split("://", 1)
-    return scheme.lower(), rest
+#: Which distribution provides which scheme (for error messages).
+KNOWN_PLUGINS: dict[str, str] = {k: v[1] for k, v in KNOWN_STORES.items()}
 
 
 def _entry_points() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
+def _importable(target: str) -> bool:
+    return importlib.util.find_spec(target.partition(":")[0].split(".")[0]) is not None
+
+
 def available_schemes() -> list[str]:
-    """URI schemes of the installed store plugins."""
-    return sorted(set(_entry_points()) | {"memory", "file"})
+    """URI schemes of the installed stores."""
+    known = {s for s, (t, _) in KNOWN_STORES.items() if _importable(t)}
+    return sorted(known | set(_entry_points()))
 
 
 def open_store(uri: str, **options: Any) -> Store:
@@ -58,26 +59,28 @@ def open_store(uri: str, **options: Any) -> Store:
     The collection itself is created or checked by ``Store.open`` (``HashIndex`` calls it).
     """
     scheme, _ = split_uri(uri)
-    if scheme in ("memory", "file"):
-        from .local import LocalStore
-
-        return LocalStore.from_uri(uri, **options)
-    eps = _entry_points()
-    if scheme not in eps:
-        pkg = KNOWN_PLUGINS.get(scheme)
-        hint = f"install the plugin: pip install {pkg}" if pkg else "no known plugin provides it"
-        raise ValueError(
-            f"no hashplug store is installed for scheme {scheme!r} ({hint}); "
-            f"installed schemes: {', '.join(available_schemes())}"
-        )
+    if scheme in KNOWN_STORES:
+        target, dist = KNOWN_STORES[scheme]
+    else:
+        eps = _entry_points()
+        if scheme not in eps:
+            raise ValueError(
+                f"no hashplug store is installed for scheme {scheme!r} (no known plugin provides "
+                f"it); installed schemes: {', '.join(available_schemes())}"
+            )
+        target, dist = eps[scheme].value, eps[scheme].value.split(".")[0]
+    mod_name, _, cls_name = target.partition(":")
     try:
-        cls = eps[scheme].load()
+        cls = getattr(importlib.import_module(mod_name), cls_name)
     except ImportError as e:
-        raise ValueError(
-            f"the store plugin for {scheme!r} failed to import ({e}); is its database client "
-            f"installed? pip install {KNOWN_PLUGINS.get(scheme, eps[scheme].value)}"
-        ) from e
+        missing = getattr(e, "name", None) == mod_name.split(".")[0]
+        hint = (
+            f"install the plugin: pip install {dist}"
+            if missing
+            else f"is its database client installed? pip install {dist}"
+        )
+        raise ValueError(f"the store plugin for {scheme!r} failed to import ({e}); {hint}") from e
     store = cls.from_uri(uri, **options)
     if not isinstance(store, Store):
-        raise TypeError(f"plugin {eps[scheme].value} returned {type(store).__name__}, not a Store")
+        raise TypeError(f"plugin {target} returned {type(store).__name__}, not a Store")
     return store
