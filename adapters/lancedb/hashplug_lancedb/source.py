@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl
 
 import lancedb
 import numpy as np
@@ -27,6 +26,7 @@ from hashplug.sources.source import (
     as_source_ids,
     choose_vector_field,
 )
+from hashplug.stores.uri import parse_uri
 
 from ._columns import _sql_literal
 
@@ -119,18 +119,13 @@ class LanceDBSource(Source):
         id_field: str | None = None,
         **options: Any,
     ) -> LanceDBSource:
-        rest = uri.split("://", 1)[1]
-        rest, _, query = rest.partition("?")
-        db_path, sep, table = rest.rstrip("/").rpartition("/")
+        parsed = parse_uri(uri, {"metric": str})
+        db_path, sep, table = parsed.location.rstrip("/").rpartition("/")
         if not sep or not table:
             raise ValueError(
                 f"lancedb URI needs a directory and a table, e.g. lancedb://./data/docs; got {uri!r}"
             )
-        opts: dict[str, Any] = dict(parse_qsl(query))
-        unknown = set(opts) - {"metric"}
-        if unknown:
-            raise ValueError(f"unknown option(s) {sorted(unknown)} in {uri!r}; known: metric")
-        opts.update(options)
+        opts: dict[str, Any] = {**parsed.options, **options}
         return cls(db_path or "/", table, vector_field=vector_field, id_field=id_field, **opts)
 
     @staticmethod

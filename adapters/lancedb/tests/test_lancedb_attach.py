@@ -240,3 +240,41 @@ def test_cli_attach_verify_and_sync(real_table, tmp_path, capsys):
     assert f"{N} unchanged" in capsys.readouterr().out
     assert cli_main(["attach", f"lancedb://{tmp_path}/nope"]) == 2
     assert "has no table 'nope'" in capsys.readouterr().err
+
+
+def test_source_changed_while_attaching_is_reported(tmp_path):
+    x = np.random.default_rng(3).standard_normal((1200, 32)).astype(np.float32)
+    _write(tmp_path, "t", list(range(1200)), x)
+    from hashplug_lancedb.source import LanceDBSource
+
+    real_scan = LanceDBSource.scan
+
+    def scan_while_user_writes(self, batch_size):
+        for i, batch in enumerate(real_scan(self, batch_size)):
+            if i == 1:  # the user's pipeline writes while attach reads
+                _append(tmp_path, "t", [5000], x[:1])
+            yield batch
+
+    LanceDBSource.scan = scan_while_user_writes
+    try:
+        with pytest.warns(UserWarning, match="changed while it was read"):
+            idx = hashplug.attach(f"lancedb://{tmp_path}/t", bits=16, batch_size=500, progress=False)
+    finally:
+        LanceDBSource.scan = real_scan
+    assert idx.last_sync.changed_during
+    rep = idx.sync(progress=False)  # the next sync picks up what was written meanwhile
+    assert not rep.changed_during and len(idx) == 1201
+    idx.close()
+
+
+def _append(path: Path, name: str, ids: list, vecs: np.ndarray) -> None:
+    tbl = lancedb.connect(path).open_table(name)
+    tbl.add(
+        pa.table(
+            {
+                "id": pa.array(ids),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), vecs.shape[1]),
+                "text": pa.array(["new"] * len(ids)),
+            }
+        )
+    )
