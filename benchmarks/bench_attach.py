@@ -5,8 +5,9 @@
 Data: the real Fashion-MNIST EfficientNet embeddings of ../shared/data/fmnist_effnet.npz (20k x 1280),
 tiled to ``--rows`` with Gaussian noise (``--noise`` x the embedding's std per copy), ids spaced by 3;
 queries: the set's held-out test embeddings. Per engine, in one run: the user's collection is written
-by the engine's own client; ``hashplug attach`` runs in a child process that is killed (SIGKILL) part
-way; attach is run again (resume) and must leave every row coded exactly once; then recall@10 of the
+by the engine's own client; ``hashplug attach`` runs in a child process that is killed (SIGKILL)
+once it reports ``--kill-at`` of the rows coded; attach is run again (resume) and must leave every
+row coded exactly once; then recall@10 of the
 three-stage search against the engine's own exact float search, p50/p99 of one query each, and RAM
 bytes per vector of the codes next to the floats.
 """
@@ -36,7 +37,9 @@ def make_data(rows: int, noise: float, n_q: int) -> tuple[np.ndarray, np.ndarray
     rng = np.random.default_rng(0)
     sd = float(x.std())
     reps = -(-rows // len(x))
-    parts = [x] + [x + rng.standard_normal(x.shape).astype(np.float32) * noise * sd for _ in range(reps - 1)]
+    parts = [x] + [
+        x + rng.standard_normal(x.shape).astype(np.float32) * noise * sd for _ in range(reps - 1)
+    ]
     big = np.concatenate(parts)[:rows]
     return np.arange(rows, dtype=np.int64) * 3, big, d["q_x"][:n_q].astype(np.float32)
 
@@ -52,7 +55,9 @@ def write_lancedb(root: Path, ids: np.ndarray, x: np.ndarray) -> str:
         part = pa.table(
             {
                 "id": pa.array(ids[s : s + 50_000]),
-                "vector": pa.FixedSizeListArray.from_arrays(pa.array(x[s : s + 50_000].reshape(-1)), x.shape[1]),
+                "vector": pa.FixedSizeListArray.from_arrays(
+                    pa.array(x[s : s + 50_000].reshape(-1)), x.shape[1]
+                ),
             }
         )
         if tbl is None:
@@ -62,22 +67,73 @@ def write_lancedb(root: Path, ids: np.ndarray, x: np.ndarray) -> str:
     return f"lancedb://{root}/docs?metric=cosine"
 
 
-WRITERS = {"lancedb": write_lancedb}
-try:  # the Qdrant and Milvus writers live beside their sources' tests
-    from bench_attach_writers import WRITERS as _MORE  # type: ignore[import-not-found]
+def write_qdrant_edge(root: Path, ids: np.ndarray, x: np.ndarray) -> str:
+    import qdrant_edge as qe
 
-    WRITERS.update(_MORE)
-except ImportError:
-    pass
+    path = root / "shard"
+    path.mkdir()
+    cfg = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=x.shape[1], distance=qe.Distance.Cosine))
+    shard = qe.EdgeShard.create(str(path), cfg)
+    for s in range(0, len(ids), 2_000):
+        pts = [
+            qe.Point(int(i), v, None)
+            for i, v in zip(ids[s : s + 2_000].tolist(), x[s : s + 2_000].tolist(), strict=True)
+        ]
+        shard.update(qe.UpdateOperation.upsert_points(pts))
+    shard.flush()
+    shard.close()
+    return f"qdrant-edge://{path}"
 
 
-def _child_attach(uri: str) -> None:
+def write_milvus_lite(root: Path, ids: np.ndarray, x: np.ndarray) -> str:
+    from pymilvus import DataType, MilvusClient
+
+    db = root / "m.db"
+    c = MilvusClient(str(db))
+    schema = c.create_schema(auto_id=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=x.shape[1])
+    ip = c.prepare_index_params()
+    ip.add_index("vector", index_type="FLAT", metric_type="COSINE")
+    c.create_collection("docs", schema=schema, index_params=ip)
+    for s in range(0, len(ids), 5_000):
+        rows = [
+            {"id": int(i), "vector": v}
+            for i, v in zip(ids[s : s + 5_000].tolist(), x[s : s + 5_000], strict=True)
+        ]
+        c.insert("docs", rows)
+    c.close()
+    return f"milvus+lite://{db}/docs"
+
+
+WRITERS = {
+    "lancedb": write_lancedb,
+    "qdrant-edge": write_qdrant_edge,
+    "milvus-lite": write_milvus_lite,
+}
+
+
+def _child_attach(uri: str, progress_file: str) -> None:
     import hashplug
 
-    hashplug.attach(uri, progress=False, batch_size=5_000)
+    idx = hashplug.attach(uri, progress=False, batch_size=5_000, sync=False)
+    idx.sync(
+        progress=False,
+        batch_size=5_000,
+        on_batch=lambda r: Path(progress_file).write_text(str(r.coded)),
+    )
 
 
-def bench_engine(name: str, ids: np.ndarray, x: np.ndarray, q: np.ndarray, kill_after: float) -> dict[str, Any]:
+def _coded(progress_file: Path) -> int:
+    try:
+        return int(progress_file.read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def bench_engine(
+    name: str, ids: np.ndarray, x: np.ndarray, q: np.ndarray, kill_at: float
+) -> dict[str, Any]:
     import hashplug
 
     root = Path(tempfile.mkdtemp(prefix=f"attach-{name}-"))
@@ -87,9 +143,17 @@ def bench_engine(name: str, ids: np.ndarray, x: np.ndarray, q: np.ndarray, kill_
         write_s = time.perf_counter() - t
         # 1. attach in a child process, killed part way
         ctx = mp.get_context("spawn")
-        p = ctx.Process(target=_child_attach, args=(uri,))
+        progress_file = root / "coded.txt"
+        p = ctx.Process(target=_child_attach, args=(uri, str(progress_file)))
         p.start()
-        p.join(kill_after)
+        t = time.perf_counter()
+        while (
+            p.is_alive()
+            and _coded(progress_file) < kill_at * len(ids)
+            and time.perf_counter() - t < 600
+        ):
+            time.sleep(0.05)
+        coded_at_kill = _coded(progress_file)
         killed = p.is_alive()
         if killed:
             os.kill(p.pid, signal.SIGKILL)
@@ -112,6 +176,7 @@ def bench_engine(name: str, ids: np.ndarray, x: np.ndarray, q: np.ndarray, kill_
             "rows": len(ids),
             "write_s": write_s,
             "killed_child": killed,
+            "child_reported_coded": coded_at_kill,
             "coded_before_kill": int(rep.unchanged),
             "resume_coded": int(rep.coded),
             "resume_s": resume_s,
@@ -129,9 +194,16 @@ def bench_engine(name: str, ids: np.ndarray, x: np.ndarray, q: np.ndarray, kill_
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=200_000)
-    ap.add_argument("--noise", type=float, default=0.5, help="noise std of each copy / embedding std")
+    ap.add_argument(
+        "--noise", type=float, default=0.5, help="noise std of each copy / embedding std"
+    )
     ap.add_argument("--queries", type=int, default=100)
-    ap.add_argument("--kill-after", type=float, default=20.0, help="seconds before the first attach is killed")
+    ap.add_argument(
+        "--kill-at",
+        type=float,
+        default=0.4,
+        help="fraction of rows coded when the first attach is killed",
+    )
     ap.add_argument("--engines", nargs="+", default=list(WRITERS))
     ap.add_argument("--out", default="reports/bench_attach.json")
     args = ap.parse_args()
@@ -142,7 +214,7 @@ def main() -> None:
         if name not in WRITERS:
             print(f"{name}: no writer here; skipped")
             continue
-        r = bench_engine(name, ids, x, q, args.kill_after)
+        r = bench_engine(name, ids, x, q, args.kill_at)
         results.append(r)
         print(json.dumps(r, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

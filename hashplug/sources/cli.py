@@ -48,12 +48,26 @@ def cmd_attach(args: argparse.Namespace) -> int:
     """Attach to an existing collection (fit or load a hasher, code every row), optionally verify."""
     with _open(args, sync=not args.no_sync) as idx:
         _print_sync(idx)
-        if args.verify:
-            rep = idx.verify(args.verify, out=args.out)
+        if args.verify or args.queries:
+            queries = _load_queries(args.queries, args.verify) if args.queries else None
+            rep = idx.verify(args.verify or 100, queries=queries, out=args.out)
             _print_verify(rep)
             if args.out:
                 print(f"written: {args.out}")
     return 0
+
+
+def _load_queries(path: str, n: int) -> Any:
+    import numpy as np
+
+    data = np.load(path)
+    q = data["q_x"] if hasattr(data, "files") else data
+    q = np.asarray(q, np.float32)
+    if q.ndim != 2:
+        raise ValueError(
+            f"{path}: queries must be a 2-D array (or q_x of an .npz), got shape {q.shape}"
+        )
+    return q[:n] if n else q
 
 
 def _print_verify(rep: dict[str, Any]) -> None:
@@ -119,6 +133,10 @@ def add_parsers(sub: Any) -> None:
         default=0,
         metavar="N",
         help="compare with the engine's float search on N source vectors",
+    )
+    a.add_argument(
+        "--queries",
+        help="verify with these query vectors (.npy, or .npz with q_x) instead of source vectors",
     )
     a.add_argument("--out", help="write the verification as JSON here")
     a.add_argument("--no-sync", action="store_true", help="open only; do not read the source")

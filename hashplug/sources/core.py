@@ -9,6 +9,7 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,8 @@ class AttachedIndex:
     """
 
     #: Default coarse candidates and shortlist; see :meth:`search`.
-    candidates: int = 4096
-    shortlist: int = 1024
+    candidates: int = 8192
+    shortlist: int = 4096
 
     def __init__(self, source: Source, store: Store, hasher: Hasher, hasher_file: Path) -> None:
         self.source = source
@@ -148,10 +149,17 @@ class AttachedIndex:
         return out
 
     # -- sync -------------------------------------------------------------------------------------
-    def sync(self, *, batch_size: int = 10_000, progress: bool = True) -> SyncReport:
+    def sync(
+        self,
+        *,
+        batch_size: int = 10_000,
+        progress: bool = True,
+        on_batch: Callable[[SyncReport], None] | None = None,
+    ) -> SyncReport:
         """Bring the codes up to date with the source: code rows that have none, recode rows whose
         code changed, delete codes of rows gone from the source. Idempotent: a killed run is
-        resumed by running it again (upserts by id; each row ends with exactly one code)."""
+        resumed by running it again (upserts by id; each row ends with exactly one code).
+        ``on_batch`` is called with the running report after each batch is written."""
         rep = SyncReport()
         t0 = time.perf_counter()
         before = (self.source.count(), self.source.version())
@@ -180,6 +188,8 @@ class AttachedIndex:
                         keys[sel], codes[sel], [payloads[i] for i in sel] if payloads else None
                     )
             bar.update(len(ids) + (0 if ok.all() else int((~ok).sum())))
+            if on_batch is not None:
+                on_batch(rep)
         bar.close()
         rep.skipped = self.source.skipped
         rep.deleted = self._drop_stale(np.concatenate(seen) if seen else np.zeros(0, np.int64))
@@ -224,8 +234,8 @@ class AttachedIndex:
     ) -> AttachedResult:
         """Three-stage search; returns the source's ids and scores.
 
-        ``candidates`` (default 4096): codes the engine returns by Hamming distance; ``shortlist``
-        (default 1024): how many of them, by asymmetric distance, are rescored against the
+        ``candidates`` (default 8192): codes the engine returns by Hamming distance; ``shortlist``
+        (default 4096): how many of them, by asymmetric distance, are rescored against the
         originals. Both are capped by the collection size. ``rescore="codes"`` stops after the
         asymmetric rerank (no originals read). ``filter``: the code store's filter (payload dict or
         its engine's native filter).
