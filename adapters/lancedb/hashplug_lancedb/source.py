@@ -33,7 +33,7 @@ from ._columns import _sql_literal
 __all__ = ["LanceDBSource"]
 
 _ID_NAMES = ("id", "_id", "pk", "key", "uuid", "doc_id")
-_FETCH_CHUNK = 2_000
+_FETCH_CHUNK = 8_192
 _METRICS: dict[str, Metric] = {"cosine": "cosine", "dot": "dot", "l2": "l2", "euclidean": "l2"}
 
 
