@@ -28,12 +28,9 @@ from hashplug.sources.source import (
 )
 from hashplug.stores.uri import parse_uri
 
-from ._columns import _sql_literal
-
 __all__ = ["LanceDBSource"]
 
 _ID_NAMES = ("id", "_id", "pk", "key", "uuid", "doc_id")
-_FETCH_CHUNK = 8_192
 _METRICS: dict[str, Metric] = {"cosine": "cosine", "dot": "dot", "l2": "l2", "euclidean": "l2"}
 
 
@@ -99,6 +96,8 @@ class LanceDBSource(Source):
             "str" if (pa.types.is_string(id_type) or pa.types.is_large_string(id_type)) else "int"
         )
         self._vf = vf
+        self._map: tuple[NDArray[Any], NDArray[np.uint64]] | None = None
+        self._map_version: int | None = None
         self.info = SourceInfo(
             uri=self.uri,
             vector_field=vf,
@@ -180,29 +179,48 @@ class LanceDBSource(Source):
                 ids, vecs = ids[valid], vecs[valid]
             yield ids, vecs
 
-    def _in(self, ids: NDArray[Any]) -> str:
-        col = f"`{self._id}`"
-        return f"{col} IN ({','.join(_sql_literal(v) for v in ids.tolist())})"
+    def _row_ids(
+        self, ids: NDArray[Any], refresh: bool
+    ) -> tuple[NDArray[np.uint64], NDArray[np.bool_]]:
+        """LanceDB row ids of ``ids`` (and which are known), from an id -> row id map built by one
+        scan of the id column. Row ids survive appends and deletes; compaction changes them, which
+        :meth:`fetch` notices (the rows it gets back carry other ids) and rebuilds the map once
+        per table version."""
+        version = self._tbl.version
+        if self._map is None or (refresh and self._map_version != version):
+            got = self._tbl.search().select([self._id]).with_row_id(True).limit(None).to_arrow()
+            keys = as_source_ids(got.column(self._id).to_pylist(), self.info.id_kind)
+            order = np.argsort(keys, kind="stable")
+            self._map = (keys[order], got.column("_rowid").to_numpy()[order])
+            self._map_version = version
+        keys, rows = self._map
+        if len(keys) == 0:
+            return np.zeros(len(ids), np.uint64), np.zeros(len(ids), bool)
+        pos = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
+        return rows[pos], keys[pos] == ids
 
     def fetch(self, ids: NDArray[Any]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """Vectors by id: a take by row id (no filter over the table), checked against the ids
+        the rows carry; ids the map misses trigger one rebuild of the map."""
         out = np.zeros((len(ids), self.info.dim), np.float32)
         found = np.zeros(len(ids), bool)
         pos = {v: i for i, v in enumerate(ids.tolist())}
-        for s in range(0, len(ids), _FETCH_CHUNK):
-            part = ids[s : s + _FETCH_CHUNK]
-            got = (
-                self._tbl.search()
-                .where(self._in(part))
-                .select([self._id, self._vf])
-                .limit(None)
-                .to_arrow()
-            )
-            if got.num_rows == 0:
+        for refresh in (False, True):
+            todo = np.flatnonzero(~found)
+            if todo.size == 0:
+                break
+            rows, known = self._row_ids(ids[todo], refresh)
+            if not known.any():
                 continue
-            vecs, valid = _vectors(got.column(self._vf), self.info.dim)
-            rows = np.array([pos[v] for v in got.column(self._id).to_pylist()], np.int64)
-            out[rows[valid]] = vecs[valid]
-            found[rows[valid]] = True
+            got = self._tbl.take_row_ids(rows[known].tolist()).select([self._id, self._vf])
+            tbl = got.to_arrow()
+            if tbl.num_rows == 0:
+                continue
+            vecs, valid = _vectors(tbl.column(self._vf), self.info.dim)
+            for r, v in enumerate(tbl.column(self._id).to_pylist()):
+                i = pos.get(v)
+                if i is not None and valid[r]:
+                    out[i], found[i] = vecs[r], True
         return out, found
 
     def search(
