@@ -452,6 +452,7 @@ def attach(
     ``store_options`` to the code store (default: the source's connection options).
     """
     source = open_source(uri, vector_field=vector_field, id_field=id_field, **options)
+    store: Store | None = None
     try:
         curi = codes_uri or source.codes_uri(CODES_SUFFIX)
         store = open_store(
@@ -494,9 +495,15 @@ def attach(
         idx = AttachedIndex(source, store, h, hfile)
     except BaseException:
         source.close()
+        if store is not None:
+            store.close()
         raise
     if sync:
-        idx.sync(batch_size=batch_size, progress=progress)
+        try:
+            idx.sync(batch_size=batch_size, progress=progress)
+        except BaseException:
+            idx.close()  # a failed or killed pass leaves nothing open; running attach again resumes
+            raise
     return idx
 
 

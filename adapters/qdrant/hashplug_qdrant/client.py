@@ -24,7 +24,7 @@ import atexit
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
@@ -475,6 +475,25 @@ class QdrantStore(HitsStore):
             return 0
         res = self._call("count", lambda c: c.count(self.collection, exact=True))
         return int(res.count)
+
+    def iter_ids(self, batch_size: int = 50_000) -> Iterator[NDArray[np.int64]]:
+        self._require_open()
+        offset = None
+        while True:
+            recs, offset = self._call(
+                "scroll",
+                lambda c, o=offset: c.scroll(
+                    self.collection,
+                    offset=o,
+                    limit=max(1, int(batch_size)),
+                    with_payload=False,
+                    with_vectors=False,
+                ),
+            )
+            if recs:
+                yield np.array([int(r.id) for r in recs], np.int64)
+            if offset is None or not recs:
+                return
 
     # -- search ----------------------------------------------------------------------------------
     def _query(

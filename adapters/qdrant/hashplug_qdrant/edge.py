@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -347,6 +347,27 @@ class QdrantEdgeStore(HitsStore):
             raise
         except Exception as e:  # noqa: BLE001
             raise _edge_error("count", str(self.path), e) from e
+
+    def iter_ids(self, batch_size: int = 50_000) -> Iterator[NDArray[np.int64]]:
+        self._require_open()
+        offset = None
+        while True:
+            with self._h.lock:
+                try:
+                    recs, offset = self._shard().scroll(
+                        qe.ScrollRequest(
+                            offset=offset,
+                            limit=max(1, int(batch_size)),
+                            with_payload=False,
+                            with_vector=False,
+                        )
+                    )
+                except Exception as e:  # noqa: BLE001
+                    raise _edge_error("scroll", str(self.path), e) from e
+            if recs:
+                yield np.array([int(r.id) for r in recs], np.int64)
+            if offset is None or not recs:
+                return
 
     # -- search ----------------------------------------------------------------------------------
     def _query(
