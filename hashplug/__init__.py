@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import codes
+from . import codes, errors
+from .errors import HashplugError
 from .hashers import (
     ITQ,
     LSH,
@@ -40,6 +41,8 @@ _LAZY = {
 
 __all__ = [
     "codes",
+    "errors",
+    "HashplugError",
     "Hasher",
     "HashingBaseline",
     "HashCoder",

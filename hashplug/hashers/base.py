@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 
 from .._validate import as_matrix, check_finite, sigmoid
 from ..codes import check_n_bits
+from ..errors import HasherFileError, NotFittedError
 
 __all__ = ["Hasher", "NotFittedError", "HasherFileError", "load_hasher", "FORMAT_VERSION"]
 
@@ -23,14 +24,6 @@ _META_KEY = "hashplug"
 _REGISTRY: dict[str, type[Hasher]] = {}
 
 H = TypeVar("H", bound="Hasher")
-
-
-class NotFittedError(ValueError):
-    """A hasher was used before ``fit``."""
-
-
-class HasherFileError(ValueError):
-    """A hasher file is missing, truncated, altered or from a newer format version."""
 
 
 class Hasher(ABC):
