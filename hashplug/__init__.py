@@ -19,6 +19,7 @@ from .hashers import (
     HasherFileError,
     HashingBaseline,
     NotFittedError,
+    check_hasher,
     load_hasher,
 )
 from .rerank import asymmetric_distances, rerank, rerank_rows, search_codes
@@ -49,6 +50,7 @@ __all__ = [
     "ITQ",
     "LSH",
     "load_hasher",
+    "check_hasher",
     "HasherFileError",
     "NotFittedError",
     "__version__",
