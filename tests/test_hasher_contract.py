@@ -55,7 +55,13 @@ def test_params_come_from_the_signature():
     h = HashingBaseline(np.int64(16), seed=np.int32(4), pca=np.bool_(True))
     assert vars(h) == h.get_params()  # __init__ stores its arguments and nothing else
     spec = h.get_spec()  # canonical JSON types, as earlier versions wrote them
-    assert spec == {"class": "HashingBaseline", "n_bits": 16, "seed": 4, "pca": True, "rotate": True}
+    assert spec == {
+        "class": "HashingBaseline",
+        "n_bits": 16,
+        "seed": 4,
+        "pca": True,
+        "rotate": True,
+    }
     assert [type(v) for v in spec.values()] == [str, int, int, bool, bool]
     assert repr(LSH(8, seed=1)) == "LSH(n_bits=8, seed=1, center=True)"
 
@@ -168,7 +174,9 @@ def test_files_of_earlier_versions_load_with_their_fingerprints(tmp_path):
         assert h.get_spec() == exp["spec"], name
         np.testing.assert_array_equal(h.encode(q), np.array(exp["codes"], np.uint8), err_msg=name)
         again = h.save(tmp_path / f"{name}.hasher")
-        if name != "hashcoder":  # (its training history is not loaded, so its last loss is not saved again)
+        if (
+            name != "hashcoder"
+        ):  # (its training history is not loaded, so its last loss is not saved again)
             assert again.read_bytes() == (DATA / f"{name}.hasher").read_bytes(), name
         assert load_hasher(again).fingerprint == exp["fingerprint"], name
     itq = load_hasher(DATA / "itq.hasher")

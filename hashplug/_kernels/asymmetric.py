@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .heap import _beats, _heap_add, _heap_drain
-from .intrinsics import _BL, _NO_REFCOUNT, _leaf, ctz64
+from .heap import _beats, _heap_add, _heap_drain, _new_heap
+from .intrinsics import _BL, _NO_REFCOUNT, _leaf, _split, ctz64
 from .tables import (
     _BIG,
     _bound_block,
@@ -20,6 +20,7 @@ from .tables import (
     _exact_nib,
     _prep_query,
     _qsum,
+    _query_tables,
     _smax,
 )
 
@@ -49,6 +50,22 @@ def _offer(cw, row, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, siz
     return size, smax
 
 
+@njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
+def _offer_passed(
+    msk, sblk, r, cw, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
+):
+    """Offer the rows r + j of a block whose bit j is set in msk (their bound sblk[j] passed),
+    skipping those the falling smax has since excluded; returns (size, smax)."""
+    while msk:
+        j = ctz64(msk)
+        msk &= msk - np.uint64(1)
+        if sblk[j] <= smax:  # smax may have dropped meanwhile
+            size, smax = _offer(
+                cw, r + j, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
+            )
+    return size, smax
+
+
 @_leaf
 def _asym_scan1(
     cw, ids, rowmap, use_map, r0, r1, nib, qwords, planes, m, delta, hd, hi, hr, size, sblk
@@ -65,13 +82,9 @@ def _asym_scan1(
     r = r0
     while r + _BL <= r1:
         msk = _bound_block(flat, r, _BL, q, p0, p1, p2, p3, smax, sblk)
-        while msk:  # only the codes whose bound passed
-            j = ctz64(msk)
-            msk &= msk - np.uint64(1)
-            if sblk[j] <= smax:  # smax may have dropped meanwhile
-                size, smax = _offer(
-                    cw, r + j, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
-                )
+        size, smax = _offer_passed(
+            msk, sblk, r, cw, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
+        )
         r += _BL
     for row in range(r, r1):
         if _qsum(q ^ flat[row], p0, p1, p2, p3) <= smax:
@@ -99,13 +112,9 @@ def _asym_scan(
     while r < r1:
         n = min(_BL, r1 - r)
         msk = _bounds(cw, r, n, qwords, planes, smax, sblk)
-        while msk:
-            j = ctz64(msk)
-            msk &= msk - np.uint64(1)
-            if sblk[j] <= smax:  # smax may have dropped meanwhile
-                size, smax = _offer(
-                    cw, r + j, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
-                )
+        size, smax = _offer_passed(
+            msk, sblk, r, cw, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
+        )
         r += n
     return size
 
@@ -121,19 +130,12 @@ def _search_exact_kernel(probs, cw, ids, nbytes, k, n_shards, out_d, out_i, out_
     nq = probs.shape[0]
     n = cw.shape[0]
     nw = cw.shape[1]
-    per = (n + n_shards - 1) // n_shards
     for u in prange(nq * n_shards):
-        qi = u // n_shards
+        qi, r0, r1 = _split(u, n_shards, n)
         sh = u % n_shards
-        r0 = min(n, sh * per)
-        r1 = min(n, r0 + per)
-        nib = np.empty((16 * nw, 16), np.float64)
-        qwords = np.empty(nw, np.uint64)
-        planes = np.empty((nw, 4), np.uint64)
+        nib, qwords, planes = _query_tables(nw)
         m, delta = _prep_query(probs[qi], nbytes, nib, qwords, planes)
-        hd = np.empty(k, np.float32)
-        hi = np.empty(k, np.int64)
-        hr = np.empty(k, np.int64)
+        hd, hi, hr = _new_heap(k)
         size = _asym_scan(
             cw,
             ids,
@@ -160,14 +162,9 @@ def _asym_matrix_kernel(probs, cw, nbytes, n_blocks, out):
     nq = probs.shape[0]
     n = cw.shape[0]
     nw = cw.shape[1]
-    per = (n + n_blocks - 1) // n_blocks
     for u in prange(nq * n_blocks):
-        qi = u // n_blocks
-        r0 = min(n, (u % n_blocks) * per)
-        r1 = min(n, r0 + per)
-        nib = np.empty((16 * nw, 16), np.float64)
-        qwords = np.empty(nw, np.uint64)
-        planes = np.empty((nw, 4), np.uint64)
+        qi, r0, r1 = _split(u, n_blocks, n)
+        nib, qwords, planes = _query_tables(nw)
         m, _ = _prep_query(probs[qi], nbytes, nib, qwords, planes)
         tab = np.empty((8 * nw, 256), np.float64)
         _byte_tables(nib, tab)

@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from .asymmetric import _key_id
-from .heap import _beats, _has_dup_ids, _heap_add, _heap_drain, _rerank_dedup
+from .heap import _beats, _has_dup_ids, _heap_add, _heap_drain, _new_heap, _rerank_dedup
 from .intrinsics import _BL, _leaf, ctz64
 from .tables import (
     _BIG,
@@ -18,6 +18,7 @@ from .tables import (
     _exact_nib,
     _exact_nib_in,
     _prep_query,
+    _query_tables,
     _smax,
 )
 
@@ -115,13 +116,15 @@ def _gather_rows(rows, cw, buf_w, buf_r):
 def _rerank_scratch(nw, k):
     """Per-chunk scratch of the rerank kernels: query tables (nib, qwords, planes), the heap
     (hd, hi, hr) and drain buffer (tmp), and the buffers _rerank_scan needs at these sizes."""
+    nib, qwords, planes = _query_tables(nw)
+    hd, hi, hr = _new_heap(k)
     return (
-        np.empty((16 * nw, 16), np.float64),
-        np.empty(nw, np.uint64),
-        np.empty((nw, 4), np.uint64),
-        np.empty(k, np.float32),
-        np.empty(k, np.int64),
-        np.empty(k, np.int64),
+        nib,
+        qwords,
+        planes,
+        hd,
+        hi,
+        hr,
         np.empty(k, np.int64),
         np.empty(_BL, np.int64),
         np.empty(max(_BL, 2 * k), np.int64),
@@ -238,16 +241,12 @@ def _rerank_dedup_kernel(probs, cand_ids, ccw, cand_rows, cw, ids, nbytes, k, ou
     nw = cw.shape[1] if by_rows else ccw.shape[1]
     use_tab = nc >= _TAB_MIN  # byte tables pay off only for many codes per query
     for qi in prange(nq):
-        nib = np.empty((16 * nw, 16), np.float64)
-        qwords = np.empty(nw, np.uint64)
-        planes = np.empty((nw, 4), np.uint64)
+        nib, qwords, planes = _query_tables(nw)
         m, _ = _prep_query(probs[qi], nbytes, nib, qwords, planes)
         tab = np.empty((8 * nw if use_tab else 0, 256), np.float64)
         if use_tab:
             _byte_tables(nib, tab)
-        hd = np.empty(k, np.float32)
-        hi = np.empty(k, np.int64)
-        hr = np.empty(k, np.int64)
+        hd, hi, hr = _new_heap(k)
         if by_rows:
             size = _dedup_rows(cand_rows[qi], nc, cw, ids, tab, nib, use_tab, qwords, m, hd, hi, hr)
         else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .intrinsics import _BL, _NO_REFCOUNT, _leaf, ctz64, popcount64
+from .intrinsics import _BL, _NO_REFCOUNT, _leaf, _split, ctz64, popcount64
 
 _I64MIN = np.iinfo(np.int64).min
 
@@ -20,11 +20,8 @@ def _ham_matrix_kernel(aw, bw, n_blocks, out):
     na = aw.shape[0]
     n = bw.shape[0]
     nw = aw.shape[1]
-    per = (n + n_blocks - 1) // n_blocks
     for u in prange(na * n_blocks):
-        i = u // n_blocks
-        r0 = min(n, (u % n_blocks) * per)
-        r1 = min(n, r0 + per)
+        i, r0, r1 = _split(u, n_blocks, n)
         if nw == 1:
             q = aw[i, 0]
             for r in range(r0, r1):
@@ -450,13 +447,10 @@ def _ham_select(cw, ids, ids_sorted, r0, r1, qwords, c_keep, n_bits, buf_r, buf_
 def _ham_select_kernel(qw, cw, ids, ids_sorted, c_keep, n_bits, n_shards, sel_r, sel_d, sel_n):
     nq = qw.shape[0]
     n = cw.shape[0]
-    per = (n + n_shards - 1) // n_shards
     cap = _sel_cap(c_keep)
     for u in prange(nq * n_shards):
-        qi = u // n_shards
+        qi, r0, r1 = _split(u, n_shards, n)
         sh = u % n_shards
-        r0 = min(n, sh * per)
-        r1 = min(n, r0 + per)
         buf_r = np.empty(cap, np.int64)
         buf_d = np.empty(cap, np.int64)
         buf_w = np.empty((cap, cw.shape[1]), np.uint64)

@@ -11,6 +11,12 @@ from numba import njit, prange
 from .intrinsics import _leaf
 
 
+@njit(cache=True, nogil=True)
+def _new_heap(k):
+    """An empty heap of capacity k: (distances, ids, rows)."""
+    return np.empty(k, np.float32), np.empty(k, np.int64), np.empty(k, np.int64)
+
+
 @_leaf
 def _worse(d1, i1, r1, d2, i2, r2):
     if d1 != d2:
@@ -114,9 +120,7 @@ def _merge_kernel(in_d, in_i, in_r, out_d, out_i, out_r):
     nq = in_d.shape[1]
     k = out_d.shape[1]
     for qi in prange(nq):
-        hd = np.empty(k, np.float32)
-        hi = np.empty(k, np.int64)
-        hr = np.empty(k, np.int64)
+        hd, hi, hr = _new_heap(k)
         size = 0
         for s in range(ns):
             for j in range(in_d.shape[2]):

@@ -26,6 +26,14 @@ _NO_REFCOUNT: dict[str, Any] = {"_nrt": False}
 _leaf = njit(cache=True, nogil=True, **_NO_REFCOUNT)
 
 
+@_leaf
+def _split(u, n_parts, n):
+    """(query, r0, r1) of work item u of a parallel loop over queries x n_parts parts of n rows."""
+    per = (n + n_parts - 1) // n_parts
+    r0 = min(n, (u % n_parts) * per)
+    return u // n_parts, r0, min(n, r0 + per)
+
+
 @intrinsic
 def _popcount64(typingctx: Any, x: Any) -> Any:
     """Number of set bits of a ``uint64`` (as ``int64``). Use inside ``@njit`` code only."""

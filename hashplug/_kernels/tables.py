@@ -64,6 +64,16 @@ def _prep_query(p, nbytes, nib, qwords, planes):
     return m, delta
 
 
+@njit(cache=True, nogil=True)
+def _query_tables(nw):
+    """Empty tables of one query for codes of nw words: (nib, qwords, planes), see _prep_query."""
+    return (
+        np.empty((16 * nw, 16), np.float64),
+        np.empty(nw, np.uint64),
+        np.empty((nw, 4), np.uint64),
+    )
+
+
 @_leaf
 def _byte_tables(nib, tab):
     """tab[i, v] = nib[2i, v >> 4] + nib[2i+1, v & 15]: the byte table of the same sums."""

@@ -8,9 +8,9 @@ from numba import njit, prange
 
 from .asymmetric import _asym_scan
 from .hamming import _ham_select, _sel_cap
-from .heap import _heap_drain
+from .heap import _heap_drain, _new_heap
 from .intrinsics import _BL
-from .tables import _prep_query
+from .tables import _prep_query, _query_tables
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -24,9 +24,7 @@ def _two_stage_kernel(probs, cw, ids, scan_ids, ids_sorted, nbytes, c_keep, k, o
     n_bits = nbytes * 8
     cap = _sel_cap(c_keep)
     for qi in prange(nq):
-        nib = np.empty((16 * nw, 16), np.float64)
-        qwords = np.empty(nw, np.uint64)
-        planes = np.empty((nw, 4), np.uint64)
+        nib, qwords, planes = _query_tables(nw)
         m, delta = _prep_query(probs[qi], nbytes, nib, qwords, planes)
         buf_r = np.empty(cap, np.int64)
         buf_d = np.empty(cap, np.int64)
@@ -35,9 +33,7 @@ def _two_stage_kernel(probs, cw, ids, scan_ids, ids_sorted, nbytes, c_keep, k, o
         ns = _ham_select(
             cw, ids, ids_sorted, 0, n, qwords, c_keep, n_bits, buf_r, buf_d, buf_w, cnt
         )
-        hd = np.empty(k, np.float32)
-        hi = np.empty(k, np.int64)
-        hr = np.empty(k, np.int64)
+        hd, hi, hr = _new_heap(k)
         # rerank the selected codes from the copies made during the scan (no random access),
         # with the same bound-then-exact scan as the exhaustive search
         size = _asym_scan(

@@ -105,7 +105,9 @@ def _check_init(hasher: Hasher, fresh: Callable[[], Hasher], params: dict[str, A
         try:
             got = vars(type(h)(**{**params, name: marker})).get(name)
         except Exception as e:
-            raise _fail(hasher, f"__init__ must store {name!r} as given, not check it: {e!r}") from e
+            raise _fail(
+                hasher, f"__init__ must store {name!r} as given, not check it: {e!r}"
+            ) from e
         if got is not marker:
             raise _fail(hasher, f"__init__ must store {name!r} as given, unconverted")
     spec = h.get_spec()
