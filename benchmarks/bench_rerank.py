@@ -47,7 +47,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 R = importlib.import_module("hashplug.rerank")  # noqa: E402
-K = importlib.import_module("hashplug._asym_kernels")  # noqa: E402
+K = importlib.import_module("hashplug._kernels.candidates")  # noqa: E402
 
 try:
     import faiss

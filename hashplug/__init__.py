@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import codes
+from . import codes, errors
+from .errors import HashplugError
 from .hashers import (
     ITQ,
     LSH,
@@ -18,6 +19,7 @@ from .hashers import (
     HasherFileError,
     HashingBaseline,
     NotFittedError,
+    check_hasher,
     load_hasher,
 )
 from .rerank import asymmetric_distances, rerank, rerank_rows, search_codes
@@ -43,12 +45,15 @@ _LAZY = {
 
 __all__ = [
     "codes",
+    "errors",
+    "HashplugError",
     "Hasher",
     "HashingBaseline",
     "HashCoder",
     "ITQ",
     "LSH",
     "load_hasher",
+    "check_hasher",
     "HasherFileError",
     "NotFittedError",
     "__version__",

@@ -8,7 +8,17 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["as_matrix", "check_finite", "iter_batches", "sigmoid"]
+__all__ = ["as_matrix", "check_finite", "check_positive_int", "iter_batches", "sigmoid"]
+
+
+def check_positive_int(value: Any, what: str) -> int:
+    """Return ``value`` as int, or raise ValueError unless it is an int (or numpy integer) > 0.
+
+    ``bool`` is refused (``True`` is not a count), and so are floats, even integral ones.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")
+    return int(value)
 
 
 def as_matrix(x: Any, *, dim: int | None = None, what: str = "x") -> NDArray[np.float32]:

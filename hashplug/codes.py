@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "HAMMING_PAD",
     "check_n_bits",
     "pack_bits",
     "unpack_bits",
@@ -21,6 +22,10 @@ __all__ = [
     "hamming_distances",
     "POPCOUNT8",
 ]
+
+#: Distance of padded slots (id or row -1) in Hamming results, on every store and kernel
+#: (FAISS's convention: the int32 maximum).
+HAMMING_PAD = int(np.iinfo(np.int32).max)
 
 POPCOUNT8: NDArray[np.uint8] = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 

@@ -54,8 +54,8 @@ Call costs: the per-code helpers are compiled without Numba's reference counting
 allocate); with it each call would atomically count every array argument up and down, which costs
 more than the scoring itself. Scratch buffers are allocated once per chunk of queries.
 
-The kernels live in :mod:`hashplug._asym_kernels` (tables, exact distance, heap, scans) and
-:mod:`hashplug._hamming_kernels` (Hamming selection, two-stage); this module checks the inputs.
+The kernels live in :mod:`hashplug._kernels`, one module per primitive (intrinsics, tables, heap,
+asymmetric, candidates, hamming, two_stage); this module checks the inputs and calls them.
 
 Threads: kernels run over queries with ``numba.prange`` (over code shards as well when there are
 fewer queries than threads) and honour ``numba.set_num_threads``; results do not depend on it.
@@ -65,27 +65,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._asym_kernels import (
-    _asym_matrix_kernel,
-    _merge_kernel,
-    _rerank_dedup_kernel,
-    _rerank_kernel,
-    _rerank_rows_kernel,
-    _search_exact_kernel,
-)
-from ._hamming_kernels import (
-    _ham_matrix_kernel,
-    _ham_merge_kernel,
-    _ham_select_kernel,
-    _two_stage_kernel,
-)
-from ._validate import sigmoid
+from ._kernels.asymmetric import _asym_matrix_kernel, _search_exact_kernel
+from ._kernels.candidates import _rerank_dedup_kernel, _rerank_kernel, _rerank_rows_kernel
+from ._kernels.hamming import _ham_matrix_kernel, _ham_merge_kernel, _ham_select_kernel
+from ._kernels.heap import _merge_kernel
+from ._kernels.two_stage import _two_stage_kernel
+from ._validate import check_positive_int, sigmoid
+from .codes import HAMMING_PAD
 
 __all__ = [
     "HAMMING_PAD",
@@ -98,21 +89,12 @@ __all__ = [
     "probs_from_logits",
 ]
 
-#: Distance of padded slots in Hamming results (FAISS's convention: the int32 maximum).
-HAMMING_PAD = int(np.iinfo(np.int32).max)
-
 _MIN_SHARD = 32768  # do not split the codes of one query into shards smaller than this
 
 
 # ------------------------------------------------------------------------------------------------
 # input checks and layout helpers
 # ------------------------------------------------------------------------------------------------
-def _check_k(k: Any, what: str = "k") -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise ValueError(f"{what} must be a positive int, got {k!r}")
-    return int(k)
-
-
 def _check_probs(query_probs: ArrayLike) -> NDArray[np.float32]:
     p = np.asarray(query_probs)
     if p.dtype == object or not np.issubdtype(p.dtype, np.floating):
@@ -277,7 +259,7 @@ def rerank(
     than k valid candidates exist the rest is padded with id -1 and distance +inf. An id listed more
     than once in one row is returned once, with its smallest distance (its best code).
     """
-    k = _check_k(k)
+    k = check_positive_int(k, "k")
     p = _check_probs(query_probs)
     nq, nbytes = p.shape[0], p.shape[1] // 8
     ci = _check_id_matrix(candidate_ids, nq, "candidate_ids")
@@ -363,7 +345,7 @@ def rerank_rows(
     gives each row's id (default: the row number). Returns ids (not rows) and distances, ordered and
     padded as :func:`rerank`; a row listed twice for one query is returned once.
     """
-    k = _check_k(k)
+    k = check_positive_int(k, "k")
     p = _check_probs(query_probs)
     nq, nbytes = p.shape[0], p.shape[1] // 8
     c = _check_codes(codes, nbytes, "codes")
@@ -404,12 +386,12 @@ def search_codes(
     Multi-threaded over queries (and over the codes when Q < threads); honours
     ``numba.set_num_threads``.
     """
-    k = _check_k(k)
+    k = check_positive_int(k, "k")
     p = _check_probs(query_probs)
     n_bits = p.shape[1]
     nbytes = n_bits // 8
     c = _check_codes(codes, nbytes, "codes")
-    c_keep = None if candidates is None else _check_k(candidates, "candidates")
+    c_keep = None if candidates is None else check_positive_int(candidates, "candidates")
     nq, n = p.shape[0], c.shape[0]
     idv, ids_sorted = _check_ids(ids, n)
     out_i, out_d = _padded(nq, k)
@@ -492,7 +474,7 @@ def hamming_topk(
     only sets the tie order (default: the row number). Slots beyond N hold row -1 and distance
     ``HAMMING_PAD``. Selection is a one-pass counting threshold inside the kernel (no argpartition).
     """
-    k = _check_k(k)
+    k = check_positive_int(k, "k")
     q = np.asarray(query_codes)
     if q.dtype != np.uint8 or q.ndim != 2:
         raise ValueError(

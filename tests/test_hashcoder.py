@@ -149,16 +149,17 @@ def test_each_view_learns_on_real_embeddings(fmnist):
 def test_bad_input_errors(rng):
     pytest.importorskip("torch")
     x, y = blobs(rng)
+    # settings are checked by fit (scikit-learn style), before any training
     with pytest.raises(ValueError, match="views must be"):
-        HashCoder(16, views="crops")
+        HashCoder(16, views="crops").fit(x)
     with pytest.raises(ValueError, match="multiple of 8"):
-        HashCoder(12)
+        HashCoder(12).fit(x)
     for kw in ({"hidden": 0}, {"epochs": 1.5}, {"batch_size": 1}, {"k": True}):
         with pytest.raises(ValueError):
-            HashCoder(16, **kw)
+            HashCoder(16, **kw).fit(x)
     for kw in ({"lr": 0}, {"lam": -1}, {"dropout": 1.0}, {"noise": -0.1}):
         with pytest.raises(ValueError, match="need lr > 0"):
-            HashCoder(16, **kw)
+            HashCoder(16, **kw).fit(x)
     h = HashCoder(16, views="labels", **SMALL)
     with pytest.raises(ValueError, match="needs labels"):
         h.fit(x)

@@ -141,9 +141,9 @@ def test_input_dtypes_and_layouts_are_converted(rng):
 def test_bad_input_errors(rng):
     x = blobs(rng)
     with pytest.raises(ValueError, match="multiple of 8"):
-        HashingBaseline(12)
+        HashingBaseline(12).fit(x)  # settings are checked by fit (scikit-learn style)
     with pytest.raises(ValueError, match="positive"):
-        LSH(0)
+        LSH(0).fit(x)
     with pytest.raises(ValueError, match="embedding dimension"):
         HashingBaseline(64).fit(x)
     with pytest.raises(ValueError, match="training samples"):

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .._validate import check_positive_int
+from ..errors import ModalityError, WeightsNotFoundError
 from . import _items
 
 __all__ = [
@@ -32,14 +34,6 @@ __all__ = [
 MODALITIES = ("image", "text", "audio")
 #: Inputs longer than this get a progress bar unless ``progress`` says otherwise.
 PROGRESS_MIN = 256
-
-
-class ModalityError(ValueError):
-    """An encoder was asked for a modality it does not have."""
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    """Pretrained weights are not on this machine (and downloading was not allowed)."""
 
 
 @dataclass(frozen=True)
@@ -194,9 +188,7 @@ class Encoder(ABC):
     ) -> NDArray[np.float32]:
         from tqdm.auto import tqdm
 
-        bs = self.batch_size if batch_size is None else batch_size
-        if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs <= 0:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        bs = check_positive_int(self.batch_size if batch_size is None else batch_size, "batch_size")
         n = len(items)
         out = np.empty((n, self.dim), np.float32)
         show = n > PROGRESS_MIN if progress is None else bool(progress)

@@ -2,6 +2,7 @@
 
 from .base import FORMAT_VERSION, Hasher, HasherFileError, NotFittedError, load_hasher
 from .baseline import HashingBaseline
+from .checks import check_hasher
 from .hashcoder import HashCoder
 from .itq import ITQ
 from .lsh import LSH
@@ -13,6 +14,7 @@ __all__ = [
     "ITQ",
     "LSH",
     "load_hasher",
+    "check_hasher",
     "HasherFileError",
     "NotFittedError",
     "FORMAT_VERSION",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from abc import ABC, abstractmethod
@@ -14,8 +15,17 @@ from numpy.typing import NDArray
 
 from .._validate import as_matrix, check_finite, sigmoid
 from ..codes import check_n_bits
+from ..errors import HasherFileError, NotFittedError
 
-__all__ = ["Hasher", "NotFittedError", "HasherFileError", "load_hasher", "FORMAT_VERSION"]
+__all__ = [
+    "Hasher",
+    "NotFittedError",
+    "HasherFileError",
+    "load_hasher",
+    "FORMAT_VERSION",
+    "check_nonneg_int",
+    "check_bool",
+]
 
 FORMAT_VERSION = 2  # the newest version this reads; 2 = 1 + the "encoder" header entry
 _VERSION_WITHOUT_ENCODER = 1  # files without an encoder keep version 1 (older readers load them)
@@ -25,47 +35,82 @@ _REGISTRY: dict[str, type[Hasher]] = {}
 H = TypeVar("H", bound="Hasher")
 
 
-class NotFittedError(ValueError):
-    """A hasher was used before ``fit``."""
+def check_nonneg_int(value: Any, what: str) -> int:
+    """Return ``value`` as int, or raise ValueError unless it is an int (or numpy integer) >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{what} must be a non-negative int, got {value!r}")
+    return int(value)
 
 
-class HasherFileError(ValueError):
-    """A hasher file is missing, truncated, altered or from a newer format version."""
+def check_bool(value: Any, what: str) -> bool:
+    """Return a flag as bool, or raise ValueError unless it is a bool (or 0 / 1)."""
+    if isinstance(value, (bool, np.bool_)) or (
+        isinstance(value, (int, np.integer)) and value in (0, 1)
+    ):
+        return bool(value)
+    raise ValueError(f"{what} must be True or False, got {value!r}")
 
 
 class Hasher(ABC):
     """Maps float embeddings (n, d) to ``n_bits`` logits; codes are ``logits > 0``.
 
-    Constructor arguments are settings (listed in ``_params``); ``fit`` learns the fitted attributes,
-    whose names end in ``_``. After fitting: ``logits``, ``encode`` (packed database codes),
-    ``query`` (sigmoid probabilities for asymmetric search), ``save`` and ``fingerprint``.
+    A scikit-learn style estimator: ``__init__`` only stores its arguments (the settings, read
+    back from its signature by :meth:`get_params`); ``fit`` validates them and learns the fitted
+    attributes, whose names end in ``_``. After fitting: ``logits``, ``encode`` (packed database
+    codes), ``query`` (sigmoid probabilities for asymmetric search), ``save`` and ``fingerprint``.
+    :func:`hashplug.hashers.check_hasher` checks a subclass against this contract.
 
-    ``encoder_`` (None unless :meth:`set_encoder` was called) names the encoder whose embedding
-    space the hasher was fitted in, as a spec string for ``hashplug.load_encoder``; it is saved
-    with the hasher and is part of the fingerprint when set.
+    :attr:`encoder_spec` (None unless :meth:`set_encoder` was called) names the encoder whose
+    embedding space the hasher was fitted in, as a spec string for ``hashplug.load_encoder``; it
+    is saved with the hasher and is part of the fingerprint when set.
     """
 
-    #: Spec of the encoder that produced the training embeddings (see :meth:`set_encoder`).
-    encoder_: str | None = None
-
-    #: Names of the constructor settings, in order; they make up ``get_spec()``.
-    _params: ClassVar[tuple[str, ...]] = ("n_bits",)
+    #: Input dimension seen by ``fit`` (None before fitting).
+    dim_: int | None = None
     #: Names of the fitted array attributes saved to the file.
     _arrays: ClassVar[tuple[str, ...]] = ()
+    # Not settings and not fitted state: the encoder spec (set_encoder) and the fingerprint memo.
+    _encoder_spec: str | None = None
+    _fingerprint: str | None = None
 
     def __init__(self, n_bits: int) -> None:
-        self.n_bits = check_n_bits(n_bits)
-        self.dim_: int | None = None
-        self._fingerprint: str | None = None
+        self.n_bits = n_bits
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _REGISTRY[cls.__name__] = cls
 
+    # -- settings --------------------------------------------------------------------------------
+    @classmethod
+    def _get_param_names(cls) -> tuple[str, ...]:
+        """The constructor's parameter names, in order, read from its signature."""
+        names = []
+        for name, p in inspect.signature(cls.__init__).parameters.items():
+            if name == "self":
+                continue
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise TypeError(
+                    f"{cls.__name__}.__init__ must name each setting (no *args or **kwargs): the "
+                    "settings are read from its signature"
+                )
+            names.append(name)
+        return tuple(names)
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor arguments, as stored (``type(h)(**h.get_params())`` is an unfitted copy)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def _check_params(self) -> dict[str, Any]:
+        """Validate the settings; return those it checked in canonical types (ValueError if bad).
+
+        Subclasses extend it (``{**super()._check_params(), ...}``); ``fit`` calls it first.
+        """
+        return {"n_bits": check_n_bits(self.n_bits)}
+
     # -- the interface ---------------------------------------------------------------------------
     @abstractmethod
     def fit(self: H, x: Any) -> H:
-        """Learn the hasher from training embeddings ``x`` (n, d); returns ``self``."""
+        """Validate the settings, learn from training embeddings ``x`` (n, d); return ``self``."""
 
     @abstractmethod
     def _logits(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -116,17 +161,31 @@ class Hasher(ABC):
                     f"encoder {name!r} gives {dim}-d embeddings, but this hasher was fitted on "
                     f"{self.dim_}-d ones"
                 )
-        self.encoder_ = name
+        self._encoder_spec = name
         self._fingerprint = None
         return self
 
+    @property
+    def encoder_spec(self) -> str | None:
+        """Spec of the encoder that produced the training embeddings (see :meth:`set_encoder`)."""
+        return self._encoder_spec
+
+    @property
+    def encoder_(self) -> str | None:
+        """Read-only alias of :attr:`encoder_spec` (the name earlier versions used)."""
+        return self._encoder_spec
+
     # -- identity --------------------------------------------------------------------------------
     def get_spec(self) -> dict[str, Any]:
-        """The settings that recreate this (unfitted) hasher, plus its class name."""
+        """The validated settings that recreate this (unfitted) hasher, plus its class name.
+
+        JSON-able: checked settings in canonical types, numpy scalars as Python numbers.
+        """
+        checked = self._check_params()
         spec: dict[str, Any] = {"class": type(self).__name__}
-        for p in self._params:
-            v = getattr(self, p)
-            spec[p] = v.item() if isinstance(v, np.generic) else v
+        for name, v in self.get_params().items():
+            v = checked.get(name, v)
+            spec[name] = v.item() if isinstance(v, np.generic) else v
         return spec
 
     @property
@@ -139,12 +198,12 @@ class Hasher(ABC):
         self._check_fitted()
         if self._fingerprint is None:
             self._fingerprint = _fingerprint(
-                self.get_spec(), self.dim_, self._saved_arrays(), self.encoder_
+                self.get_spec(), self.dim_, self._saved_arrays(), self._encoder_spec
             )
         return self._fingerprint
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_spec().items() if k != "class")
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
     # -- persistence -----------------------------------------------------------------------------
@@ -160,15 +219,15 @@ class Hasher(ABC):
         arrays = self._saved_arrays()
         header = {
             "format": "hashplug.hasher",
-            "format_version": FORMAT_VERSION if self.encoder_ else _VERSION_WITHOUT_ENCODER,
+            "format_version": FORMAT_VERSION if self._encoder_spec else _VERSION_WITHOUT_ENCODER,
             "class": type(self).__name__,
             "spec": self.get_spec(),
             "dim": self.dim_,
             "fingerprint": self.fingerprint,
             "extra": self._extra_meta(),
         }
-        if self.encoder_ is not None:  # absent otherwise: files without an encoder are unchanged
-            header["encoder"] = self.encoder_
+        if self._encoder_spec is not None:  # absent otherwise: files without one are unchanged
+            header["encoder"] = self._encoder_spec
         p = Path(path)
         tmp = p.with_name(p.name + ".tmp")
         save_file(arrays, str(tmp), metadata={_META_KEY: json.dumps(header, sort_keys=True)})
@@ -278,10 +337,11 @@ def load_hasher(path: str | os.PathLike[str]) -> Hasher:
     args = {k: v for k, v in spec.items() if k != "class"}
     try:
         h = cls(**args)
-    except TypeError as e:
+        h._check_params()
+    except (TypeError, ValueError) as e:
         raise HasherFileError(f"{p} has a spec that {cls_name} does not accept: {e}") from e
     h._restore(arrays, dim, extra)
-    h.encoder_ = encoder
+    h._encoder_spec = encoder
     h._fingerprint = None
     actual = h.fingerprint
     if actual != stored_fp:

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from .base import check_bool, check_nonneg_int
 from .linear import LinearHasher
 from .pca import random_orthogonal, streamed_moments, top_components
 
@@ -30,7 +31,6 @@ class HashingBaseline(LinearHasher):
     ``rotation_`` (n_bits, n_bits), ``projection_`` (d, n_bits), ``n_samples_``, ``dim_``.
     """
 
-    _params: ClassVar[tuple[str, ...]] = ("n_bits", "seed", "pca", "rotate")
     _arrays: ClassVar[tuple[str, ...]] = (
         "mean_",
         "projection_",
@@ -39,31 +39,43 @@ class HashingBaseline(LinearHasher):
         "rotation_",
     )
 
+    components_: NDArray[np.float32] | None = None
+    explained_variance_: NDArray[np.float32] | None = None
+    rotation_: NDArray[np.float32] | None = None
+    n_samples_: int | None = None
+
     def __init__(self, n_bits: int, *, seed: int = 0, pca: bool = True, rotate: bool = True):
-        super().__init__(n_bits)
-        self.seed = int(seed)
-        self.pca = bool(pca)
-        self.rotate = bool(rotate)
-        self.components_: NDArray[np.float32] | None = None
-        self.explained_variance_: NDArray[np.float32] | None = None
-        self.rotation_: NDArray[np.float32] | None = None
-        self.n_samples_: int | None = None
+        self.n_bits = n_bits
+        self.seed = seed
+        self.pca = pca
+        self.rotate = rotate
+
+    def _check_params(self) -> dict[str, Any]:
+        return {
+            **super()._check_params(),
+            "seed": check_nonneg_int(self.seed, "seed"),
+            "pca": check_bool(self.pca, "pca"),
+            "rotate": check_bool(self.rotate, "rotate"),
+        }
 
     def fit(self, x: Any) -> HashingBaseline:
-        acc = streamed_moments(x, with_cov=self.pca)
+        """Streamed mean and covariance of ``x``, PCA, random rotation; returns self."""
+        prm = self._check_params()
+        n_bits, seed = prm["n_bits"], prm["seed"]
+        acc = streamed_moments(x, with_cov=prm["pca"])
         d = int(acc.dim or 0)
         self._check_dims(d, acc.n, needs_pca=True)
-        if self.pca:
-            comps, var = top_components(acc.cov, self.n_bits)
+        if prm["pca"]:
+            comps, var = top_components(acc.cov, n_bits)
             self.components_ = comps.astype(np.float32)
             self.explained_variance_ = var.astype(np.float32)
             proj = comps.T
         else:
             self.components_ = None
             self.explained_variance_ = None
-            proj = random_orthogonal(d, self.n_bits, seed=self.seed)
-        if self.rotate and self.pca:
-            rot = random_orthogonal(self.n_bits, seed=self.seed)
+            proj = random_orthogonal(d, n_bits, seed=seed)
+        if prm["rotate"] and prm["pca"]:
+            rot = random_orthogonal(n_bits, seed=seed)
             self.rotation_ = rot.astype(np.float32)
             proj = proj @ rot
         else:

@@ -8,11 +8,21 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from .._validate import as_matrix, check_finite, iter_batches
+from .._validate import as_matrix, check_finite, check_positive_int, iter_batches
 from ._mlp import mlp_logits, preprocess
-from .base import Hasher
+from .base import Hasher, check_nonneg_int
 
 __all__ = ["HashCoder", "VIEWS"]
+
+
+def _as_float(value: Any, what: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {value!r}") from None
+
 
 #: The ways of making the second view of a training embedding.
 VIEWS = ("neighbors", "noise", "labels")
@@ -60,22 +70,18 @@ class HashCoder(Hasher):
     ``device_``; after ``fit`` (not after loading) ``module_``, the trained torch module.
     """
 
-    _params: ClassVar[tuple[str, ...]] = (
-        "n_bits",
-        "hidden",
-        "views",
-        "epochs",
-        "lam",
-        "lr",
-        "weight_decay",
-        "batch_size",
-        "k",
-        "noise",
-        "dropout",
-        "seed",
-        "device",
-    )
     _arrays: ClassVar[tuple[str, ...]] = ("mean_", "w1_", "b1_", "w2_", "b2_")
+    mean_: NDArray[np.float32] | None = None
+    w1_: NDArray[np.float32] | None = None
+    b1_: NDArray[np.float32] | None = None
+    w2_: NDArray[np.float32] | None = None
+    b2_: NDArray[np.float32] | None = None
+    n_samples_: int | None = None
+    fit_seconds_: float | None = None
+    knn_seconds_: float | None = None
+    history_: list[dict[str, float]]
+    device_: str | None = None
+    module_: Any = None
 
     def __init__(
         self,
@@ -94,47 +100,45 @@ class HashCoder(Hasher):
         seed: int = 0,
         device: str = "auto",
     ) -> None:
-        super().__init__(n_bits)
-        if views not in VIEWS:
-            raise ValueError(f"views must be one of {', '.join(VIEWS)}; got {views!r}")
-        for name, v in (
-            ("hidden", hidden),
-            ("epochs", epochs),
-            ("batch_size", batch_size),
-            ("k", k),
-        ):
-            if isinstance(v, bool) or int(v) != v or int(v) < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if batch_size < 2:
+        self.n_bits = n_bits
+        self.hidden = hidden
+        self.views = views
+        self.epochs = epochs
+        self.lam = lam
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.k = k
+        self.noise = noise
+        self.dropout = dropout
+        self.seed = seed
+        self.device = device
+
+    def _check_params(self) -> dict[str, Any]:
+        if self.views not in VIEWS:
+            raise ValueError(f"views must be one of {', '.join(VIEWS)}; got {self.views!r}")
+        out: dict[str, Any] = {**super()._check_params(), "views": self.views}
+        for name in ("hidden", "epochs", "batch_size", "k"):
+            out[name] = check_positive_int(getattr(self, name), name)
+        if out["batch_size"] < 2:
             raise ValueError("batch_size must be at least 2 (BatchNorm needs a batch)")
-        if not (lr > 0 and lam >= 0 and weight_decay >= 0 and noise >= 0 and 0 <= dropout < 1):
+        for name in ("lam", "lr", "weight_decay", "noise", "dropout"):
+            out[name] = _as_float(getattr(self, name), name)
+        lr, lam, wd, noise, dropout = (
+            out[n] for n in ("lr", "lam", "weight_decay", "noise", "dropout")
+        )
+        if not (lr > 0 and lam >= 0 and wd >= 0 and noise >= 0 and 0 <= dropout < 1):
             raise ValueError(
                 "need lr > 0, lam >= 0, weight_decay >= 0, noise >= 0 and 0 <= dropout < 1; got "
-                f"lr={lr}, lam={lam}, weight_decay={weight_decay}, noise={noise}, dropout={dropout}"
+                f"lr={lr}, lam={lam}, weight_decay={wd}, noise={noise}, dropout={dropout}"
             )
-        self.hidden = int(hidden)
-        self.views = views
-        self.epochs = int(epochs)
-        self.lam = float(lam)
-        self.lr = float(lr)
-        self.weight_decay = float(weight_decay)
-        self.batch_size = int(batch_size)
-        self.k = int(k)
-        self.noise = float(noise)
-        self.dropout = float(dropout)
-        self.seed = int(seed)
-        self.device = str(device)
-        self.mean_: NDArray[np.float32] | None = None
-        self.w1_: NDArray[np.float32] | None = None
-        self.b1_: NDArray[np.float32] | None = None
-        self.w2_: NDArray[np.float32] | None = None
-        self.b2_: NDArray[np.float32] | None = None
-        self.n_samples_: int | None = None
-        self.fit_seconds_: float | None = None
-        self.history_: list[dict[str, float]] = []
-        self.device_: str | None = None
-        self.module_: Any = None
-        self._knn_seconds: float | None = None
+        out["seed"] = check_nonneg_int(self.seed, "seed")
+        if not isinstance(self.device, str):
+            raise ValueError(
+                f"device must be a string such as 'auto', 'cpu' or 'cuda', got {self.device!r}"
+            )
+        out["device"] = self.device
+        return out
 
     def fit(
         self, x: Any, y: Any = None, *, progress: bool = True, threads: int | None = 1
@@ -147,6 +151,7 @@ class HashCoder(Hasher):
         matrices are small); the kNN and the final pass use torch's setting.
         """
         t0 = time.perf_counter()
+        prm = self._check_params()
         parts = [as_matrix(b, what="training embeddings") for b in iter_batches(x)]
         if not parts:
             raise ValueError("no training data: fit needs at least one non-empty batch")
@@ -159,9 +164,11 @@ class HashCoder(Hasher):
         n, d = a.shape
         if n < 2:
             raise ValueError(f"fit needs at least 2 training embeddings, got {n}")
-        if self.views == "neighbors" and self.k >= n:
-            raise ValueError(f"k={self.k} neighbours need more than {self.k} training embeddings")
-        labels = self._check_labels(y, n) if self.views == "labels" else None
+        if prm["views"] == "neighbors" and prm["k"] >= n:
+            raise ValueError(
+                f"k={prm['k']} neighbours need more than {prm['k']} training embeddings"
+            )
+        labels = self._check_labels(y, n) if prm["views"] == "labels" else None
         try:
             from . import _crovca
         except ImportError as e:  # pragma: no cover - depends on the environment
@@ -170,23 +177,7 @@ class HashCoder(Hasher):
             ) from e
 
         mean = a.mean(axis=0, dtype=np.float64).astype(np.float32)
-        cfg = _crovca.TrainConfig(
-            n_bits=self.n_bits,
-            hidden=self.hidden,
-            views=self.views,
-            epochs=self.epochs,
-            lam=self.lam,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            batch_size=self.batch_size,
-            k=self.k,
-            noise=self.noise,
-            dropout=self.dropout,
-            seed=self.seed,
-            device=self.device,
-            progress=progress,
-            threads=threads,
-        )
+        cfg = _crovca.TrainConfig(**prm, progress=progress, threads=threads)
         res = _crovca.train(preprocess(a, mean), labels, cfg)
         self.mean_, self.w1_, self.b1_, self.w2_, self.b2_ = mean, res.w1, res.b1, res.w2, res.b2
         self.dim_ = d
@@ -194,7 +185,7 @@ class HashCoder(Hasher):
         self.history_ = res.history
         self.device_ = res.device
         self.module_ = res.module
-        self._knn_seconds = res.knn_seconds
+        self.knn_seconds_ = res.knn_seconds
         self._after_fit()
         self.fit_seconds_ = time.perf_counter() - t0
         return self
@@ -223,11 +214,12 @@ class HashCoder(Hasher):
         return mlp_logits(preprocess(x, self.mean_), self.w1_, self.b1_, self.w2_, self.b2_)
 
     def _extra_meta(self) -> dict[str, Any]:
-        last = self.history_[-1] if self.history_ else {}
+        history = getattr(self, "history_", None)
+        last = history[-1] if history else {}
         return {
             "n_samples": self.n_samples_,
             "fit_seconds": self.fit_seconds_,
-            "knn_seconds": self._knn_seconds,
+            "knn_seconds": self.knn_seconds_,
             "device": self.device_,
             "final_loss": last,
         }
@@ -237,4 +229,5 @@ class HashCoder(Hasher):
         self.n_samples_ = extra.get("n_samples")
         self.fit_seconds_ = extra.get("fit_seconds")
         self.device_ = extra.get("device")
-        self._knn_seconds = extra.get("knn_seconds")
+        self.knn_seconds_ = extra.get("knn_seconds")
+        self.history_ = []  # per-epoch history is not saved (only the final loss)

@@ -8,6 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._validate import as_matrix, check_finite, iter_batches
+from .base import check_nonneg_int
 from .linear import LinearHasher
 from .pca import CovarianceAccumulator, random_orthogonal, top_components
 
@@ -23,20 +24,27 @@ class ITQ(LinearHasher):
     ``components_``, ``rotation_``, ``projection_``, ``quantization_loss_`` (per iteration).
     """
 
-    _params: ClassVar[tuple[str, ...]] = ("n_bits", "n_iter", "seed")
     _arrays: ClassVar[tuple[str, ...]] = ("mean_", "projection_", "components_", "rotation_")
+    components_: NDArray[np.float32] | None = None
+    rotation_: NDArray[np.float32] | None = None
+    quantization_loss_: list[float]
 
     def __init__(self, n_bits: int, *, n_iter: int = 50, seed: int = 0):
-        super().__init__(n_bits)
-        if int(n_iter) < 0:
-            raise ValueError(f"n_iter must be >= 0, got {n_iter}")
-        self.n_iter = int(n_iter)
-        self.seed = int(seed)
-        self.components_: NDArray[np.float32] | None = None
-        self.rotation_: NDArray[np.float32] | None = None
-        self.quantization_loss_: list[float] = []
+        self.n_bits = n_bits
+        self.n_iter = n_iter
+        self.seed = seed
+
+    def _check_params(self) -> dict[str, Any]:
+        return {
+            **super()._check_params(),
+            "n_iter": check_nonneg_int(self.n_iter, "n_iter"),
+            "seed": check_nonneg_int(self.seed, "seed"),
+        }
 
     def fit(self, x: Any) -> ITQ:
+        """PCA of ``x``, then ``n_iter`` ITQ rotation updates; returns self."""
+        prm = self._check_params()
+        n_bits = prm["n_bits"]
         batches = [as_matrix(b, what="training batch") for b in iter_batches(x)]
         acc = CovarianceAccumulator()
         for b in batches:
@@ -45,14 +53,14 @@ class ITQ(LinearHasher):
             raise ValueError("no training data: fit needs at least one non-empty batch")
         d = int(acc.dim or 0)
         self._check_dims(d, acc.n, needs_pca=True)
-        comps, _ = top_components(acc.cov, self.n_bits)
+        comps, _ = top_components(acc.cov, n_bits)
         mean = acc.mean
         v = np.concatenate([(b.astype(np.float64) - mean) @ comps.T for b in batches])
         check_finite(v, "projected training embeddings")
-        r = random_orthogonal(self.n_bits, seed=self.seed)
+        r = random_orthogonal(n_bits, seed=prm["seed"])
         self.quantization_loss_ = []
         # Iterations work on (n, n_bits) projections: seconds even for 1M rows, so no progress bar.
-        for _ in range(self.n_iter):
+        for _ in range(prm["n_iter"]):
             z = v @ r
             b = np.where(z >= 0, 1.0, -1.0)
             self.quantization_loss_.append(float(((b - z) ** 2).sum() / v.shape[0]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -15,17 +15,15 @@ __all__ = ["LinearHasher"]
 class LinearHasher(Hasher):
     """A hasher whose logits are an affine map of the input.
 
-    Fitted attributes: ``mean_`` (d,) and ``projection_`` (d, n_bits). ``logits`` computes
-    ``x @ projection_ - mean_ @ projection_``: one float32 matrix product, the floor of hashing.
+    Fitted attributes: ``mean_`` (d,), ``projection_`` (d, n_bits) and ``offset_`` =
+    ``mean_ @ projection_`` (derived, not saved). ``logits`` computes ``x @ projection_ - offset_``:
+    one float32 matrix product, the floor of hashing.
     """
 
     _arrays: ClassVar[tuple[str, ...]] = ("mean_", "projection_")
-
-    def __init__(self, n_bits: int) -> None:
-        super().__init__(n_bits)
-        self.mean_: NDArray[np.float32] | None = None
-        self.projection_: NDArray[np.float32] | None = None
-        self._offset: NDArray[np.float32] | None = None
+    mean_: NDArray[np.float32] | None = None
+    projection_: NDArray[np.float32] | None = None
+    offset_: NDArray[np.float32] | None = None
 
     def _set_linear(self, mean: NDArray[np.float64], projection: NDArray[np.float64]) -> None:
         self.mean_ = mean.astype(np.float32)
@@ -37,24 +35,22 @@ class LinearHasher(Hasher):
         super()._after_fit()
         if self.mean_ is not None and self.projection_ is not None:
             off = self.mean_.astype(np.float64) @ self.projection_.astype(np.float64)
-            self._offset = off.astype(np.float32)
+            self.offset_ = off.astype(np.float32)
 
     def _logits(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
-        assert self.projection_ is not None and self._offset is not None
+        assert self.projection_ is not None and self.offset_ is not None
         u = x @ self.projection_
-        u -= self._offset
+        u -= self.offset_
         return u
 
     def _check_dims(self, d: int, n: int | None, *, needs_pca: bool) -> None:
-        if needs_pca and self.n_bits > d:
+        n_bits = int(self.n_bits)
+        if needs_pca and n_bits > d:
             raise ValueError(
                 f"n_bits={self.n_bits} is larger than the embedding dimension {d}; "
                 "PCA cannot give more components than dimensions"
             )
-        if needs_pca and n is not None and self.n_bits > n:
+        if needs_pca and n is not None and n_bits > n:
             raise ValueError(
                 f"n_bits={self.n_bits} is larger than the number of training samples {n}"
             )
-
-    def _extra_meta(self) -> dict[str, Any]:
-        return {}

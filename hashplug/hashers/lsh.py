@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
+from .base import check_bool, check_nonneg_int
 from .linear import LinearHasher
 from .pca import streamed_moments
 
@@ -20,18 +21,25 @@ class LSH(LinearHasher):
     positive, as after a ReLU) would give nearly constant codes. ``center=False`` is pure SimHash.
     """
 
-    _params: ClassVar[tuple[str, ...]] = ("n_bits", "seed", "center")
-
     def __init__(self, n_bits: int, *, seed: int = 0, center: bool = True):
-        super().__init__(n_bits)
-        self.seed = int(seed)
-        self.center = bool(center)
+        self.n_bits = n_bits
+        self.seed = seed
+        self.center = center
+
+    def _check_params(self) -> dict[str, Any]:
+        return {
+            **super()._check_params(),
+            "seed": check_nonneg_int(self.seed, "seed"),
+            "center": check_bool(self.center, "center"),
+        }
 
     def fit(self, x: Any) -> LSH:
+        """Learn the input dimension (and the mean, with ``center``) from ``x``; returns self."""
+        prm = self._check_params()
         acc = streamed_moments(x, with_cov=False)
         d = int(acc.dim or 0)
-        rng = np.random.default_rng(self.seed)
-        proj = rng.standard_normal((d, self.n_bits))
-        mean = acc.mean if self.center else np.zeros(d)
+        rng = np.random.default_rng(prm["seed"])
+        proj = rng.standard_normal((d, prm["n_bits"]))
+        mean = acc.mean if prm["center"] else np.zeros(d)
         self._set_linear(mean, proj)
         return self

@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ..codes import as_packed, check_n_bits
+from ..codes import HAMMING_PAD, as_packed, check_n_bits
+from ..errors import HasherMismatchError, StoreError
 
 __all__ = [
     "CollectionMeta",
@@ -41,17 +42,6 @@ Payload = dict[str, Any]
 #: engine's native filter (a SQL ``where`` string for LanceDB, a boolean expression for Milvus, a
 #: ``qdrant_client.models.Filter`` for Qdrant, a callable ``payload -> bool`` for LocalStore).
 Filter = Any
-
-#: Hamming distance reported for padding slots (id -1) when fewer than ``limit`` items match.
-HAMMING_PAD = np.iinfo(np.int32).max
-
-
-class StoreError(RuntimeError):
-    """A store could not do what was asked (unreachable server, corrupt collection, ...)."""
-
-
-class HasherMismatchError(ValueError):
-    """A collection was written by a hasher other than the one used to write or search it."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""Symmetric Hamming kernels: distance matrix, top-C selection (counting threshold), and the
-two-stage search (Hamming top-C, then the exact asymmetric rerank of those C).
+"""Symmetric Hamming kernels: the distance matrix and the top-C selection (counting threshold).
 
-Conventions as in :mod:`hashplug.rerank`, which checks inputs and calls these kernels.
+Hamming distances are integers in [0, n_bits], so the top-C is selected by counting: one pass with
+a falling threshold, a sampled cut-off, or a histogram pass (see :func:`_ham_select`). Ties go to
+the smaller id, then the smaller row. Used by ``hamming_topk`` and the two-stage search.
 """
 
 from __future__ import annotations
@@ -9,25 +10,18 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._asym_kernels import _BL, _asym_scan, _heap_drain, _leaf, _prep_query
-from ._popcount import ctz64, popcount64
+from .intrinsics import _BL, _NO_REFCOUNT, _leaf, _split, ctz64, popcount64
 
 _I64MIN = np.iinfo(np.int64).min
 
 
-# ------------------------------------------------------------------------------------------------
-# symmetric Hamming: distance matrix, top-C selection (counting threshold), two-stage search
-# ------------------------------------------------------------------------------------------------
 @njit(cache=True, nogil=True, parallel=True)
 def _ham_matrix_kernel(aw, bw, n_blocks, out):
     na = aw.shape[0]
     n = bw.shape[0]
     nw = aw.shape[1]
-    per = (n + n_blocks - 1) // n_blocks
     for u in prange(na * n_blocks):
-        i = u // n_blocks
-        r0 = min(n, (u % n_blocks) * per)
-        r1 = min(n, r0 + per)
+        i, r0, r1 = _split(u, n_blocks, n)
         if nw == 1:
             q = aw[i, 0]
             for r in range(r0, r1):
@@ -38,6 +32,28 @@ def _ham_matrix_kernel(aw, bw, n_blocks, out):
                 for w in range(nw):
                     s += popcount64(aw[i, w] ^ bw[r, w])
                 out[i, r] = s
+
+
+@_leaf
+def _ham_row(cw, row, qwords, nw):
+    d = np.int64(0)
+    for w in range(nw):
+        d += popcount64(qwords[w] ^ cw[row, w])
+    return d
+
+
+@njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
+def _ham_block(flat, r0, q, tl, out):
+    """out[j] = Hamming distance of one-word code flat[r0 + j] to q, for the 64 codes of a block;
+    returns the mask of those with distance < tl (bit j: row r0 + j). The one vectorised block scan
+    of the selections: inlined at Numba IR level, so it compiles as the loop written in place."""
+    blk = flat[r0 : r0 + _BL]
+    msk = np.uint64(0)
+    for j in range(_BL):
+        d = popcount64(q ^ blk[j])
+        out[j] = d
+        msk |= np.uint64(d < tl) << np.uint64(j)
+    return msk
 
 
 @_leaf
@@ -159,12 +175,7 @@ def _ham_select_online(
         q = qwords[0]
         dblk = np.empty(_BL, np.int64)
         while r + _BL <= r1:
-            blk = flat[r : r + _BL]
-            msk = np.uint64(0)
-            for j in range(_BL):
-                d = popcount64(q ^ blk[j])
-                dblk[j] = d
-                msk |= np.uint64(d < tl) << np.uint64(j)
+            msk = _ham_block(flat, r, q, tl, dblk)
             while msk:
                 j = ctz64(msk)
                 msk &= msk - np.uint64(1)
@@ -222,14 +233,6 @@ def _ham_select_online(
     return nb
 
 
-@_leaf
-def _ham_row(cw, row, qwords, nw):
-    d = np.int64(0)
-    for w in range(nw):
-        d += popcount64(qwords[w] ^ cw[row, w])
-    return d
-
-
 @njit(cache=True, nogil=True)
 def _ham_select_2pass(cw, ids, ids_sorted, r0, r1, qwords, c_keep, n_bits, buf_r, buf_d, buf_w):
     """Same result as _ham_select_online, by a histogram pass then a collection pass.
@@ -277,11 +280,7 @@ def _ham_select_2pass(cw, ids, ids_sorted, r0, r1, qwords, c_keep, n_bits, buf_r
         dblk = np.empty(_BL, np.int64)
         while r + _BL <= r1:
             blk = flat[r : r + _BL]
-            msk = np.uint64(0)
-            for j in range(_BL):
-                d = popcount64(q ^ blk[j])
-                dblk[j] = d
-                msk |= np.uint64(d < tl) << np.uint64(j)
+            msk = _ham_block(flat, r, q, tl, dblk)
             while msk:
                 j = ctz64(msk)
                 msk &= msk - np.uint64(1)
@@ -383,11 +382,7 @@ def _ham_select_sampled(
         tl = th + 1
         while r + _BL <= r1:
             blk = flat[r : r + _BL]
-            msk = np.uint64(0)
-            for j in range(_BL):
-                d = popcount64(q ^ blk[j])
-                dblk[j] = d
-                msk |= np.uint64(d < tl) << np.uint64(j)
+            msk = _ham_block(flat, r, q, tl, dblk)
             if msk:
                 if nb + _BL > cap:
                     return -1
@@ -452,13 +447,10 @@ def _ham_select(cw, ids, ids_sorted, r0, r1, qwords, c_keep, n_bits, buf_r, buf_
 def _ham_select_kernel(qw, cw, ids, ids_sorted, c_keep, n_bits, n_shards, sel_r, sel_d, sel_n):
     nq = qw.shape[0]
     n = cw.shape[0]
-    per = (n + n_shards - 1) // n_shards
     cap = _sel_cap(c_keep)
     for u in prange(nq * n_shards):
-        qi = u // n_shards
+        qi, r0, r1 = _split(u, n_shards, n)
         sh = u % n_shards
-        r0 = min(n, sh * per)
-        r1 = min(n, r0 + per)
         buf_r = np.empty(cap, np.int64)
         buf_d = np.empty(cap, np.int64)
         buf_w = np.empty((cap, cw.shape[1]), np.uint64)
@@ -529,38 +521,3 @@ def _ham_merge_kernel(sel_r, sel_d, sel_n, ids, ids_sorted, c_keep, n_bits, out_
                 ds[z] = sel_d[s, qi, e]
                 z += 1
         _sorted_topc(rows, ds, tot, ids, ids_sorted, c_keep, n_bits, out_r[qi], out_d[qi])
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _two_stage_kernel(probs, cw, ids, scan_ids, ids_sorted, nbytes, c_keep, k, out_d, out_i):
-    """Per query: Hamming top-c_keep of its hard code, then the exact asymmetric top-k of those.
-
-    scan_ids: ids for the rerank (empty when the ids are the row numbers, see _offer)."""
-    nq = probs.shape[0]
-    n = cw.shape[0]
-    nw = cw.shape[1]
-    n_bits = nbytes * 8
-    cap = _sel_cap(c_keep)
-    for qi in prange(nq):
-        nib = np.empty((16 * nw, 16), np.float64)
-        qwords = np.empty(nw, np.uint64)
-        planes = np.empty((nw, 4), np.uint64)
-        m, delta = _prep_query(probs[qi], nbytes, nib, qwords, planes)
-        buf_r = np.empty(cap, np.int64)
-        buf_d = np.empty(cap, np.int64)
-        buf_w = np.empty((cap, cw.shape[1]), np.uint64)
-        cnt = np.empty(n_bits + 2, np.int64)
-        ns = _ham_select(
-            cw, ids, ids_sorted, 0, n, qwords, c_keep, n_bits, buf_r, buf_d, buf_w, cnt
-        )
-        hd = np.empty(k, np.float32)
-        hi = np.empty(k, np.int64)
-        hr = np.empty(k, np.int64)
-        # rerank the selected codes from the copies made during the scan (no random access),
-        # with the same bound-then-exact scan as the exhaustive search
-        size = _asym_scan(
-            buf_w, scan_ids, buf_r, True, 0, ns, nib, qwords, planes, m, delta, hd, hi, hr, 0,
-            np.empty(_BL, np.int64),
-        )  # fmt: skip
-        dummy = np.empty(k, np.int64)
-        _heap_drain(hd, hi, hr, size, out_d[qi], out_i[qi], dummy)

@@ -1,4 +1,4 @@
-"""Small LLVM intrinsics for the Numba kernels: popcount, count-trailing-zeros, prefetch.
+"""LLVM intrinsics (popcount, count-trailing-zeros) and the compile settings of every kernel.
 
 Numba has no ``popcount`` builtin.
 ``popcount64(x)`` emits LLVM's ``llvm.ctpop.i64`` on a ``uint64`` and returns the count as ``int64``
@@ -12,11 +12,26 @@ from __future__ import annotations
 from typing import Any
 
 from llvmlite import ir
-from numba import types
-from numba.core import cgutils
+from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["ctz64", "popcount64", "prefetch_row"]
+__all__ = ["ctz64", "popcount64"]
+
+_BL = 64  # codes per vectorised block: one uint64 bitmask holds a block's verdicts
+
+#: Decorator of the small helpers called per scored code: they never allocate, so they are
+#: compiled without Numba's reference counting. With it, every call would increment and
+#: decrement each array argument atomically, which costs ~30 ns: more than the work itself.
+_NO_REFCOUNT: dict[str, Any] = {"_nrt": False}
+_leaf = njit(cache=True, nogil=True, **_NO_REFCOUNT)
+
+
+@_leaf
+def _split(u, n_parts, n):
+    """(query, r0, r1) of work item u of a parallel loop over queries x n_parts parts of n rows."""
+    per = (n + n_parts - 1) // n_parts
+    r0 = min(n, (u % n_parts) * per)
+    return u // n_parts, r0, min(n, r0 + per)
 
 
 @intrinsic
@@ -53,32 +68,3 @@ def _ctz64(typingctx: Any, x: Any) -> Any:
 
 #: ``ctz64(x: uint64) -> int64``: trailing zero count of a non-zero word (Numba intrinsic).
 ctz64: Any = _ctz64
-
-
-@intrinsic
-def _prefetch_row(typingctx: Any, arr: Any, row: Any) -> Any:
-    """Hint the CPU to fetch row ``row`` of a 2-D array into cache (``llvm.prefetch``; no-op on
-    platforms without it). Lets a loop over scattered rows overlap its cache misses."""
-    if not isinstance(arr, types.Array) or arr.ndim != 2 or not isinstance(row, types.Integer):
-        return None
-    sig = types.void(arr, row)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        a = context.make_array(signature.args[0])(context, builder, args[0])
-        stride0 = cgutils.unpack_tuple(builder, a.strides, 2)[0]
-        i64 = ir.IntType(64)
-        row64 = context.cast(builder, args[1], signature.args[1], types.int64)
-        addr = builder.add(builder.ptrtoint(a.data, i64), builder.mul(row64, stride0))
-        ptr = builder.inttoptr(addr, ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32])
-        fn = builder.module.declare_intrinsic("llvm.prefetch", fnty=fnty)
-        # read access, high temporal locality, data cache
-        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-#: ``prefetch_row(arr2d, row) -> None`` (Numba intrinsic).
-prefetch_row: Any = _prefetch_row

@@ -1,0 +1,172 @@
+"""Exact asymmetric top-k scans: the exhaustive search and the (Q, N) distance matrix.
+
+A code is scored exactly only when its quantised lower bound (:mod:`.tables`) can still beat the
+heap's root (:mod:`.heap`). The same scan reranks the two-stage search's selected codes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .heap import _beats, _heap_add, _heap_drain, _new_heap
+from .intrinsics import _BL, _NO_REFCOUNT, _leaf, _split, ctz64
+from .tables import (
+    _BIG,
+    _bound_block,
+    _bounds,
+    _byte_tables,
+    _exact,
+    _exact_nib,
+    _prep_query,
+    _qsum,
+    _query_tables,
+    _smax,
+)
+
+
+@njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
+def _key_id(row, ids, rowmap, use_map):
+    """(tie key, id) of scanned row ``row``: the key is ``rowmap[row]`` if use_map else ``row``;
+    the id ``ids[key]``, or the key itself when ids is empty (row numbers as ids, no random read);
+    a negative id marks padding."""
+    rr = rowmap[row] if use_map else row
+    return rr, (ids[rr] if ids.shape[0] else rr)
+
+
+@_leaf
+def _offer(cw, row, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax):
+    """Score row ``row`` of cw exactly and offer it to the heap (key and id: _key_id; padding is
+    skipped); returns (size, smax)."""
+    rr, i = _key_id(row, ids, rowmap, use_map)
+    if i < 0:
+        return size, smax
+    d = _exact_nib(nib, qwords, cw, row, m)
+    k = hd.shape[0]
+    if size < k or _beats(d, i, rr, hd[0], hi[0], hr[0]):
+        size = _heap_add(hd, hi, hr, size, d, i, rr)
+        if size == k:
+            smax = _smax(hd[0], m, delta)
+    return size, smax
+
+
+@njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
+def _offer_passed(
+    msk, sblk, r, cw, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
+):
+    """Offer the rows r + j of a block whose bit j is set in msk (their bound sblk[j] passed),
+    skipping those the falling smax has since excluded; returns (size, smax)."""
+    while msk:
+        j = ctz64(msk)
+        msk &= msk - np.uint64(1)
+        if sblk[j] <= smax:  # smax may have dropped meanwhile
+            size, smax = _offer(
+                cw, r + j, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
+            )
+    return size, smax
+
+
+@_leaf
+def _asym_scan1(
+    cw, ids, rowmap, use_map, r0, r1, nib, qwords, planes, m, delta, hd, hi, hr, size, sblk
+):
+    """_asym_scan for one-word codes: the bound is computed for blocks of 64 codes (vectorised,
+    by _bound_block inlined here)."""
+    smax = _BIG if size < hd.shape[0] else _smax(hd[0], m, delta)
+    flat = cw.reshape(cw.shape[0])
+    q = qwords[0]
+    p0 = planes[0, 0]
+    p1 = planes[0, 1]
+    p2 = planes[0, 2]
+    p3 = planes[0, 3]
+    r = r0
+    while r + _BL <= r1:
+        msk = _bound_block(flat, r, _BL, q, p0, p1, p2, p3, smax, sblk)
+        size, smax = _offer_passed(
+            msk, sblk, r, cw, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
+        )
+        r += _BL
+    for row in range(r, r1):
+        if _qsum(q ^ flat[row], p0, p1, p2, p3) <= smax:
+            size, smax = _offer(
+                cw, row, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
+            )
+    return size
+
+
+@_leaf
+def _asym_scan(
+    cw, ids, rowmap, use_map, r0, r1, nib, qwords, planes, m, delta, hd, hi, hr, size, sblk
+):
+    """Exact top-k scan of rows [r0, r1) into the heap (hd, hi, hr) holding `size`; returns size.
+
+    Ids and tie keys as in :func:`_offer`. A code is scored exactly only when its quantised lower
+    bound S can still beat the heap's root.
+    """
+    if cw.shape[1] == 1:
+        return _asym_scan1(
+            cw, ids, rowmap, use_map, r0, r1, nib, qwords, planes, m, delta, hd, hi, hr, size, sblk
+        )
+    smax = _BIG if size < hd.shape[0] else _smax(hd[0], m, delta)
+    r = r0
+    while r < r1:
+        n = min(_BL, r1 - r)
+        msk = _bounds(cw, r, n, qwords, planes, smax, sblk)
+        size, smax = _offer_passed(
+            msk, sblk, r, cw, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
+        )
+        r += n
+    return size
+
+
+# ------------------------------------------------------------------------------------------------
+# the parallel kernels
+# ------------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _search_exact_kernel(probs, cw, ids, nbytes, k, n_shards, out_d, out_i, out_r):
+    """Exact asymmetric top-k of each (query, shard): out_*[shard, q, :k] sorted, padded."""
+    nq = probs.shape[0]
+    n = cw.shape[0]
+    nw = cw.shape[1]
+    for u in prange(nq * n_shards):
+        qi, r0, r1 = _split(u, n_shards, n)
+        sh = u % n_shards
+        nib, qwords, planes = _query_tables(nw)
+        m, delta = _prep_query(probs[qi], nbytes, nib, qwords, planes)
+        hd, hi, hr = _new_heap(k)
+        size = _asym_scan(
+            cw,
+            ids,
+            np.empty(0, np.int64),
+            False,
+            r0,
+            r1,
+            nib,
+            qwords,
+            planes,
+            m,
+            delta,
+            hd,
+            hi,
+            hr,
+            0,
+            np.empty(_BL, np.int64),
+        )
+        _heap_drain(hd, hi, hr, size, out_d[sh, qi], out_i[sh, qi], out_r[sh, qi])
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _asym_matrix_kernel(probs, cw, nbytes, n_blocks, out):
+    nq = probs.shape[0]
+    n = cw.shape[0]
+    nw = cw.shape[1]
+    for u in prange(nq * n_blocks):
+        qi, r0, r1 = _split(u, n_blocks, n)
+        nib, qwords, planes = _query_tables(nw)
+        m, _ = _prep_query(probs[qi], nbytes, nib, qwords, planes)
+        tab = np.empty((8 * nw, 256), np.float64)
+        _byte_tables(nib, tab)
+        for row in range(r0, r1):
+            out[qi, row] = _exact(tab, qwords, cw, row, m)

@@ -1,0 +1,194 @@
+"""Per-query tables, the exact asymmetric distance and its quantised lower bound.
+
+For a query p and its hard code h = [p > 0.5], asym(b) = M + the sum of a_j = |1 - 2 p_j| over the
+bits set in b XOR h (see :mod:`hashplug.rerank`). ``_prep_query`` builds the nibble tables of those
+sums, the hard code as little-endian words and four bit-planes of the weights quantised to
+0..15; ``_exact``/``_exact_nib`` add the table entries in a fixed order (bit-identical results);
+``_qsum``/``_bounds`` give the integer lower bound the scans prune with, ``_smax`` its cut-off.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .intrinsics import _NO_REFCOUNT, _leaf, popcount64
+
+_QMAX = 15  # 4 bit-planes of quantised weights
+_BIG = np.int64(1) << np.int64(40)
+
+
+@_leaf
+def _prep_query(p, nbytes, nib, qwords, planes):
+    """Fill the tables of one query; return (M, delta).
+
+    p (n_bits,) float32; nib (16*W, 16) float64 (rows past 2*nbytes are zero): nib[2i, v] / nib[2i+1, v] = sum of a_j over
+    the bits of the high / low nibble value v of byte i (a_j = |1 - 2 p_j|, held in its
+    single-bit entries); qwords (W,) uint64: the packed hard code as little-endian words, zero
+    padded; planes (W, 4) uint64: bit-planes of the quantised weights floor(a_j / delta),
+    delta = max(a) / 15.
+    """
+    n_bits = nbytes * 8
+    m = 0.0
+    amax = 0.0
+    qwords[:] = 0
+    nib[:, :] = 0.0
+    for j in range(n_bits):  # branch-free: these bits are random
+        pj = np.float64(p[j])
+        aj = abs(1.0 - 2.0 * pj)
+        m += min(pj, 1.0 - pj)
+        amax = max(amax, aj)
+        byte = j >> 3
+        pos = (byte & 7) * 8 + (7 - (j & 7))  # bit of byte `byte` in its little-endian word
+        qwords[byte >> 3] |= np.uint64(pj > 0.5) << np.uint64(pos)
+        nib[j >> 2, 1 << (3 - (j & 3))] = aj
+    for h in range(2 * nbytes):
+        for v in range(3, 16):
+            lo = v & -v
+            if v != lo:  # several bits: their lowest one plus the rest
+                nib[h, v] = nib[h, v ^ lo] + nib[h, lo]
+    planes[:, :] = 0
+    delta = amax / _QMAX
+    if delta > 0.0:
+        for j in range(n_bits):
+            qa = int(nib[j >> 2, 1 << (3 - (j & 3))] / delta)
+            if qa > _QMAX:
+                qa = _QMAX
+            byte = j >> 3
+            pos = (byte & 7) * 8 + (7 - (j & 7))
+            w = byte >> 3
+            for b in range(4):
+                planes[w, b] |= np.uint64((qa >> b) & 1) << np.uint64(pos)
+    return m, delta
+
+
+@njit(cache=True, nogil=True)
+def _query_tables(nw):
+    """Empty tables of one query for codes of nw words: (nib, qwords, planes), see _prep_query."""
+    return (
+        np.empty((16 * nw, 16), np.float64),
+        np.empty(nw, np.uint64),
+        np.empty((nw, 4), np.uint64),
+    )
+
+
+@_leaf
+def _byte_tables(nib, tab):
+    """tab[i, v] = nib[2i, v >> 4] + nib[2i+1, v & 15]: the byte table of the same sums."""
+    for i in range(tab.shape[0]):
+        lo = nib[2 * i + 1]
+        for hv in range(16):
+            h = nib[2 * i, hv]
+            row = tab[i, 16 * hv : 16 * hv + 16]
+            for lv in range(16):
+                row[lv] = h + lo[lv]
+
+
+@_leaf
+def _exact(tab, qwords, cw, row, m):
+    """float32(M + sum over bytes i of tab[i, byte i of (h XOR b)]) in a fixed order.
+
+    Even bytes accumulate in s0, odd bytes in s1, each in ascending byte order; padding bytes add
+    +0.0 (their table rows are zero), which leaves the sums unchanged.
+    """
+    s0 = 0.0
+    s1 = 0.0
+    for w in range(cw.shape[1]):
+        x = qwords[w] ^ cw[row, w]
+        for b in range(0, 8, 2):
+            s0 += tab[8 * w + b, np.int64((x >> np.uint64(8 * b)) & np.uint64(255))]
+            s1 += tab[8 * w + b + 1, np.int64((x >> np.uint64(8 * b + 8)) & np.uint64(255))]
+    return np.float32((s0 + s1) + m)
+
+
+@_leaf
+def _exact_nib(nib, qwords, cw, row, m):
+    """Bit-identical to _exact with tab = _byte_tables(nib): same operands, same order.
+
+    Needs only the small nibble tables (cheap to build), for kernels that score few codes per query.
+    """
+    s0 = 0.0
+    s1 = 0.0
+    for w in range(cw.shape[1]):
+        x = qwords[w] ^ cw[row, w]
+        for b in range(0, 8, 2):
+            i = 2 * (8 * w + b)
+            y0 = np.int64((x >> np.uint64(8 * b)) & np.uint64(255))
+            y1 = np.int64((x >> np.uint64(8 * b + 8)) & np.uint64(255))
+            s0 += nib[i, y0 >> 4] + nib[i + 1, y0 & 15]
+            s1 += nib[i + 2, y1 >> 4] + nib[i + 3, y1 & 15]
+    return np.float32((s0 + s1) + m)
+
+
+#: _exact_nib inlined (at Numba IR level) into the rerank scan's batch loop.
+_exact_nib_in = njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)(_exact_nib.py_func)
+
+
+@_leaf
+def _smax(tau, m, delta):
+    """Largest quantised sum S whose lower bound M + delta*S may still reach float32 distance tau.
+
+    Generous by construction (margins for float rounding): a code with S > _smax(...) has a float64
+    distance > tau * (1 + 2^-22), hence a float32 distance > tau.
+    """
+    if delta <= 0.0 or not (tau < np.inf):
+        return _BIG
+    x = (np.float64(tau) * (1.0 + 2.0**-22) / (1.0 - 1e-9) - m) / delta
+    if x < -2.0:
+        return np.int64(-1)
+    if x > 1e12:
+        return _BIG
+    return np.int64(math.floor(x)) + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _qsum(x, p0, p1, p2, p3):
+    """Quantised weight of the bits set in x: sum_b 2^b popcount(x & plane_b) (scalars only)."""
+    return (
+        popcount64(x & p0)
+        + 2 * popcount64(x & p1)
+        + 4 * popcount64(x & p2)
+        + 8 * popcount64(x & p3)
+    )
+
+
+@njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
+def _bound_block(flat, r0, n, q, p0, p1, p2, p3, smax, out):
+    """out[j] = quantised weight S of (q XOR one-word code flat[r0 + j]), for j < n <= 64; returns
+    the mask of those with S <= smax (bit j: row r0 + j). The one vectorised block scan of the
+    asymmetric kernels: inlined at Numba IR level, so with n = 64 it compiles as the loop written
+    in place did (a call per block, not inlined, doubled the exhaustive scan's time)."""
+    blk = flat[r0 : r0 + n]
+    msk = np.uint64(0)
+    for j in range(n):
+        s = _qsum(q ^ blk[j], p0, p1, p2, p3)
+        out[j] = s
+        msk |= np.uint64(s <= smax) << np.uint64(j)
+    return msk
+
+
+@_leaf
+def _bounds(cw, r0, n, qwords, planes, smax, out):
+    """out[j] = quantised weight S of (hard code XOR row r0+j), for j < n <= 64; returns the mask
+    of the rows whose S <= smax (bit j: row r0+j)."""
+    nw = cw.shape[1]
+    msk = np.uint64(0)
+    if nw == 1:
+        flat = cw.reshape(cw.shape[0])
+        p = planes[0]
+        return _bound_block(flat, r0, n, qwords[0], p[0], p[1], p[2], p[3], smax, out)
+    for j in range(n):
+        out[j] = 0
+    for w in range(nw):
+        q = qwords[w]
+        p0 = planes[w, 0]
+        p1 = planes[w, 1]
+        p2 = planes[w, 2]
+        p3 = planes[w, 3]
+        for j in range(n):
+            out[j] += _qsum(q ^ cw[r0 + j, w], p0, p1, p2, p3)
+    for j in range(n):
+        msk |= np.uint64(out[j] <= smax) << np.uint64(j)
+    return msk
