@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -725,6 +725,37 @@ class MilvusStore(HitsStore):
             text = row.get("payload") if row is not None else None
             out.append(json.loads(text) if text else None)
         return out
+
+    def iter_ids(self, batch_size: int = 50_000) -> Iterator[NDArray[np.int64]]:
+        """Every id once, in id order: pages of ``id > last`` (at most 16384 ids each, Milvus'
+        query window), as pymilvus' ``query_iterator`` reads them."""
+        self._require_open()
+        if self._layout is None and self.read_meta() is None:
+            return
+        page = max(1, min(int(batch_size), MAX_TOPK))
+        last: int | None = None
+        while True:
+            expr = "" if last is None else f"id > {last}"
+
+            def go(c: MilvusClient, expr: str = expr) -> list[dict[str, Any]]:
+                return list(
+                    c.query(
+                        self.collection,
+                        filter=expr,
+                        limit=page,
+                        output_fields=["id"],
+                        consistency_level=self._read_level(),
+                        iterator="True",  # id-ordered pages
+                        **self._rpc(),
+                    )
+                )
+
+            rows = self._call("list ids", go)
+            if not rows:
+                return
+            ids = np.fromiter((int(r["id"]) for r in rows), np.int64, len(rows))
+            last = int(ids[-1])
+            yield ids
 
     def delete(self, ids: ArrayLike) -> None:
         self._require_layout()
