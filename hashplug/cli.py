@@ -123,6 +123,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     results, paths = run_bench(
         cache, args.out, extra={"encoder": encoder_info}, **_bench_settings(args)
     )
+    if not args.no_compare:
+        _compact_compare(cache, args.out, paths)
     print(paths["markdown"].read_text())
     print(f"done in {time.perf_counter() - t0:.0f} s; report: {paths['markdown']}")
     print("also:", ", ".join(str(p) for k, p in paths.items() if k != "markdown"))
@@ -162,6 +164,48 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not rec["reached"]:
         raise ValueError(rec["text"])
     return 0
+
+
+#: What ``hashplug run`` compares: LanceDB's own indexes against hashplug at 64 bits.
+RUN_COMPARE_METHODS = [
+    "exact:float",
+    "lancedb:flat",
+    "lancedb:ivf_pq",
+    "lancedb:ivf_sq",
+    "lancedb:ivf_rq",
+    "lancedb:ivf_rq+refine",
+    "hashplug:*-64",
+    "hashplug:*-64+originals",
+]
+
+
+def _compact_compare(
+    embeddings: Any,
+    out: str,
+    paths: dict[str, Any],
+    methods: Sequence[str] = tuple(RUN_COMPARE_METHODS),
+    queries: int = 200,
+) -> None:
+    """LanceDB's native options next to hashplug (64 bits), appended to the run's report."""
+    from pathlib import Path
+
+    from .bench.compare import CompareConfig, run_compare
+    from .bench.compare_report import compact_markdown, write_compare_report
+
+    print("[+] comparing with LanceDB's own indexes (hashplug compare, compact) ...")
+    cfg = CompareConfig(
+        bits=(64,),
+        engines=("lancedb",),
+        hashplug_engines=("memory",),
+        methods=list(methods),
+        queries=queries,
+        progress=False,
+    )
+    res = run_compare(embeddings, cfg)
+    cpaths = write_compare_report(res, Path(out) / "compare")
+    md = paths["markdown"]
+    md.write_text(md.read_text() + "\n" + compact_markdown(res, Path("compare")))
+    paths.update({f"compare_{k}": v for k, v in cpaths.items()})
 
 
 def _load_array(path: str, *keys: str) -> np.ndarray:
@@ -320,15 +364,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--hashers",
         nargs="+",
-        default=["hashing-baseline", "itq", "lsh"],
+        default=["hashing-baseline", "itq", "lsh", "hashcoder-neighbors"],
         choices=list(HASHERS),
-        help="default: the training-free ones (add hashcoder-* for the learned probe)",
+        help="default: the training-free ones and the learned HashCoder (unsupervised)",
     )
     r.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
     r.add_argument("--k", type=int, default=1000)
     r.add_argument("--seeds", type=int, default=3)
     r.add_argument("--backends", nargs="+", default=["local", "lancedb"])
     r.add_argument("--oversample", type=int, nargs="+", default=[1, 2, 5, 10, 20])
+    r.add_argument(
+        "--no-compare", action="store_true", help="skip the compact LanceDB-vs-hashplug comparison"
+    )
     r.add_argument("--out", default="reports/main")
     r.set_defaults(func=cmd_run)
 

@@ -35,7 +35,8 @@ def small_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 METHODS = [
     "exact:float",
-    "faiss:*",
+    "faiss:binary-flat",
+    "faiss:rabitq",
     "st:binary+rescore",
     "lancedb:flat",
     "lancedb:ivf_rq+refine",
@@ -54,7 +55,7 @@ def results(small_set: Path) -> dict:
         bits=(32, 64),
         hashers=("hb", "itq"),
         methods=METHODS,
-        queries=30,
+        queries=20,
         progress=False,
         candidates=300,
         shortlist=50,
@@ -210,3 +211,23 @@ def test_cli_unreachable_target(
     assert (tmp_path / "report.md").is_file()  # the report is still written
     rc, err = _cli(["--embeddings", str(small_set), "--target-recall", "1.5"], capsys)
     assert rc == 2 and "--target-recall must be in (0, 1]" in err
+
+
+def test_run_appends_the_compact_comparison(small_set: Path, tmp_path: Path) -> None:
+    """``hashplug run``'s compact comparison: LanceDB's indexes vs hashplug, in the run's report."""
+    from hashplug.cli import _compact_compare
+
+    md = tmp_path / "report.md"
+    md.write_text("# run report\n")
+    paths = {"markdown": md}
+    _compact_compare(
+        small_set,
+        str(tmp_path),
+        paths,
+        methods=["exact:float", "lancedb:ivf_rq", "hashplug:itq-64"],
+        queries=10,
+    )
+    text = md.read_text()
+    assert text.startswith("# run report") and "LanceDB's own indexes vs hashplug" in text
+    assert "`lancedb:ivf_rq`" in text and "`hashplug:itq-64`" in text
+    assert paths["compare_ram_plot"].is_file()

@@ -233,7 +233,6 @@ class _HashplugRunner:
     def _fit(self, data: CompareData) -> tuple[Any, float]:
         key = (id(data), self.hasher, self.n_bits)
         if key not in self._fitted:
-            self._fitted.clear() if len(self._fitted) > 64 else None
             h = HASHERS[HASHPLUG_HASHERS[self.hasher]](self.n_bits, self.cfg.seed)
             t = time.perf_counter()
             ds = EmbeddingSet(
@@ -289,7 +288,6 @@ class _HashplugRunner:
                 ram += data.db_x.nbytes
                 how += " + float32 originals in RAM"
         else:
-            root = next(Path(work).glob("codes*"), Path(work))
             lance = [p for p in Path(work).rglob("*.lance") if p.is_dir()]
             idx = sum(dir_bytes(p / "_indices") for p in lance if (p / "_indices").exists())
             ram = float(idx)
@@ -297,7 +295,6 @@ class _HashplugRunner:
             disk = float(dir_bytes(Path(work)))
             if self.originals:
                 how += "; originals in a float32 file on disk"
-            del root
         index.store.drop()
         index.close()
         params = {
@@ -324,10 +321,12 @@ class _HashplugRunner:
 
 # -- engine-free references ------------------------------------------------------------------------
 def _exact(data: CompareData, work: Path) -> MethodRun:
-    db = data.db_x
+    db = data.db_x  # unit rows: cosine = dot product
 
     def search(q: NDArray[np.float32]) -> NDArray[np.int64]:
-        return float_topk(q, db, data.k)[0]
+        sim = db @ q[0]
+        top = np.argpartition(-sim, data.k - 1)[: data.k]
+        return top[np.lexsort((top, -sim[top]))]
 
     ids, ms = time_queries(search, data.q_x, data.k)
     return MethodRun("exact:float", "numpy", ids, ms, 0.0, float(db.nbytes), 0.0, "float32 matrix")
@@ -478,10 +477,11 @@ def recommend(rows: list[dict[str, Any]], target: float) -> dict[str, Any]:
         n = min(nat, key=lambda r: r["bytes_per_vector"])
         ratio = n["bytes_per_vector"] / max(h["bytes_per_vector"], 1e-9)
         lat = n["p50_ms"] / max(h["p50_ms"], 1e-9)
+        less = f"{ratio:.2g}x less" if ratio >= 1 else f"{1 / ratio:.2g}x more"
+        faster = f"{lat:.2g}x faster" if lat >= 1 else f"{1 / lat:.2g}x slower"
         text += (
-            f" At this recall the leanest hashplug option ({_label(h)}) uses {ratio:.2g}x "
-            f"{'less' if ratio >= 1 else 'more'} RAM than the leanest other one ({_label(n)}) "
-            f"and answers {lat:.2g}x {'faster' if lat >= 1 else 'slower'} (p50)."
+            f" At this recall the leanest hashplug option ({_label(h)}) uses {less} RAM than "
+            f"the leanest other one ({_label(n)}) and answers {faster} (p50)."
         )
         out.update(bytes_ratio=ratio, latency_ratio=lat)
     out["text"] = text
@@ -547,13 +547,16 @@ def run_compare(
         if e.run is None
     ]
     exact = float_topk(data.q_x, data.db_x, max(10, cfg.k))
+    _HashplugRunner._fitted.clear()  # keyed by id(data): never reuse across runs
     rows, failed = [], []
     t0 = time.perf_counter()
     for e in tqdm(runnable, desc="compare", disable=not cfg.progress):
         work = Path(tempfile.mkdtemp(prefix="hashplug-compare-"))
         try:
             assert e.run is not None
+            t = time.perf_counter()
             rows.append(_row(e.run(data, work), data, exact, labels, cfg))
+            rows[-1]["wall_s"] = time.perf_counter() - t  # build + all queries
         except Exception as ex:  # noqa: BLE001 - one engine's failure must not hide the others
             failed.append(
                 {"method": e.method, "engine": e.engine, "error": f"{type(ex).__name__}: {ex}"}
@@ -561,6 +564,7 @@ def run_compare(
         finally:
             shutil.rmtree(work, ignore_errors=True)
     _close_engines(cfg.engines)
+    _HashplugRunner._fitted.clear()
     if not rows:
         raise ValueError("no method ran: " + "; ".join(f["error"] for f in failed)[:300])
     for key, flag in (("bytes_per_vector", "on_ram_front"), ("p50_ms", "on_latency_front")):

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["compare_markdown", "write_compare_report", "frontier_plot"]
+__all__ = ["compare_markdown", "compact_markdown", "write_compare_report", "frontier_plot"]
 
 
 def _fmt_bytes(b: float) -> str:
@@ -92,6 +92,32 @@ def compare_markdown(res: dict[str, Any], title: str = "hashplug compare") -> st
     return "\n".join(out) + "\n"
 
 
+def compact_markdown(res: dict[str, Any], rel: Path) -> str:
+    """A short frontier table (method, RAM, recall, p50, cost) for ``hashplug run``'s report."""
+    rows = sorted(res["frontier"], key=lambda r: (r["bytes_per_vector"], -r["recall_at_10"]))
+    out = [
+        "## Where hashplug stands: LanceDB's own indexes vs hashplug (64 bits)",
+        "",
+        res["recommendation"]["text"],
+        "",
+        "| method | engine | RAM B/vec | disk B/vec | recall@10 | p50 ms | $/M/month |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| `{r['method']}` | {r['engine']} | {_fmt_bytes(r['bytes_per_vector'])} | "
+            f"{_fmt_bytes(r['disk_bytes_per_vector'])} | {r['recall_at_10']:.3f} | "
+            f"{r['p50_ms']:.2f} | {r['usd_month_per_million']:.3f} |"
+        )
+    out += [
+        "",
+        f"Full table and frontier plots: `{rel}/report.md`, `{rel}/frontier_ram.png`, "
+        f"`{rel}/frontier_latency.png` (`hashplug compare` runs every engine and option).",
+        "",
+    ]
+    return "\n".join(out)
+
+
 def frontier_plot(res: dict[str, Any], key: str, path: Path, xlabel: str, logx: bool) -> None:
     """recall@10 against ``key``: every method one numbered point (numbers = the table's), a
     numbered legend beside the axes, the Pareto front drawn as a step line."""
@@ -130,7 +156,7 @@ def frontier_plot(res: dict[str, Any], key: str, path: Path, xlabel: str, logx: 
     handles = [
         plt.Line2D([], [], marker="o", ls="", color=colour[f], label=f) for f in families
     ] + [plt.Line2D([], [], color="k", ls="--", label="Pareto front")]
-    ax.legend(handles=handles, loc="lower right", fontsize=7, title="family")
+    ax.legend(handles=handles, loc="upper left", fontsize=7, title="family", framealpha=0.9)
     legend = "\n".join(f"{i:>2}  {r['method']} [{r['engine']}]" for i, r in enumerate(rows, 1))
     fig.text(0.70, 0.98, legend, va="top", ha="left", family="monospace", fontsize=6.5)
     fig.subplots_adjust(left=0.07, right=0.68, top=0.97, bottom=0.08)
