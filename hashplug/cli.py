@@ -123,10 +123,89 @@ def cmd_run(args: argparse.Namespace) -> int:
     results, paths = run_bench(
         cache, args.out, extra={"encoder": encoder_info}, **_bench_settings(args)
     )
+    if not args.no_compare:
+        _compact_compare(cache, args.out, paths)
     print(paths["markdown"].read_text())
     print(f"done in {time.perf_counter() - t0:.0f} s; report: {paths['markdown']}")
     print("also:", ", ".join(str(p) for k, p in paths.items() if k != "markdown"))
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """hashplug against each engine's own quantization: frontier table, plots, recommendation."""
+    from .bench.compare import CompareConfig, run_compare
+    from .bench.compare_report import write_compare_report
+    from .bench.datasets import default_embeddings_path
+
+    engines = list(args.engines)
+    if args.milvus_server and "milvus-server" not in engines:
+        engines.append("milvus-server")
+    cfg = CompareConfig(
+        k=args.k,
+        bits=args.bits,
+        hashers=args.hashers,
+        engines=engines,
+        methods=args.methods,
+        queries=args.queries,
+        oversample=args.oversample,
+        candidates=args.candidates,
+        shortlist=args.shortlist,
+        ram_price=args.ram_price,
+        disk_price=args.disk_price,
+        target_recall=args.target_recall,
+        progress=not args.quiet,
+    )
+    cfg.validate()
+    res = run_compare(args.embeddings or default_embeddings_path(), cfg)
+    paths = write_compare_report(res, args.out)
+    print(paths["markdown"].read_text())
+    print("report written:", ", ".join(str(p) for p in paths.values()))
+    rec = res["recommendation"]
+    if not rec["reached"]:
+        raise ValueError(rec["text"])
+    return 0
+
+
+#: What ``hashplug run`` compares: LanceDB's own indexes against hashplug at 64 bits.
+RUN_COMPARE_METHODS = [
+    "exact:float",
+    "lancedb:flat",
+    "lancedb:ivf_pq",
+    "lancedb:ivf_sq",
+    "lancedb:ivf_rq",
+    "lancedb:ivf_rq+refine",
+    "hashplug:*-64",
+    "hashplug:*-64+originals",
+]
+
+
+def _compact_compare(
+    embeddings: Any,
+    out: str,
+    paths: dict[str, Any],
+    methods: Sequence[str] = tuple(RUN_COMPARE_METHODS),
+    queries: int = 200,
+) -> None:
+    """LanceDB's native options next to hashplug (64 bits), appended to the run's report."""
+    from pathlib import Path
+
+    from .bench.compare import CompareConfig, run_compare
+    from .bench.compare_report import compact_markdown, write_compare_report
+
+    print("[+] comparing with LanceDB's own indexes (hashplug compare, compact) ...")
+    cfg = CompareConfig(
+        bits=(64,),
+        engines=("lancedb",),
+        hashplug_engines=("memory",),
+        methods=list(methods),
+        queries=queries,
+        progress=False,
+    )
+    res = run_compare(embeddings, cfg)
+    cpaths = write_compare_report(res, Path(out) / "compare")
+    md = paths["markdown"]
+    md.write_text(md.read_text() + "\n" + compact_markdown(res, Path("compare")))
+    paths.update({f"compare_{k}": v for k, v in cpaths.items()})
 
 
 def _load_array(path: str, *keys: str) -> np.ndarray:
@@ -285,17 +364,53 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--hashers",
         nargs="+",
-        default=["hashing-baseline", "itq", "lsh"],
+        default=["hashing-baseline", "itq", "lsh", "hashcoder-neighbors"],
         choices=list(HASHERS),
-        help="default: the training-free ones (add hashcoder-* for the learned probe)",
+        help="default: the training-free ones and the learned HashCoder (unsupervised)",
     )
     r.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
     r.add_argument("--k", type=int, default=1000)
     r.add_argument("--seeds", type=int, default=3)
     r.add_argument("--backends", nargs="+", default=["local", "lancedb"])
     r.add_argument("--oversample", type=int, nargs="+", default=[1, 2, 5, 10, 20])
+    r.add_argument(
+        "--no-compare", action="store_true", help="skip the compact LanceDB-vs-hashplug comparison"
+    )
     r.add_argument("--out", default="reports/main")
     r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser(
+        "compare",
+        help="hashplug vs each database's own quantization: frontier, plots, recommendation",
+    )
+    c.add_argument(
+        "--embeddings", help="an .npz set: db_x, q_x (+ db_y, q_y labels, train_x optional)"
+    )
+    c.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="method names or globs (e.g. 'lancedb:*' 'hashplug:itq-*'); default: all available",
+    )
+    c.add_argument("--engines", nargs="+", default=["lancedb", "qdrant-edge", "milvus-lite"])
+    c.add_argument(
+        "--milvus-server",
+        action="store_true",
+        help="also the real Milvus 2.3.5 server (slow start)",
+    )
+    c.add_argument("--hashers", nargs="+", default=["hb", "itq", "hashcoder"])
+    c.add_argument("--bits", type=int, nargs="+", default=[32, 64, 128, 256])
+    c.add_argument("--k", type=int, default=10)
+    c.add_argument("--queries", type=int, default=1000, help="queries used (the first N)")
+    c.add_argument("--oversample", type=int, default=10, help="hashplug: Hamming top-(O x k)")
+    c.add_argument("--candidates", type=int, default=1000, help="+originals: Hamming top-C")
+    c.add_argument("--shortlist", type=int, default=100, help="+originals: rescored with floats")
+    c.add_argument("--ram-price", type=float, default=5.0, help="USD per GiB-month of RAM")
+    c.add_argument("--disk-price", type=float, default=0.10, help="USD per GiB-month of disk")
+    c.add_argument("--target-recall", type=float, default=0.95)
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument("--out", default="reports/compare")
+    c.set_defaults(func=cmd_compare)
 
     f = sub.add_parser(
         "fit", help="fit a hasher on embeddings (.npy, or .npz train_x/db_x) and save it"

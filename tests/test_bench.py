@@ -162,6 +162,7 @@ def test_cli_run_encodes_a_labelled_folder_and_reports(tmp_path, capsys):
         str(tmp_path / "rep"),
         "--batch-size",
         "16",
+        "--no-compare",  # the compact comparison has its own test (test_compare.py)
     ]
     assert main(args) == 0
     out = capsys.readouterr().out
