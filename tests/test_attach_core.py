@@ -61,3 +61,10 @@ def test_open_source_errors():
         open_source("lancedb://")
     with pytest.raises(ValueError, match="scheme://location"):
         open_source("just-a-path")
+
+
+def test_recorded_uri_has_no_secrets():
+    from hashplug.sources.core import _public_uri
+
+    assert _public_uri("milvus://root:secret@h:19530/docs?token=abc") == "milvus://h:19530/docs"
+    assert _public_uri("lancedb:///data/lake/docs?metric=cosine") == "lancedb:///data/lake/docs"

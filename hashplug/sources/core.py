@@ -87,6 +87,14 @@ def _state_name(codes_uri: str, beside: bool) -> str:
     return f"{last}-{hashlib.blake2b(codes_uri.encode(), digest_size=4).hexdigest()}"
 
 
+def _public_uri(uri: str) -> str:
+    """``uri`` without its query string and user info (tokens, passwords): what may be recorded."""
+    scheme, _, rest = uri.partition("://")
+    rest = rest.split("?", 1)[0]
+    head, sep, tail = rest.partition("/")
+    return f"{scheme}://{head.rsplit('@', 1)[-1]}{sep}{tail}"
+
+
 def _default_state_dir() -> Path:
     return Path(os.environ.get("HASHPLUG_CACHE") or Path.home() / ".cache" / "hashplug") / "attach"
 
@@ -481,7 +489,7 @@ def attach(
             h.save(hfile)
             info = source.info
             record = {
-                "source": uri,
+                "source": _public_uri(uri),
                 "vector_field": info.vector_field,
                 "id_field": info.id_field,
                 "id_kind": info.id_kind,
