@@ -314,3 +314,37 @@ def test_ray_npy_fit_and_file_store_with_resume(ray_cluster, tmp_path: Path) -> 
     assert r.writers == "driver" and r.shards_written + r.shards_skipped == 4
     assert r.shards_skipped >= 1 and r.stored == 1200
     _check_store(uri, h, truth)
+
+
+@pytest.mark.slow
+def test_raw_items_are_encoded_in_the_pipeline(tmp_path: Path) -> None:
+    """Parquet of texts -> the real MiniLM encoder on the workers -> fit + ingest."""
+    pytest.importorskip("sentence_transformers")
+    from hashplug.encoders import WeightsNotFoundError, load_encoder
+
+    spec = "sbert:all-MiniLM-L6-v2"
+    try:
+        enc = load_encoder(spec)
+    except (WeightsNotFoundError, ImportError) as e:
+        pytest.skip(f"{spec} is not available offline: {e}")
+    words = ["cat", "dog", "stock", "market", "river", "mountain", "guitar", "violin"]
+    texts = [f"a {a} next to a {b}" for a in words for b in words]  # 64 texts
+    d = tmp_path / "texts"
+    d.mkdir()
+    for s in range(2):
+        part = texts[s * 32 : (s + 1) * 32]
+        pq.write_table(
+            pa.table({"id": pa.array(np.arange(s * 32, (s + 1) * 32)), "text": pa.array(part)}),
+            d / f"t{s}.parquet",
+        )
+    with pytest.raises(ValueError, match="give an encoder"):
+        D.ingest(d, hashplug.LSH(8).fit(_vectors(10, 0)), "memory://", item_column="text")
+    h = D.fit(d, bits=16, sample=64, item_column="text", encoder=spec, engine="local",
+              progress=False)  # fmt: skip
+    assert h.encoder_ == spec and h.dim_ == 384
+    uri = f"file://{tmp_path}/codes"
+    r = D.ingest(d, h, uri, item_column="text", encoder=spec, engine="local", progress=False)
+    assert r.stored == 64
+    store = hashplug.open_store(uri)
+    np.testing.assert_array_equal(store.get_codes(np.arange(64)), h.encode(enc.encode(texts)))
+    assert store.read_meta().encoder == spec

@@ -51,6 +51,7 @@ class IngestReport:
     writers: str  # "workers" or "driver"
     stored: int | None  # count() of the store after the run
     peak_rss_mb: dict[int, float] = field(default_factory=dict)  # per worker pid
+    finish_s: float = 0.0  # of ``seconds``: the store's final pass (LanceDB index build)
     state_dir: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,8 +203,10 @@ def ingest(
                     state.mark_done(ds.shards[sh], done_rows[sh])
     finally:
         bar.close()
+    t_finish = time.perf_counter()
     if mode == "workers" and written:
         _finish(index)
+    finish_s = time.perf_counter() - t_finish
     stored = index.store.count()
     index.close()
     dt = time.perf_counter() - t0
@@ -213,7 +216,7 @@ def ingest(
         duplicate_ids=ds.duplicate_ids, duplicate_examples=ds.duplicate_examples,
         seconds=dt, vectors_per_s=written / dt if dt > 0 else 0.0, engine=engine,
         workers=workers if engine == "ray" else 1, writers=mode, stored=stored,
-        peak_rss_mb=rss, state_dir=str(state.dir),
+        peak_rss_mb=rss, state_dir=str(state.dir), finish_s=finish_s,
     )  # fmt: skip
 
 
