@@ -128,15 +128,48 @@ def kill_run(shards: Path, hasher: Path, uri: str, n_shards: int, workers: int) 
     return {"shards_done_when_killed": len(list(state.glob("*/*.done")))}
 
 
-def milvus_runs(shards: Path, hasher: Path, work: Path, k: int, per_shard: int, extra) -> dict:
-    """The first ``k`` shards (symlinked) into a fresh Milvus standalone server: local vs ray-2."""
-    from hashplug_milvus.server import EmbeddedMilvus
+def worker_kill_run(shards: Path, hasher: Path, work: Path, k: int) -> dict:
+    """SIGKILL one Ray worker (actor process) mid-run; Ray Data restarts it and retries its chunk."""
+    sub = _subset(shards, work, k)
+    uri = f"lancedb://{work}/db_wkill/codes"
+    subprocess.run(["rm", "-rf", f"{work}/db_wkill"], check=True)
+    rep = work / "report_wkill.json"
+    p = cli(["ingest", "--engine", "ray", "--workers", "2", "--hasher", str(hasher), "--store",
+             uri, "--embeddings", str(sub), "--report", str(rep)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    state = Path(uri.split("://", 1)[1] + ".hashplug-ingest")
+    while p.poll() is None and not list(state.glob("*/*.done")):
+        time.sleep(0.2)
+    ps = subprocess.run(["ps", "-eo", "pid=,sid=,args="], capture_output=True, text=True).stdout
+    victims = [int(ln.split()[0]) for ln in ps.splitlines()
+               if "MapWorker" in ln and int(ln.split()[1]) == p.pid]  # fmt: skip
+    if victims:
+        os.kill(victims[0], signal.SIGKILL)
+    rc = p.wait()
+    out = {"workers_found": len(victims), "killed": victims[:1], "returncode": rc,
+           "shards": k}  # fmt: skip
+    if rc == 0:
+        out["report"] = json.loads(rep.read_text())
+        out["exact_once"] = exact_once(uri, out["report"]["rows"])
+    print(f"worker kill: {out.get('exact_once')} rc={rc}", flush=True)
+    return out
 
-    sub = work / f"milvus_subset_{k}"
+
+def _subset(shards: Path, work: Path, k: int) -> Path:
+    """The first ``k`` shards, symlinked into their own directory."""
+    sub = work / f"subset_{k}"
     sub.mkdir(exist_ok=True)
     for p in sorted(shards.glob("*.parquet"))[:k]:
         if not (sub / p.name).exists():
             (sub / p.name).symlink_to(p)
+    return sub
+
+
+def milvus_runs(shards: Path, hasher: Path, work: Path, k: int, per_shard: int, extra) -> dict:
+    """The first ``k`` shards (symlinked) into a fresh Milvus standalone server: local vs ray-2."""
+    from hashplug_milvus.server import EmbeddedMilvus
+
+    sub = _subset(shards, work, k)
     out: dict = {"rows": k * per_shard}
     subprocess.run(["rm", "-rf", str(work / "milvus_data")], check=True)
     with EmbeddedMilvus(str(work / "milvus_data")) as srv:
@@ -144,6 +177,26 @@ def milvus_runs(shards: Path, hasher: Path, work: Path, k: int, per_shard: int, 
             uri = srv.store_uri(f"bench_{name.replace('-', '_')}")
             out[name] = ingest_run(f"milvus-{name}", sub, hasher, uri, work, extra[name])
     return out
+
+
+def table(res: dict) -> str:
+    """The README's Markdown table from a results JSON."""
+    rows = ["| run | workers | vectors | rows phase s | vec/s (rows) | index build s | total s | "
+            "peak RSS per worker MB |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    runs = [(f"LanceDB {k}", v) for k, v in res["runs"].items()]
+    if "kill" in res:
+        runs.append(("LanceDB rerun after kill", res["kill"]["rerun"]))
+    runs += [(f"Milvus {k}", v) for k, v in res.get("milvus", {}).items() if k != "rows"]
+    for name, r in runs:
+        fin = r.get("finish_s")
+        rows_s = r["seconds"] - (fin or 0.0)
+        rss = ", ".join(str(round(v)) for v in sorted(r["peak_rss_mb"].values()))
+        rows.append(
+            f"| {name} | {r['workers']} | {r['written']:,} | {rows_s:.0f} | "
+            f"{r['written'] / rows_s:,.0f} | {'-' if fin is None else f'{fin:.0f}'} | "
+            f"{r['seconds']:.0f} | {rss} |"
+        )
+    return "\n".join(rows)
 
 
 def main() -> None:
@@ -160,7 +213,13 @@ def main() -> None:
         help="also ingest the first N shards into the real Milvus 2.3.5 standalone server",
     )  # fmt: skip
     ap.add_argument("--out", default="reports/bench_distributed.json")
+    ap.add_argument("--kill-worker-shards", type=int, default=0,
+                    help="kill one Ray worker mid-run on the first N shards")  # fmt: skip
+    ap.add_argument("--table", help="print the Markdown table of a results JSON and exit")
     a = ap.parse_args()
+    if a.table:
+        print(table(json.loads(Path(a.table).read_text())))
+        return
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
@@ -180,7 +239,7 @@ def main() -> None:
                  "bits": a.bits, "fit_sample_s": fit_s, "cpus": os.cpu_count(), "runs": {}}  # fmt: skip
     extra = {"local": [], "ray-1": ["--engine", "ray", "--workers", "1"],
              "ray-2": ["--engine", "ray", "--workers", "2"]}  # fmt: skip
-    for name in a.runs:
+    for name in [r for r in a.runs if r != "none"]:
         uri = f"lancedb://{work}/db_{name}/codes"
         subprocess.run(["rm", "-rf", f"{work}/db_{name}"], check=True)
         res["runs"][name] = ingest_run(name, shards, hasher, uri, work, extra[name])
@@ -194,10 +253,13 @@ def main() -> None:
         print(f"kill + rerun: {k['shards_done_when_killed']} shards done when killed, rerun "
               f"wrote {k['rerun']['shards_written']} shards; {k['exact_once']}", flush=True)  # fmt: skip
         res["kill"] = k
+    if a.kill_worker_shards:
+        res["worker_kill"] = worker_kill_run(shards, hasher, work, a.kill_worker_shards)
     if a.milvus_shards:
         res["milvus"] = milvus_runs(shards, hasher, work, a.milvus_shards, a.per_shard, extra)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2))
+    print(table(res))
     print("written", a.out)
 
 

@@ -17,7 +17,7 @@ from ..hashers.base import Hasher, load_hasher
 from ..stores.base import StoreError
 from ..stores.uri import split_uri
 from .engines import run_chunks
-from .shards import Dataset, scan_shards
+from .shards import Chunk, Dataset, scan_shards
 from .state import JobState, default_state_dir
 from .worker import Job, hasher_bytes
 
@@ -278,7 +278,8 @@ def _sample_job(ds: Dataset, sample: int, seed: int, encoder: str | None) -> Job
     """Chunks that hold sampled rows, each with the row positions to return."""
     n = min(sample, ds.rows)
     pos = np.sort(np.random.default_rng(seed).choice(ds.rows, n, replace=False))
-    chunks, picks = [], {}
+    chunks: list[Chunk] = []
+    picks: dict[int, np.ndarray] = {}
     offset = 0
     for c in ds.chunks(50_000):
         lo, hi = np.searchsorted(pos, [offset, offset + c.rows])

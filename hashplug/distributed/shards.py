@@ -217,7 +217,8 @@ def _parquet_shard(
 
 def _id_range(pf: Any, col: int) -> tuple[int, int] | None:
     """(min, max) of the id column from the row-group statistics, or None when not recorded."""
-    lo, hi = None, None
+    lo: Any = None
+    hi: Any = None
     md = pf.metadata
     for g in range(md.num_row_groups):
         st = md.row_group(g).column(col).statistics
@@ -225,7 +226,7 @@ def _id_range(pf: Any, col: int) -> tuple[int, int] | None:
             return None
         lo = st.min if lo is None else min(lo, st.min)
         hi = st.max if hi is None else max(hi, st.max)
-    return (int(lo), int(hi)) if lo is not None else None
+    return (int(lo), int(hi)) if lo is not None and hi is not None else None
 
 
 def scan_shards(

@@ -84,7 +84,7 @@ class ChunkWorker:
 
             self.encoder = load_encoder(job.encoder)
         self.index = None
-        if job.write and job.sample is None:
+        if job.write and job.sample is None and self.hasher is not None:
             from ..index import HashIndex
             from ..stores.uri import split_uri
 
