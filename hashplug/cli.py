@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -223,6 +224,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
     """Fit a hasher on embeddings and save it."""
     from .bench.experiments import HASHERS
 
+    if os.path.isdir(args.embeddings):  # a directory of shards: fit on a streamed sample
+        from . import distributed
+
+        h = distributed.fit(
+            args.embeddings, method=args.hasher, bits=args.bits, sample=args.sample,
+            seed=args.seed, engine=args.engine, workers=args.workers, address=args.address,
+            vector_column=args.vector_column, id_column=args.id_column, out=args.out,
+        )  # fmt: skip
+        print(
+            f"{h!r} fitted on a sample of {args.embeddings}; fingerprint {h.fingerprint}; saved {args.out}"
+        )
+        return 0
     x = _load_array(args.embeddings, "train_x", "db_x")
     if args.hasher not in HASHERS:
         raise ValueError(f"unknown hasher {args.hasher!r}; choose from {', '.join(HASHERS)}")
@@ -255,6 +268,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from .hashers import load_hasher
     from .index import HashIndex
 
+    if args.engine == "ray" or os.path.isdir(args.embeddings):
+        return _ingest_shards(args)
     h = load_hasher(args.hasher)
     x = _load_array(args.embeddings, "db_x")
     ids = np.load(args.ids) if args.ids else np.arange(args.id_start, args.id_start + len(x))
@@ -268,6 +283,43 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         total = len(index)
     dt = time.perf_counter() - t
     print(f"ingested {n} vectors into {args.store} in {dt:.1f} s ({n / dt:,.0f}/s); {total} stored")
+    return 0
+
+
+def _ingest_shards(args: argparse.Namespace) -> int:
+    """``ingest`` of a directory of Parquet / .npy shards, resumable, in-process or on Ray."""
+    import json
+    import warnings
+
+    from . import distributed
+
+    if not os.path.isdir(args.embeddings):
+        raise ValueError(
+            f"--engine ray reads a directory of .parquet or .npy shards; {args.embeddings} is not one"
+        )
+    if args.ids or args.payloads:
+        raise ValueError(
+            "--ids and --payloads apply to one file; shards carry their ids (--id-column)"
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", distributed.DuplicateIdsWarning)
+        r = distributed.ingest(
+            args.embeddings, args.hasher, args.store, engine=args.engine, workers=args.workers,
+            address=args.address, vector_column=args.vector_column, id_column=args.id_column,
+            item_column=args.item_column, encoder=args.encoder, id_start=args.id_start,
+            batch_size=args.batch_size, writers=args.writers, state_dir=args.state_dir,
+            restart=args.restart,
+        )  # fmt: skip
+    for w in caught:
+        print(f"hashplug: warning: {w.message}", file=sys.stderr)
+    print(
+        f"ingested {r.written} vectors from {r.shards_written} shards ({r.shards_skipped} already "
+        f"done) into {args.store} in {r.seconds:.1f} s ({r.vectors_per_s:,.0f}/s, {r.engine}, "
+        f"{r.workers} workers, writers: {r.writers}); {r.stored} stored"
+    )
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump(r.to_dict(), f, indent=2)
     return 0
 
 
@@ -415,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser(
         "fit", help="fit a hasher on embeddings (.npy, or .npz train_x/db_x) and save it"
     )
-    f.add_argument("--embeddings", required=True)
+    f.add_argument("--embeddings", required=True, help=".npy, .npz, or a directory of shards")
     f.add_argument("--hasher", default="hashing-baseline", choices=list(HASHERS))
     f.add_argument("--bits", type=int, default=64)
     f.add_argument("--seed", type=int, default=0)
@@ -423,16 +475,35 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--labels", help=".npy labels for supervised hashers (default: train_y/db_y of the .npz)"
     )
+    f.add_argument(
+        "--sample", type=int, default=100_000, help="rows sampled from a shard directory"
+    )
+    _add_shard_args(f)
     f.set_defaults(func=cmd_fit)
 
     i = sub.add_parser("ingest", help="hash embeddings and upsert them into a store")
     i.add_argument("--hasher", required=True)
     i.add_argument("--store", required=True, help="a store URI, e.g. lancedb://./data/docs")
-    i.add_argument("--embeddings", required=True, help=".npy, or .npz with db_x")
+    i.add_argument(
+        "--embeddings", required=True,
+        help=".npy, .npz with db_x, or a directory of .parquet / .npy shards",
+    )  # fmt: skip
     i.add_argument("--ids", help=".npy of int64 ids (default: consecutive from --id-start)")
     i.add_argument("--id-start", type=int, default=0)
     i.add_argument("--payloads", help="JSON lines, one object (or null) per vector")
-    i.add_argument("--batch-size", type=int, default=50_000)
+    i.add_argument("--batch-size", type=int, default=50_000, help="rows per hashed/written batch")
+    _add_shard_args(i)
+    i.add_argument("--item-column", help="Parquet column of raw items, encoded with --encoder")
+    i.add_argument("--encoder", help="encoder spec for --item-column (GPU actors when present)")
+    i.add_argument(
+        "--writers", default="auto", choices=["auto", "workers", "driver"],
+        help="who writes: the workers (engines taking parallel writes) or this process",
+    )  # fmt: skip
+    i.add_argument(
+        "--state-dir", help="where per-shard done-markers live (default: beside the store)"
+    )
+    i.add_argument("--restart", action="store_true", help="ignore done-markers; write every shard")
+    i.add_argument("--report", help="write the run's report as JSON here")
     i.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("search", help="search a store with query embeddings")
@@ -452,6 +523,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_attach_parsers(sub)
     return ap
+
+
+def _add_shard_args(p: argparse.ArgumentParser) -> None:
+    """Options for a directory of shards (``hashplug.distributed``)."""
+    p.add_argument(
+        "--engine", default="local", choices=["local", "ray"],
+        help="local: this process; ray: Ray Data actors (pip install 'hashplug[distributed]')",
+    )  # fmt: skip
+    p.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    p.add_argument("--workers", type=int, default=2, help="Ray actors working in parallel")
+    p.add_argument("--vector-column", default="vector", help="Parquet column of the vectors")
+    p.add_argument("--id-column", default="id", help="Parquet column of the int ids")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,7 @@ case "$(uname -m)" in
   aarch64|arm64) torch_pins=(torch==2.9.1 torchvision==0.24.1) ;;
   *) torch_pins=(torch==2.14.1 torchvision==0.29.1) ;;
 esac
-pkgs=(-e ".[dev,bench,image,audio,text,offline-models]" "${torch_pins[@]}" "pyarrow<23")
+pkgs=(-e ".[dev,bench,image,audio,text,offline-models,distributed]" "${torch_pins[@]}" "pyarrow<23")
 for a in adapters/*/; do
   [ -f "$a/pyproject.toml" ] && pkgs+=(-e "$a[test]")
 done
