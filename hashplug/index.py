@@ -123,15 +123,15 @@ class HashIndex:
         batch_size = _positive_int(batch_size, "batch_size")
         x = self._embeddings(data)
         n = len(x)
-        id_arr = check_ids(ids, n)
-        pl = check_payloads(payloads, n) if payloads is not None else None
-        # Hash everything first (codes are small), then let the store check the whole input
-        # against its engine's limits (column types, payload sizes): bad input anywhere fails
-        # before the first write.
-        codes = np.empty((n, self.hasher.n_bits // 8), np.uint8)
-        for s in range(0, n, batch_size):
-            codes[s : s + batch_size] = self.hasher.encode(x[s : s + batch_size])
         try:
+            id_arr = check_ids(ids, n)
+            pl = check_payloads(payloads, n) if payloads is not None else None
+            # Hash everything first (codes are small), then let the store check the whole
+            # input against its engine's limits (column types, payload sizes): bad input
+            # anywhere fails before the first write.
+            codes = np.empty((n, self.hasher.n_bits // 8), np.uint8)
+            for s in range(0, n, batch_size):
+                codes[s : s + batch_size] = self.hasher.encode(x[s : s + batch_size])
             self.store.validate_upsert(id_arr, codes, pl)
         except ValueError as e:
             raise ValueError(f"{e} (nothing was written)") from e

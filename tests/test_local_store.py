@@ -172,3 +172,32 @@ def test_older_layout_is_read_and_upgraded(tmp_path):
     s.upsert([6], random_codes(1, seed=6))
     assert not (d / "meta.json").exists() and (d / "MANIFEST.json").exists()
     assert _file_store(d).count() == 2
+
+
+def test_filter_cases_agree_with_the_reference_meaning():
+    from hashplug.stores.base import MatchNothing, dict_filter_matches, normalize_filter
+    from hashplug.testing import FILTER_CASES, FILTER_PAYLOADS
+
+    assert len(FILTER_CASES) >= 30
+    for name, flt, want in FILTER_CASES:
+        norm = normalize_filter(flt)
+        if norm is None:
+            got = list(range(len(FILTER_PAYLOADS)))
+        elif isinstance(norm, MatchNothing):
+            got = []
+        else:
+            got = [i for i, p in enumerate(FILTER_PAYLOADS) if dict_filter_matches(p, norm)]
+        assert got == want, name
+
+
+def test_bad_filter_values_are_refused_by_name():
+    s = open_store("memory://")
+    s.open(make_meta())
+    for flt, msg in (
+        ({"k": float("nan")}, "finite"),
+        ({"k": {"a": 1}}, "scalar"),
+        ({"": 1}, "non-empty"),
+        ({"k": 2**64}, "int64"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            s.search(random_codes(1), 3, filter=flt)
