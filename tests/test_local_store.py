@@ -6,6 +6,7 @@ import pytest
 import hashplug
 from hashplug.stores import LocalStore, StoreError, open_store
 from hashplug.testing import StoreConformance, make_meta, random_codes
+from hashplug.testing.faults import WriterKillConformance
 
 
 class TestMemoryStore(StoreConformance):
@@ -201,3 +202,9 @@ def test_bad_filter_values_are_refused_by_name():
     ):
         with pytest.raises(ValueError, match=msg):
             s.search(random_codes(1), 3, filter=flt)
+
+
+class TestFileStoreFaults(WriterKillConformance):
+    @pytest.fixture
+    def store_uri(self, tmp_path):
+        return lambda name: f"file://{tmp_path / name}"

@@ -553,7 +553,8 @@ class HitsStore(Store):
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
     ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
         if isinstance(normalize_filter(filter), MatchNothing):
-            ids, dist, _ = self.search_with_codes(query_codes, limit, filter)
+            q = self._check_query(query_codes, limit)
+            ids, dist, _ = self._padding(q.shape[0], limit)
         else:
             ids, dist, _ = self._hits(query_codes, limit, _no_empty(filter), False)
         return ids, dist
