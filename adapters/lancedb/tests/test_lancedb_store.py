@@ -14,6 +14,7 @@ from hashplug.codes import hamming_distances, pack_bits
 from hashplug.stores.base import HAMMING_PAD, CollectionMeta, HasherMismatchError, StoreError
 from hashplug.stores.registry import open_store
 from hashplug.testing import StoreConformance, make_meta, random_codes
+from hashplug.testing.faults import WriterKillConformance
 
 
 class TestLanceDBConformance(StoreConformance):
@@ -298,3 +299,11 @@ def test_search_batches_many_queries(tmp_path: Path) -> None:
     assert (ids[0, 400:] == -1).all() and (dist[0, 400:] == HAMMING_PAD).all()
     assert (got[0, 400:] == 0).all()
     np.testing.assert_array_equal(got[0, :400], codes[ids[0, :400]])
+
+
+class TestLanceDBFaults(WriterKillConformance):
+    """A LanceDB writer killed mid-ingest (kill -9), reopened and re-run."""
+
+    @pytest.fixture
+    def store_uri(self, tmp_path: Path):
+        return lambda name: f"lancedb://{tmp_path / 'db'}/{name}"

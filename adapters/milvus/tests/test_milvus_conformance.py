@@ -13,6 +13,7 @@ import pytest
 from hashplug_milvus import MilvusStore
 
 from hashplug.testing import StoreConformance
+from hashplug.testing.faults import WriterKillConformance
 
 
 def _factory(
@@ -74,3 +75,19 @@ class TestDockerConformance(StoreConformance):
         yield from _factory(
             lambda n: MilvusStore.from_uri(f"{milvus_docker_uri}/{fresh_name(n)}"), cleanup
         )
+
+
+class TestServerWriterFaults(WriterKillConformance):
+    """A writer process killed (kill -9) mid-ingest into the Milvus server, then re-run."""
+
+    @pytest.fixture
+    def store_uri(self, milvus_server: Any, fresh_name: Any):
+        return lambda n: milvus_server.store_uri(fresh_name(n))
+
+
+class TestLiteWriterFaults(WriterKillConformance):
+    """A writer process killed (kill -9) mid-ingest into a Milvus Lite file, then re-run."""
+
+    @pytest.fixture
+    def store_uri(self, tmp_path: Any, fresh_name: Any):
+        return lambda n: f"milvus+lite://{tmp_path / 'faults.db'}/{fresh_name(n)}"

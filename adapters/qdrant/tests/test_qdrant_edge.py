@@ -26,6 +26,7 @@ from hashplug.codes import hamming_distances, unpack_signs
 from hashplug.stores.base import HAMMING_PAD, StoreError
 from hashplug.stores.registry import open_store
 from hashplug.testing import StoreConformance, make_meta, random_codes
+from hashplug.testing.faults import WriterKillConformance
 
 
 class TestQdrantEdgeConformance(StoreConformance):
@@ -311,3 +312,11 @@ def test_env_free_of_leaked_handles(tmp_path: Path) -> None:
     assert b.count() == 1
     b.close()
     assert os.path.realpath(path) not in edge_mod._HANDLES
+
+
+class TestQdrantEdgeFaults(WriterKillConformance):
+    """A Qdrant Edge writer killed mid-ingest (kill -9), reopened and re-run."""
+
+    @pytest.fixture
+    def store_uri(self, tmp_path: Path):
+        return lambda name: f"qdrant-edge://{tmp_path / name}"
