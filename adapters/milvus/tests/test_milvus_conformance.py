@@ -86,7 +86,12 @@ class TestServerWriterFaults(WriterKillConformance):
 
 
 class TestLiteWriterFaults(WriterKillConformance):
-    """A writer process killed (kill -9) mid-ingest into a Milvus Lite file, then re-run."""
+    """A writer process killed (kill -9) mid-ingest into a Milvus Lite file, then re-run.
+
+    A Lite file is open in one process at a time (a second process reads a stale copy), so the
+    checks run in fresh processes too."""
+
+    check_in_subprocess = True
 
     @pytest.fixture
     def store_uri(self, tmp_path: Any, fresh_name: Any):
