@@ -36,9 +36,7 @@ def make_data(rows: int, noise: float, n_q: int) -> tuple[np.ndarray, np.ndarray
     rng = np.random.default_rng(0)
     sd = float(x.std())
     reps = -(-rows // len(x))
-    parts = [x] + [
-        x + rng.standard_normal(x.shape).astype(np.float32) * noise * sd for _ in range(reps - 1)
-    ]
+    parts = [x] + [x + rng.standard_normal(x.shape).astype(np.float32) * noise * sd for _ in range(reps - 1)]
     big = np.concatenate(parts)[:rows]
     return np.arange(rows, dtype=np.int64) * 3, big, d["q_x"][:n_q].astype(np.float32)
 
@@ -54,9 +52,7 @@ def write_lancedb(root: Path, ids: np.ndarray, x: np.ndarray) -> str:
         part = pa.table(
             {
                 "id": pa.array(ids[s : s + 50_000]),
-                "vector": pa.FixedSizeListArray.from_arrays(
-                    pa.array(x[s : s + 50_000].reshape(-1)), x.shape[1]
-                ),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(x[s : s + 50_000].reshape(-1)), x.shape[1]),
             }
         )
         if tbl is None:
@@ -81,9 +77,7 @@ def _child_attach(uri: str) -> None:
     hashplug.attach(uri, progress=False, batch_size=5_000)
 
 
-def bench_engine(
-    name: str, ids: np.ndarray, x: np.ndarray, q: np.ndarray, kill_after: float
-) -> dict[str, Any]:
+def bench_engine(name: str, ids: np.ndarray, x: np.ndarray, q: np.ndarray, kill_after: float) -> dict[str, Any]:
     import hashplug
 
     root = Path(tempfile.mkdtemp(prefix=f"attach-{name}-"))
@@ -135,13 +129,9 @@ def bench_engine(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=200_000)
-    ap.add_argument(
-        "--noise", type=float, default=0.5, help="noise std of each copy / embedding std"
-    )
+    ap.add_argument("--noise", type=float, default=0.5, help="noise std of each copy / embedding std")
     ap.add_argument("--queries", type=int, default=100)
-    ap.add_argument(
-        "--kill-after", type=float, default=20.0, help="seconds before the first attach is killed"
-    )
+    ap.add_argument("--kill-after", type=float, default=20.0, help="seconds before the first attach is killed")
     ap.add_argument("--engines", nargs="+", default=list(WRITERS))
     ap.add_argument("--out", default="reports/bench_attach.json")
     args = ap.parse_args()
