@@ -258,9 +258,7 @@ def test_source_changed_while_attaching_is_reported(tmp_path):
     LanceDBSource.scan = scan_while_user_writes
     try:
         with pytest.warns(UserWarning, match="changed while it was read"):
-            idx = hashplug.attach(
-                f"lancedb://{tmp_path}/t", bits=16, batch_size=500, progress=False
-            )
+            idx = hashplug.attach(f"lancedb://{tmp_path}/t", bits=16, batch_size=500, progress=False)
     finally:
         LanceDBSource.scan = real_scan
     assert idx.last_sync.changed_during
@@ -275,9 +273,7 @@ def _append(path: Path, name: str, ids: list, vecs: np.ndarray) -> None:
         pa.table(
             {
                 "id": pa.array(ids),
-                "vector": pa.FixedSizeListArray.from_arrays(
-                    pa.array(vecs.reshape(-1)), vecs.shape[1]
-                ),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), vecs.shape[1]),
                 "text": pa.array(["new"] * len(ids)),
             }
         )
