@@ -15,11 +15,13 @@ from .encoders._items import _is_audio_tuple
 from .encoders.base import Encoder
 from .hashers.base import Hasher
 from .stores.base import (
+    HAMMING_PAD,
     CollectionMeta,
     Filter,
     HasherMismatchError,
     Payload,
     Store,
+    as_ids,
     check_ids,
     check_payloads,
 )
@@ -118,28 +120,45 @@ class HashIndex:
 
         Everything is validated before the first write; returns the number of items written.
         """
+        batch_size = _positive_int(batch_size, "batch_size")
         x = self._embeddings(data)
         n = len(x)
-        id_arr = check_ids(ids, n)
-        pl = check_payloads(payloads, n) if payloads is not None else None
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        # Hash everything first (codes are small): bad input anywhere fails before any write.
-        codes = np.empty((n, self.hasher.n_bits // 8), np.uint8)
-        for s in range(0, n, batch_size):
-            codes[s : s + batch_size] = self.hasher.encode(x[s : s + batch_size])
+        try:
+            id_arr = check_ids(ids, n)
+            pl = check_payloads(payloads, n) if payloads is not None else None
+            # Hash everything first (codes are small), then let the store check the whole
+            # input against its engine's limits (column types, payload sizes): bad input
+            # anywhere fails before the first write.
+            codes = np.empty((n, self.hasher.n_bits // 8), np.uint8)
+            for s in range(0, n, batch_size):
+                codes[s : s + batch_size] = self.hasher.encode(x[s : s + batch_size])
+            self.store.validate_upsert(id_arr, codes, pl)
+        except ValueError as e:
+            raise ValueError(f"{e} (nothing was written)") from e
         bar = tqdm(
             total=n, desc="hashplug add", unit="vec", disable=not progress or n <= batch_size
         )
-        for s in range(0, n, batch_size):
-            part = slice(s, s + batch_size)
-            self.store.upsert(id_arr[part], codes[part], pl[part] if pl else None)
-            bar.update(min(batch_size, n - s))
-        bar.close()
+        written = 0
+        try:
+            for s in range(0, n, batch_size):
+                part = slice(s, s + batch_size)
+                self.store.upsert(id_arr[part], codes[part], pl[part] if pl else None)
+                written += min(batch_size, n - s)
+                bar.update(min(batch_size, n - s))
+        except Exception as e:
+            if written and hasattr(e, "add_note"):  # engine failure after validation (3.11+)
+                e.add_note(
+                    f"hashplug: the first {written} of {n} items were written; re-running the "
+                    "same add completes it (ids are upserted, never duplicated)"
+                )
+            raise
+        finally:
+            bar.close()
         return n
 
     def delete(self, ids: ArrayLike) -> None:
-        self.store.delete(ids)
+        """Delete items by id (int64 only; ids that are not stored are ignored)."""
+        self.store.delete(as_ids(ids))
 
     def __len__(self) -> int:
         return self.store.count()
@@ -167,10 +186,8 @@ class HashIndex:
         """
         from .rerank import rerank as rerank_codes
 
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise ValueError(f"k must be a positive int, got {k!r}")
-        if oversample < 1:
-            raise ValueError(f"oversample must be >= 1, got {oversample}")
+        k = _positive_int(k, "k")
+        oversample = _positive_int(oversample, "oversample", MAX_OVERSAMPLE)
         if rescore not in ("local", "store", "qdrant"):
             raise ValueError(f"rescore must be 'local', 'store' or 'qdrant', got {rescore!r}")
         native = rerank and rescore != "local"
@@ -184,19 +201,54 @@ class HashIndex:
             q = q[None, :]
         u = self.hasher.logits(q)
         qcodes = np.packbits(u > 0, axis=1)
-        limit = int(k) * (int(oversample) if rerank else 1)
+        limit = k * (oversample if rerank else 1)
+        if limit > _COUNT_CHECK:  # a huge k is cut to the collection size (no MemoryError)
+            n_items = max(1, self.store.count())
+            k, limit = min(k, n_items), min(limit, n_items)
         if native:
-            ids, dist = self.store.search_rescored(u, int(k), int(oversample), filter)  # type: ignore[attr-defined]
+            ids, dist = self.store.search_rescored(u, k, oversample, filter)  # type: ignore[attr-defined]
         elif rerank:
-            c_ids, _, c_codes = self.store.search_with_codes(qcodes, limit, filter)
-            ids, dist = rerank_codes(sigmoid(u), c_ids, c_codes, int(k))
+            c_ids, _, c_codes = self._coarse(qcodes, limit, filter)
+            ids, dist = rerank_codes(sigmoid(u), c_ids, c_codes, k)
         else:
-            ids, ham = self.store.search(qcodes, limit, filter)
+            ids, ham, _ = self._coarse(qcodes, limit, filter, with_codes=False)
             dist = np.where(ids >= 0, ham, np.inf).astype(np.float32)
         res = SearchResult(ids=ids, distances=dist)
         if with_payloads:
             res.payloads = self._payloads(ids)
         return res
+
+    def _coarse(
+        self, qcodes: NDArray[np.uint8], limit: int, filter: Filter | None, with_codes: bool = True
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
+        """The exact top-``limit`` by (Hamming, id), the same on every call and store.
+
+        Engines keep an arbitrary subset of the items tied at their cut-off. Unless the store
+        orders ties itself (``ordered_ties``), ask for a margin beyond ``limit``: when the
+        margin's last distance is larger than the distance at ``limit`` (or the engine returned
+        fewer items than asked), every item up to that distance is present, and cutting by
+        (distance, id) here is deterministic. Otherwise the margin grows (x4, up to
+        ``MAX_MARGIN_LIMIT`` candidates). This holds for exact (flat) engine indexes; an
+        approximate index (IVF, HNSW) promises no fixed candidate set.
+        """
+        store = self.store
+        if store.ordered_ties:
+            if with_codes:
+                return store.search_with_codes(qcodes, limit, filter)
+            ids, ham = store.search(qcodes, limit, filter)
+            return ids, ham, None
+        ask = max(limit, min(MAX_MARGIN_LIMIT, limit + max(16, limit // 4)))
+        while True:
+            if with_codes:
+                ids, ham, codes = store.search_with_codes(qcodes, ask, filter)
+            else:
+                (ids, ham), codes = store.search(qcodes, ask, filter), None
+            full = ids[:, -1] >= 0
+            cut = ham[:, limit - 1]
+            if ask >= MAX_MARGIN_LIMIT or not (full & (ham[:, -1] <= cut)).any():
+                break  # every row is complete up to its cut-off distance
+            ask = max(limit, min(MAX_MARGIN_LIMIT, ask * 4))
+        return _cut(ids, ham, codes, limit)
 
     def _payloads(self, ids: NDArray[np.int64]) -> list[list[Payload | None]]:
         uniq = np.unique(ids[ids >= 0])
@@ -211,6 +263,41 @@ class HashIndex:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: Upper bound of ``oversample``.
+MAX_OVERSAMPLE = 10_000
+#: Above this many candidates, ``search`` reads the collection size to bound k.
+_COUNT_CHECK = 4096
+#: Most candidates ``HashIndex`` asks an engine for when it widens the margin for ties (Milvus
+#: caps a search at 16384).
+MAX_MARGIN_LIMIT = 16_384
+
+
+def _positive_int(v: Any, what: str, most: int | None = None) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise ValueError(f"{what} must be a positive int, got {type(v).__name__} {v!r}")
+    if v <= 0 or (most is not None and v > most):
+        bound = f" and at most {most}" if most is not None else ""
+        raise ValueError(f"{what} must be >= 1{bound}, got {v}")
+    return int(v)
+
+
+def _cut(
+    ids: NDArray[np.int64], ham: NDArray[np.int32], codes: NDArray[np.uint8] | None, limit: int
+) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
+    """Each row's first ``limit`` hits by (distance, id), padding (-1) last."""
+    key_d = np.where(ids >= 0, ham.astype(np.int64), np.iinfo(np.int64).max)
+    key_i = np.where(ids >= 0, ids, np.iinfo(np.int64).max)
+    order = np.lexsort((key_i, key_d), axis=1)[:, :limit]
+    ids = np.take_along_axis(ids, order, axis=1)
+    ham = np.take_along_axis(ham, order, axis=1)
+    ham = np.where(ids >= 0, ham, HAMMING_PAD).astype(np.int32)
+    if codes is not None:
+        codes = np.take_along_axis(codes, order[..., None], axis=1)
+    if ids.shape[1] < limit:  # the engine was asked for fewer (never: ask >= limit)
+        raise AssertionError("coarse search returned fewer columns than asked")
+    return ids, ham, codes
 
 
 def _check_encoder(hasher: Hasher, encoder: Any, name: str | None) -> None:

@@ -6,6 +6,7 @@ import pytest
 import hashplug
 from hashplug.stores import LocalStore, StoreError, open_store
 from hashplug.testing import StoreConformance, make_meta, random_codes
+from hashplug.testing.faults import WriterKillConformance
 
 
 class TestMemoryStore(StoreConformance):
@@ -44,7 +45,8 @@ def test_damaged_file_store_is_reported(tmp_path):
     s = open_store(f"file://{tmp_path / 'c'}")
     s.open(make_meta())
     s.upsert([1, 2], random_codes(2))
-    (tmp_path / "c" / "codes.safetensors").write_bytes(b"\x00\x01")
+    (codes_file,) = (tmp_path / "c").glob("codes-*.safetensors")
+    codes_file.write_bytes(b"\x00\x01")
     with pytest.raises(StoreError, match="damaged"):
         open_store(f"file://{tmp_path / 'c'}")
 
@@ -62,3 +64,147 @@ def test_unknown_scheme_names_the_plugin():
 def test_search_before_open_is_clear():
     with pytest.raises(StoreError, match="does not exist yet"):
         LocalStore().search(np.zeros((1, 8), np.uint8), 3)
+
+
+def _file_store(path):
+    s = open_store(f"file://{path}")
+    s.open(make_meta())
+    return s
+
+
+def test_two_writers_on_one_directory_keep_each_others_rows(tmp_path):
+    a, b = _file_store(tmp_path / "c"), _file_store(tmp_path / "c")
+    for i in range(0, 60, 2):  # interleaved: each writer reloads the other's rows under the lock
+        a.upsert([i], random_codes(1, seed=i), [{"by": "a"}])
+        b.upsert([i + 1], random_codes(1, seed=i + 1), [{"by": "b"}])
+    assert a.count() == b.count() == _file_store(tmp_path / "c").count() == 60
+    b.delete([0])
+    assert a.get_payloads([0, 1]) == [None, {"by": "b"}]
+
+
+def test_writers_in_other_processes_lose_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    _file_store(tmp_path / "c")
+    code = (
+        "import sys; from hashplug.stores import open_store\n"
+        "from hashplug.testing import make_meta, random_codes\n"
+        "s = open_store('file://' + sys.argv[1]); s.open(make_meta())\n"
+        "w = int(sys.argv[2])\n"
+        "for i in range(20): s.upsert([w * 1000 + i], random_codes(1, seed=i), [{'w': w}])\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "c"), str(w)])
+        for w in range(3)
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    s = _file_store(tmp_path / "c")
+    assert s.count() == 60
+    assert sorted(np.concatenate(list(s.iter_ids())).tolist()) == sorted(
+        w * 1000 + i for w in range(3) for i in range(20)
+    )
+
+
+def test_a_kill_between_data_files_and_manifest_keeps_the_last_generation(tmp_path):
+    s = _file_store(tmp_path / "c")
+    s.upsert([1, 2, 3], random_codes(3), [{"n": 1}, {"n": 2}, {"n": 3}])
+    # What a writer killed after writing its data files (before the manifest) leaves behind:
+    (tmp_path / "c" / "codes-99.safetensors").write_bytes(b"half a file")
+    (tmp_path / "c" / "payloads-99.json").write_text('[{"n": 3}, {"n"')
+    t = _file_store(tmp_path / "c")
+    assert t.count() == 3 and t.get_payloads([3, 1]) == [{"n": 3}, {"n": 1}]
+    t.upsert([4], random_codes(1, seed=4))  # the next commit removes the leftovers
+    assert not (tmp_path / "c" / "codes-99.safetensors").exists()
+    assert _file_store(tmp_path / "c").count() == 4
+
+
+def test_a_failed_save_leaves_the_object_as_on_disk(tmp_path, monkeypatch):
+    from hashplug.stores import _localfiles
+
+    s = _file_store(tmp_path / "c")
+    s.upsert([1, 2], random_codes(2), [{"n": 1}, {"n": 2}])
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_localfiles, "_fsync_write", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        s.upsert([3], random_codes(1, seed=3), [{"n": 3}])
+    with pytest.raises(OSError, match="No space"):
+        s.delete([1])
+    assert s.count() == 2 and s.get_payloads([1, 3]) == [{"n": 1}, None]
+    monkeypatch.undo()
+    assert _file_store(tmp_path / "c").count() == 2
+
+
+def test_a_manifest_that_names_a_changed_file_is_damage(tmp_path):
+    s = _file_store(tmp_path / "c")
+    s.upsert([1, 2], random_codes(2), [{"n": 1}, {"n": 2}])
+    (pl,) = (tmp_path / "c").glob("payloads-*.json")
+    pl.write_text('[{"n": 1}, {"n": 9}]')  # same size, other bytes
+    with pytest.raises(StoreError, match="does not match the manifest"):
+        open_store(f"file://{tmp_path / 'c'}")
+
+
+def test_a_held_lock_gives_a_clear_error(tmp_path):
+    s = open_store(f"file://{tmp_path / 'c'}", lock_timeout=0.2)
+    s.open(make_meta())
+    other = _file_store(tmp_path / "c")
+    with other._files.locked(), pytest.raises(StoreError, match="locked by another writer"):
+        s.upsert([1], random_codes(1))
+    assert s.count() == 0
+
+
+def test_older_layout_is_read_and_upgraded(tmp_path):
+    import json
+
+    from safetensors.numpy import save_file
+
+    d = tmp_path / "old"
+    d.mkdir()
+    (d / "meta.json").write_text(make_meta().to_json())
+    save_file(
+        {"ids": np.array([5], np.int64), "codes": random_codes(1)}, str(d / "codes.safetensors")
+    )
+    (d / "payloads.json").write_text(json.dumps([{"a": 1}]))
+    s = _file_store(d)
+    assert s.get_payloads([5]) == [{"a": 1}]
+    s.upsert([6], random_codes(1, seed=6))
+    assert not (d / "meta.json").exists() and (d / "MANIFEST.json").exists()
+    assert _file_store(d).count() == 2
+
+
+def test_filter_cases_agree_with_the_reference_meaning():
+    from hashplug.stores.base import MatchNothing, dict_filter_matches, normalize_filter
+    from hashplug.testing import FILTER_CASES, FILTER_PAYLOADS
+
+    assert len(FILTER_CASES) >= 30
+    for name, flt, want in FILTER_CASES:
+        norm = normalize_filter(flt)
+        if norm is None:
+            got = list(range(len(FILTER_PAYLOADS)))
+        elif isinstance(norm, MatchNothing):
+            got = []
+        else:
+            got = [i for i, p in enumerate(FILTER_PAYLOADS) if dict_filter_matches(p, norm)]
+        assert got == want, name
+
+
+def test_bad_filter_values_are_refused_by_name():
+    s = open_store("memory://")
+    s.open(make_meta())
+    for flt, msg in (
+        ({"k": float("nan")}, "finite"),
+        ({"k": {"a": 1}}, "scalar"),
+        ({"": 1}, "non-empty"),
+        ({"k": 2**64}, "int64"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            s.search(random_codes(1), 3, filter=flt)
+
+
+class TestFileStoreFaults(WriterKillConformance):
+    @pytest.fixture
+    def store_uri(self, tmp_path):
+        return lambda name: f"file://{tmp_path / name}"

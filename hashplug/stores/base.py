@@ -11,6 +11,7 @@ entry-point group ``hashplug.stores`` with the URI scheme as the name (see ``has
 from __future__ import annotations
 
 import json
+import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,6 +33,12 @@ __all__ = [
     "Payload",
     "Filter",
     "HAMMING_PAD",
+    "as_ids",
+    "normalize_filter",
+    "dict_filter_matches",
+    "scalar_equal",
+    "MATCH_NOTHING",
+    "MatchNothing",
     "check_ids",
     "check_payloads",
     "sort_hits",
@@ -105,39 +112,186 @@ def _describe(meta: CollectionMeta) -> str:
     return f"{kind}, {meta.n_bits} bits"
 
 
-def check_ids(ids: ArrayLike, n: int | None = None) -> NDArray[np.int64]:
-    """Validate ids: 1-D integers, no duplicates, ``n`` of them if given -> int64."""
+_INT64_MAX = 2**63 - 1
+
+
+def as_ids(ids: ArrayLike, what: str = "ids") -> NDArray[np.int64]:
+    """``ids`` as a 1-D int64 array, or ValueError: integers only (``1.7`` or ``True`` is refused,
+    never truncated), each in [0, 2**63 - 1]. Used by every store's ``upsert`` and ``delete``."""
     a = np.asarray(ids)
+    if a.ndim == 0:
+        a = a.reshape(1)
     if a.ndim != 1:
-        raise ValueError(f"ids must be 1-D, got shape {a.shape}")
-    if a.size and not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(f"ids must be integers, got dtype {a.dtype}")
+        raise ValueError(f"{what} must be 1-D, got shape {a.shape}")
+    if a.size == 0:
+        return np.zeros(0, np.int64)
+    if a.dtype == object:
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in a):
+            bad = next(v for v in a if not isinstance(v, (int, np.integer)) or isinstance(v, bool))
+            raise ValueError(f"{what} must be integers, got {type(bad).__name__} {bad!r:.40}")
+        big = [int(v) for v in a if not -(2**63) <= int(v) <= _INT64_MAX]
+        if big:
+            raise ValueError(f"{what} must fit in int64 (at most 2**63 - 1), got {big[0]}")
+        a = a.astype(np.int64)
+    elif not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{what} must be integers (int64), got dtype {a.dtype}")
+    elif a.dtype == np.uint64 and (a > _INT64_MAX).any():
+        raise ValueError(
+            f"{what} must fit in int64 (at most 2**63 - 1), got {int(a[a > _INT64_MAX][0])}"
+        )
     a = a.astype(np.int64, copy=False)
+    if (a < 0).any():
+        raise ValueError(f"{what} must be >= 0 (-1 marks padding in results), got {int(a.min())}")
+    return a
+
+
+def check_ids(ids: ArrayLike, n: int | None = None) -> NDArray[np.int64]:
+    """Validate ids for a write: :func:`as_ids`, ``n`` of them if given, no duplicates."""
+    a = as_ids(ids)
     if n is not None and a.shape[0] != n:
         raise ValueError(f"got {a.shape[0]} ids for {n} vectors")
-    if a.size and (a < 0).any():
-        raise ValueError("ids must be >= 0 (-1 marks padding in results)")
     if a.size != np.unique(a).size:
         raise ValueError("ids contain duplicates within one call")
     return a
 
 
 def check_payloads(payloads: Sequence[Payload | None] | None, n: int) -> list[Payload | None]:
-    """Validate payloads: None, or one dict (or None) per id, JSON-serialisable."""
+    """Validate payloads: None, or one dict (or None) per id, that every store keeps as given.
+
+    Refused everywhere alike (so that a round trip gives the same dict on every store): keys that
+    are not non-empty strings, NaN and infinities, integers outside int64, and values that JSON
+    cannot hold (sets, bytes, objects). Tuples come back as lists.
+    """
     if payloads is None:
         return [None] * n
+    if isinstance(payloads, Mapping):
+        raise ValueError("payloads must be a list with one dict (or None) per id, got one dict")
     out = list(payloads)
     if len(out) != n:
         raise ValueError(f"got {len(out)} payloads for {n} ids")
     for i, p in enumerate(out):
-        if p is not None and not isinstance(p, Mapping):
+        if p is None:
+            continue
+        if not isinstance(p, Mapping):
             raise ValueError(f"payload {i} must be a dict or None, got {type(p).__name__}")
-        if p is not None:
-            try:
-                json.dumps(p)
-            except TypeError as e:
-                raise ValueError(f"payload {i} is not JSON-serialisable: {e}") from e
+        problem = _payload_problem(p)
+        if problem:
+            raise ValueError(f"payload {i}: {problem}")
     return out
+
+
+def _payload_problem(v: Any, depth: int = 0) -> str | None:
+    """Why ``v`` cannot be stored the same on every store, or None."""
+    if depth > 32:
+        return "nested more than 32 levels deep"
+    if v is None or isinstance(v, (bool, str)):
+        return None
+    if isinstance(v, int):
+        return None if -(2**63) <= v <= _INT64_MAX else f"integer {v} is outside int64"
+    if isinstance(v, float):
+        return None if math.isfinite(v) else f"{v} is not a finite number (JSON cannot hold it)"
+    if isinstance(v, Mapping):
+        for k, x in v.items():
+            if not isinstance(k, str) or not k:
+                return f"key {k!r} is not a non-empty string"
+            why = _payload_problem(x, depth + 1)
+            if why:
+                return f"{k!r}: {why}"
+        return None
+    if isinstance(v, (list, tuple)):
+        for x in v:
+            why = _payload_problem(x, depth + 1)
+            if why:
+                return why
+        return None
+    return (
+        f"a {type(v).__name__} value is not JSON-serialisable "
+        "(str, int, float, bool, None, lists and dicts)"
+    )
+
+
+Scalar = str | int | float | bool
+#: A dict filter after :func:`normalize_filter`: key -> None (missing or null) or the values it may
+#: equal (at least one).
+DictFilter = dict[str, "list[Scalar] | None"]
+
+
+class MatchNothing:
+    """What :func:`normalize_filter` returns for a dict filter that no row can match (``[]``)."""
+
+
+MATCH_NOTHING = MatchNothing()
+
+
+def normalize_filter(flt: Filter | None) -> Filter | DictFilter | MatchNothing | None:
+    """DESIGN.md's dict-filter contract, checked once for every store.
+
+    ``None`` or ``{}`` -> None (every row); a dict -> ``{key: None | [values]}`` with scalar values
+    (numpy scalars unwrapped), or :data:`MATCH_NOTHING` when some key asks for ``[]``; anything
+    else (a store's native filter) is returned untouched. Raises ValueError naming a bad key or
+    value (keys are non-empty str; values str, int in int64, finite float, bool, None, or a list
+    of those scalars).
+    """
+    if flt is None:
+        return None
+    if not isinstance(flt, Mapping):
+        return flt
+    out: DictFilter = {}
+    nothing = False
+    for key, value in flt.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"filter keys must be non-empty strings, got {key!r}")
+        if value is None:
+            out[key] = None
+            continue
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        checked = [_filter_scalar(key, v) for v in values]
+        nothing = nothing or not checked
+        out[key] = checked
+    if nothing:
+        return MATCH_NOTHING
+    return out or None
+
+
+def _filter_scalar(key: str, v: Any) -> Scalar:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, (bool, str)):
+        return v
+    if isinstance(v, int):
+        if not -(2**63) <= v <= _INT64_MAX:
+            raise ValueError(f"filter value for {key!r} is outside int64: {v}")
+        return v
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"filter value for {key!r} is not a finite number: {v}")
+        return v
+    raise ValueError(
+        f"filter value for {key!r} must be a str, int, float, bool, None or a list of scalars, "
+        f"got {type(v).__name__}; use the store's native filter for anything else"
+    )
+
+
+def scalar_equal(stored: Any, wanted: Scalar) -> bool:
+    """The equality of the dict-filter contract: types kept (True is not 1, 1 is not "1"), ints
+    and floats compared as numbers (1 == 1.0), lists and dicts never equal a scalar."""
+    if isinstance(wanted, bool) or isinstance(stored, bool):
+        return isinstance(stored, bool) and isinstance(wanted, bool) and stored == wanted
+    if isinstance(wanted, str) or isinstance(stored, str):
+        return isinstance(stored, str) and isinstance(wanted, str) and stored == wanted
+    return isinstance(stored, (int, float)) and stored == wanted
+
+
+def dict_filter_matches(payload: Payload | None, flt: DictFilter) -> bool:
+    """The reference meaning of a normalised dict filter on one payload (LocalStore uses it)."""
+    for key, values in flt.items():
+        stored = None if payload is None else payload.get(key)
+        if values is None:
+            if stored is not None:
+                return False
+        elif stored is None or not any(scalar_equal(stored, v) for v in values):
+            return False
+    return True
 
 
 def sort_hits(
@@ -174,6 +328,14 @@ class Store(ABC):
     schemes: ClassVar[tuple[str, ...]] = ()
     #: True when ``search_with_codes`` gets codes from the engine in the same round trip.
     returns_codes: ClassVar[bool] = False
+    #: True when ``search`` itself returns the exact top-``limit`` by (distance, id), ties at the
+    #: cut-off included. Otherwise HashIndex asks for a margin beyond the cut-off and cuts by
+    #: (distance, id) itself (see ``HashIndex.search``).
+    ordered_ties: ClassVar[bool] = False
+    #: True when the store has ``search_rescored`` (server-side asymmetric rescoring).
+    supports_rescoring: ClassVar[bool] = False
+    #: True when the collection outlives the object (reopening the same name finds the data).
+    persistent: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.meta: CollectionMeta | None = None
@@ -274,7 +436,7 @@ class Store(ABC):
 
     def get_codes(self, ids: ArrayLike) -> NDArray[np.uint8]:
         """Codes of ``ids`` in order; KeyError naming the ids that are not stored."""
-        ids_a = np.asarray(ids, dtype=np.int64).reshape(-1)
+        ids_a = as_ids(ids)
         codes, found = self.lookup_codes(ids_a)
         if not found.all():
             missing = ids_a[~found]
@@ -313,19 +475,54 @@ class Store(ABC):
         self.close()
 
     # -- helpers for implementations ------------------------------------------------------------
-    def _check_upsert(
-        self, ids: ArrayLike, codes: ArrayLike, payloads: Sequence[Payload | None] | None
+    def validate_upsert(
+        self, ids: ArrayLike, codes: ArrayLike, payloads: Sequence[Payload | None] | None = None
     ) -> tuple[NDArray[np.int64], NDArray[np.uint8], list[Payload | None]]:
+        """Everything :meth:`upsert` would check, engine limits included, without writing.
+
+        ``HashIndex.add`` runs it over the whole input before its first batch, so that input the
+        engine would refuse in a later batch fails before anything is written. ValueError names
+        the problem.
+        """
         meta = self._require_open()
         c = as_packed(codes, meta.n_bits)
         i = check_ids(ids, c.shape[0])
-        return i, c, check_payloads(payloads, c.shape[0])
+        pl = check_payloads(payloads, c.shape[0])
+        self._check_engine_limits(i, c, pl)
+        return i, c, pl
+
+    def _check_engine_limits(  # noqa: B027 - optional hook
+        self, ids: NDArray[np.int64], codes: NDArray[np.uint8], payloads: list[Payload | None]
+    ) -> None:
+        """Adapters raise ValueError here for input their engine would refuse (column types,
+        payload sizes ...). Called with the whole input of an upsert (or of ``HashIndex.add``)."""
+
+    def _check_upsert(
+        self, ids: ArrayLike, codes: ArrayLike, payloads: Sequence[Payload | None] | None
+    ) -> tuple[NDArray[np.int64], NDArray[np.uint8], list[Payload | None]]:
+        return self.validate_upsert(ids, codes, payloads)
+
+    def _padding(
+        self, q: int, limit: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
+        """An all-padding result (no item matched)."""
+        meta = self._require_open()
+        return (
+            np.full((q, limit), -1, np.int64),
+            np.full((q, limit), HAMMING_PAD, np.int32),
+            np.zeros((q, limit, meta.n_bytes), np.uint8),
+        )
 
     def _check_query(self, query_codes: ArrayLike, limit: int) -> NDArray[np.uint8]:
         meta = self._require_open()
         if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit <= 0:
             raise ValueError(f"limit must be a positive int, got {limit!r}")
         return as_packed(query_codes, meta.n_bits)
+
+
+def _no_empty(flt: Filter | None) -> Filter | None:
+    """``{}`` means no filter on every store."""
+    return None if isinstance(flt, Mapping) and not flt else flt
 
 
 class HitsStore(Store):
@@ -345,13 +542,20 @@ class HitsStore(Store):
     def search(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
     ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
-        ids, dist, _ = self._hits(query_codes, limit, filter, False)
+        if isinstance(normalize_filter(filter), MatchNothing):
+            q = self._check_query(query_codes, limit)
+            ids, dist, _ = self._padding(q.shape[0], limit)
+        else:
+            ids, dist, _ = self._hits(query_codes, limit, _no_empty(filter), False)
         return ids, dist
 
     def search_with_codes(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
     ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
-        ids, dist, codes = self._hits(query_codes, limit, filter, True)
+        if isinstance(normalize_filter(filter), MatchNothing):
+            q = self._check_query(query_codes, limit)
+            return self._padding(q.shape[0], limit)
+        ids, dist, codes = self._hits(query_codes, limit, _no_empty(filter), True)
         if codes is None:
             raise StoreError(f"{type(self).__name__}._hits returned no codes for with_codes=True")
         return ids, dist, codes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,19 +13,24 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._localfiles import StoreFiles
 from .base import (
     HAMMING_PAD,
     CollectionMeta,
     Filter,
+    MatchNothing,
     Payload,
     Store,
-    StoreError,
+    as_ids,
+    dict_filter_matches,
+    normalize_filter,
 )
 from .uri import split_uri
 
 __all__ = ["LocalStore"]
 
 _MEMORY: dict[str, dict[str, Any]] = {}
+_MEMORY_LOCKS: dict[str, threading.RLock] = {}
 
 
 class LocalStore(Store):
@@ -32,30 +38,38 @@ class LocalStore(Store):
 
     ``LocalStore()`` or ``memory://`` is private to the object; ``memory://NAME`` is shared by every
     store of this process opened with that name. ``LocalStore(path)`` or ``file://PATH`` persists
-    to a directory (``meta.json``, ``codes.safetensors``, ``payloads.json``), rewritten atomically
-    after each change. Filters: a dict ``{field: value}`` or a callable ``payload -> bool``.
+    to a directory: each change commits a new generation of files and then a manifest naming them
+    (crash-safe), under a lock file; writers reload the newest generation under the lock, and
+    readers reload when another writer committed (see ``hashplug.stores._localfiles``).
+    Filters: a dict (DESIGN.md's contract) or a callable ``payload -> bool``.
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("memory", "file")
     returns_codes: ClassVar[bool] = True
+    ordered_ties: ClassVar[bool] = True
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, name: str | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        name: str | None = None,
+        lock_timeout: float = 60.0,
+    ):
         super().__init__()
         self.path = Path(path) if path is not None else None
         self._shared = name
+        self._files = StoreFiles(self.path, lock_timeout) if self.path is not None else None
+        self._token: Any = None
+        if name is not None:  # every object on one shared name takes the same lock
+            self._lock = _MEMORY_LOCKS.setdefault(name, self._lock)
         if name is not None and name in _MEMORY:
             self._state = _MEMORY[name]
         else:
-            self._state = {
-                "meta": None,
-                "ids": np.zeros(0, np.int64),
-                "codes": None,
-                "payloads": [],
-            }
+            self._state = _empty()
             if name is not None:
                 _MEMORY[name] = self._state
-        if self.path is not None:
-            self._load()
+        if self._files is not None:
+            self._refresh()
 
     @classmethod
     def from_uri(cls, uri: str, **options: Any) -> LocalStore:
@@ -72,20 +86,54 @@ class LocalStore(Store):
     def name(self) -> str:
         return str(self.path) if self.path else f"memory://{self._shared or ''}"
 
+    # -- state -----------------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        """Reload from disk when another writer committed since we last looked."""
+        if self._files is None:
+            return
+        token = self._files.token()
+        if token is not None and token == self._token:
+            return
+        loaded = self._files.load()
+        self._state.update(loaded if loaded is not None else _empty())
+        self._token = token
+
+    def _snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            self._refresh()
+            return dict(self._state)
+
+    def _change(self, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Apply ``fn(state) -> new state``; on disk first, so a failed save changes nothing."""
+        with self._lock:
+            if self._files is None:
+                self._state.update(fn(dict(self._state)))
+                return
+            with self._files.locked():
+                self._refresh()
+                new = {**self._state, **fn(dict(self._state))}
+                gen = int(self._state.get("gen", 0)) + 1
+                self._files.save(new, gen)
+                self._state.update(new, gen=gen)
+                self._token = self._files.token()
+
     # -- metadata --------------------------------------------------------------------------------
     def read_meta(self) -> CollectionMeta | None:
-        m = self._state["meta"]
+        m = self._snapshot()["meta"]
         return CollectionMeta.from_json(m) if m is not None else None
 
     def _create(self, meta: CollectionMeta) -> None:
-        with self._lock:
-            self._state.update(
-                meta=meta.to_json(),
-                ids=np.zeros(0, np.int64),
-                codes=np.zeros((0, meta.n_bytes), np.uint8),
-                payloads=[],
-            )
-            self._save()
+        def create(st: dict[str, Any]) -> dict[str, Any]:
+            if st["meta"] is not None:  # another writer created it meanwhile
+                return st
+            return {
+                "meta": meta.to_json(),
+                "ids": np.zeros(0, np.int64),
+                "codes": np.zeros((0, meta.n_bytes), np.uint8),
+                "payloads": [],
+            }
+
+        self._change(create)
 
     # -- data ------------------------------------------------------------------------------------
     def upsert(
@@ -95,17 +143,22 @@ class LocalStore(Store):
         payloads: Sequence[Payload | None] | None = None,
     ) -> None:
         new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
-        with self._lock:
-            st = self._state
+        copied = [_copy_payload(p) for p in new_pl]
+
+        def put(st: dict[str, Any]) -> dict[str, Any]:
             keep = ~np.isin(st["ids"], new_ids)
             old_pl = [p for p, k in zip(st["payloads"], keep, strict=True) if k]
-            st["ids"] = np.concatenate([st["ids"][keep], new_ids])
-            st["codes"] = np.concatenate([st["codes"][keep], new_codes])
-            st["payloads"] = old_pl + [dict(p) if p is not None else None for p in new_pl]
-            self._save()
+            return {
+                "ids": np.concatenate([st["ids"][keep], new_ids]),
+                "codes": np.concatenate([st["codes"][keep], new_codes]),
+                "payloads": old_pl + copied,
+            }
 
-    def _rows(self, ids: NDArray[np.int64]) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
-        st = self._state
+        self._change(put)
+
+    def _rows(
+        self, st: dict[str, Any], ids: NDArray[np.int64]
+    ) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
         order = np.argsort(st["ids"], kind="stable")
         sorted_ids = st["ids"][order]
         pos = np.searchsorted(sorted_ids, ids)
@@ -115,24 +168,24 @@ class LocalStore(Store):
 
     def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
         meta = self._require_open()
-        q = np.asarray(ids, dtype=np.int64).reshape(-1)
-        with self._lock:
-            rows, found = self._rows(q)
-            out = np.zeros((q.size, meta.n_bytes), np.uint8)
-            if found.any():
-                out[found] = self._state["codes"][rows[found]]
+        q = as_ids(ids)
+        st = self._snapshot()
+        rows, found = self._rows(st, q)
+        out = np.zeros((q.size, meta.n_bytes), np.uint8)
+        if found.any():
+            out[found] = st["codes"][rows[found]]
         return out, found
 
     def get_payloads(self, ids: ArrayLike) -> list[Payload | None]:
         self._require_open()
-        q = np.asarray(ids, dtype=np.int64).reshape(-1)
-        with self._lock:
-            rows, found = self._rows(q)
-            pl = self._state["payloads"]
-            return [
-                (dict(pl[r]) if pl[r] is not None else None) if f else None
-                for r, f in zip(rows.tolist(), found.tolist(), strict=True)
-            ]
+        q = as_ids(ids)
+        st = self._snapshot()
+        rows, found = self._rows(st, q)
+        pl = st["payloads"]
+        return [
+            _copy_payload(pl[r]) if f else None
+            for r, f in zip(rows.tolist(), found.tolist(), strict=True)
+        ]
 
     def search(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
@@ -146,20 +199,14 @@ class LocalStore(Store):
         from ..rerank import hamming_topk
 
         q = self._check_query(query_codes, limit)
-        meta = self._require_open()
-        with self._lock:
-            st_ids, st_codes, st_pl = (
-                self._state["ids"],
-                self._state["codes"],
-                self._state["payloads"],
-            )
-        if filter is not None:
-            mask = _filter_mask(st_pl, filter)
+        mask_of = _filter_test(filter)
+        out_i, out_d, out_c = self._padding(q.shape[0], limit)
+        st = self._snapshot()
+        st_ids, st_codes = st["ids"], st["codes"]
+        if mask_of is not None:
+            mask = np.array([bool(mask_of(p)) for p in st["payloads"]], dtype=bool)
             st_ids, st_codes = st_ids[mask], st_codes[mask]
         n = st_ids.size
-        out_i = np.full((q.shape[0], limit), -1, np.int64)
-        out_d = np.full((q.shape[0], limit), HAMMING_PAD, np.int32)
-        out_c = np.zeros((q.shape[0], limit, meta.n_bytes), np.uint8)
         if n and q.shape[0]:
             rows, dist = hamming_topk(q, st_codes, min(limit, n), ids=st_ids)
             valid = rows >= 0
@@ -171,81 +218,61 @@ class LocalStore(Store):
 
     def delete(self, ids: ArrayLike) -> None:
         self._require_open()
-        q = np.asarray(ids, dtype=np.int64).reshape(-1)
-        with self._lock:
-            st = self._state
+        q = as_ids(ids)
+
+        def drop_ids(st: dict[str, Any]) -> dict[str, Any]:
             keep = ~np.isin(st["ids"], q)
-            st["ids"] = st["ids"][keep]
-            st["codes"] = st["codes"][keep]
-            st["payloads"] = [p for p, k in zip(st["payloads"], keep, strict=True) if k]
-            self._save()
+            return {
+                "ids": st["ids"][keep],
+                "codes": st["codes"][keep],
+                "payloads": [p for p, k in zip(st["payloads"], keep, strict=True) if k],
+            }
+
+        if q.size:
+            self._change(drop_ids)
 
     def iter_ids(self, batch_size: int = 50_000) -> Iterator[NDArray[np.int64]]:
         self._require_open()
-        ids = self._state["ids"].copy()
+        ids = self._snapshot()["ids"].copy()
         for s in range(0, ids.size, max(1, int(batch_size))):
             yield ids[s : s + batch_size]
 
     def count(self) -> int:
-        return int(self._state["ids"].size) if self._state["meta"] is not None else 0
+        st = self._snapshot()
+        return int(st["ids"].size) if st["meta"] is not None else 0
 
     def drop(self) -> None:
         with self._lock:
-            self._state.update(meta=None, ids=np.zeros(0, np.int64), codes=None, payloads=[])
+            self._state.update(_empty())
             self.meta = None
+            self._token = None
             if self.path is not None and self.path.exists():
                 shutil.rmtree(self.path)
             if self._shared is not None:
                 _MEMORY.pop(self._shared, None)
 
-    # -- persistence -----------------------------------------------------------------------------
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        from safetensors.numpy import save_file
 
-        st = self._state
-        self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.path / ".tmp"
-        tmp.mkdir(exist_ok=True)
-        (tmp / "meta.json").write_text(st["meta"])
-        save_file({"ids": st["ids"], "codes": st["codes"]}, str(tmp / "codes.safetensors"))
-        (tmp / "payloads.json").write_text(json.dumps(st["payloads"]))
-        for f in ("codes.safetensors", "payloads.json", "meta.json"):
-            os.replace(tmp / f, self.path / f)
-
-    def _load(self) -> None:
-        assert self.path is not None
-        mfile = self.path / "meta.json"
-        if not mfile.exists():
-            return
-        from safetensors.numpy import load_file
-
-        try:
-            meta = CollectionMeta.from_json(mfile.read_text())
-            arrays = load_file(str(self.path / "codes.safetensors"))
-            payloads = json.loads((self.path / "payloads.json").read_text())
-        except Exception as e:  # safetensors raises its own error type for damaged files
-            raise StoreError(f"local store at {self.path} is damaged: {e}") from e
-        ids, codes = arrays["ids"], arrays["codes"]
-        if codes.shape != (ids.size, meta.n_bytes) or len(payloads) != ids.size:
-            raise StoreError(f"local store at {self.path} is inconsistent (sizes differ)")
-        self._state.update(meta=meta.to_json(), ids=ids, codes=codes, payloads=payloads)
+def _empty() -> dict[str, Any]:
+    return {"meta": None, "ids": np.zeros(0, np.int64), "codes": None, "payloads": [], "gen": 0}
 
 
-def _filter_mask(payloads: list[Payload | None], flt: Filter) -> NDArray[np.bool_]:
-    test: Callable[[Payload], bool]
-    if isinstance(flt, Mapping):
-        items = list(flt.items())
+def _copy_payload(p: Payload | None) -> Payload | None:
+    """A deep copy as every store returns it (tuples become lists, as after a JSON round trip)."""
+    return None if p is None else json.loads(json.dumps(p))
 
-        def test(p: Payload) -> bool:
-            return all(k in p and p[k] == v for k, v in items)
 
-    elif callable(flt):
-        test = flt
-    else:
-        raise ValueError(
-            "LocalStore filters are a dict {field: value} or a callable payload -> bool, "
-            f"got {type(flt).__name__}"
-        )
-    return np.array([p is not None and bool(test(p)) for p in payloads], dtype=bool)
+def _filter_test(flt: Filter | None) -> Callable[[Payload | None], bool] | None:
+    """None (no filter) or a predicate on one payload."""
+    norm = normalize_filter(flt)
+    if norm is None:
+        return None
+    if isinstance(norm, MatchNothing):
+        return lambda p: False
+    if isinstance(norm, Mapping):
+        return lambda p: dict_filter_matches(p, norm)
+    if callable(norm):
+        return lambda p: p is not None and bool(norm(p))
+    raise ValueError(
+        "LocalStore filters are a dict {field: value} or a callable payload -> bool, "
+        f"got {type(flt).__name__}"
+    )

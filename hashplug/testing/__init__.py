@@ -1,5 +1,14 @@
 """Test helpers shipped with hashplug: the store conformance suite for adapters."""
 
-from .conformance import StoreConformance, make_meta, random_codes
+from .conformance import StoreConformance, make_meta, random_codes, run_filter_cases, tie_data
+from .filter_cases import FILTER_CASES, FILTER_PAYLOADS
 
-__all__ = ["StoreConformance", "make_meta", "random_codes"]
+__all__ = [
+    "StoreConformance",
+    "make_meta",
+    "random_codes",
+    "run_filter_cases",
+    "tie_data",
+    "FILTER_CASES",
+    "FILTER_PAYLOADS",
+]

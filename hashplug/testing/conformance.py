@@ -25,8 +25,9 @@ import pytest
 
 from ..codes import hamming_distances
 from ..stores.base import HAMMING_PAD, CollectionMeta, HasherMismatchError, Store
+from .filter_cases import FILTER_CASES, FILTER_PAYLOADS
 
-__all__ = ["StoreConformance", "make_meta", "random_codes"]
+__all__ = ["StoreConformance", "make_meta", "random_codes", "tie_data", "run_filter_cases"]
 
 MakeStore = Callable[[str], Store]
 
@@ -58,11 +59,50 @@ def _ref_sorted(q: np.ndarray, ids: np.ndarray, codes: np.ndarray) -> tuple[np.n
     return np.array(out_i), np.array(out_d)
 
 
+def run_filter_cases(store: Store) -> dict[str, str]:
+    """Store :data:`FILTER_PAYLOADS` under ids 0.. in an opened, empty ``store`` and run every
+    case of :data:`FILTER_CASES`: ``{case name: what went wrong}`` (empty when all pass)."""
+    n = len(FILTER_PAYLOADS)
+    codes = random_codes(n, store._require_open().n_bits, seed=11)
+    store.upsert(np.arange(n), codes, FILTER_PAYLOADS)
+    failed: dict[str, str] = {}
+    for name, flt, want in FILTER_CASES:
+        try:
+            ids, _ = store.search(codes[:1], n + 4, filter=flt)
+        except Exception as e:  # noqa: BLE001 - every failure is reported by name
+            failed[name] = f"{type(e).__name__}: {e}"[:300]
+            continue
+        got = sorted(int(i) for i in ids[0] if i >= 0)
+        if got != sorted(want):
+            failed[name] = f"filter {flt!r:.80} gave {got}, want {sorted(want)}"
+    return failed
+
+
+def tie_data(n_groups: int = 40, per_group: int = 12, dim: int = 32, seed: int = 0) -> Any:
+    """Embeddings where every group of ``per_group`` rows is the same vector (so their codes and
+    distances tie), with ids shuffled so that id order is not insertion order."""
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((n_groups, dim)).astype(np.float32)
+    x = np.repeat(base, per_group, axis=0)
+    ids = rng.permutation(np.arange(10, 10 + x.shape[0], dtype=np.int64) * 7)
+    return x, ids, base + 0.05 * rng.standard_normal(base.shape).astype(np.float32)
+
+
 class StoreConformance:
-    """The contract of ``hashplug.stores.Store``, checked on a real engine."""
+    """The contract of ``hashplug.stores.Store``, checked on a real engine.
+
+    Class attributes an adapter may set: ``known_filter_failures`` (case name -> why: an engine
+    limit, documented; the test fails if such a case starts passing, so the list stays true),
+    ``late_refusal`` (a payload the engine refuses that hashplug's generic checks let through,
+    e.g. a value of another type than its column; None when the engine refuses nothing else).
+    """
 
     n_bits: int = 64
     n_items: int = 300
+    known_filter_failures: dict[str, str] = {}  # noqa: RUF012 - read-only per class
+    late_refusal: Any = None
+    #: repetitions of each search in the determinism test
+    determinism_repeats: int = 10
 
     @pytest.fixture
     def make_store(self) -> MakeStore:  # pragma: no cover - adapters override
@@ -284,3 +324,122 @@ class StoreConformance:
         t = make_store("conf_drop")
         assert t.read_meta() is None
         t.close()
+
+    # -- the contract of issue 19: filters, argument checks, all-or-nothing add, determinism -----
+    def test_dict_filter_contract(self, make_store: MakeStore) -> None:
+        s = make_store("conf_filters")
+        s.open(make_meta(self.n_bits))
+        failed = run_filter_cases(s)
+        s.close()
+        unexpected = {k: v for k, v in failed.items() if k not in self.known_filter_failures}
+        fixed = set(self.known_filter_failures) - set(failed)
+        assert not unexpected, f"{len(unexpected)} of {len(FILTER_CASES)} cases: {unexpected}"
+        assert not fixed, f"cases listed as known failures now pass: {sorted(fixed)}"
+
+    def test_hostile_filter_keys_never_escape(self, store: Store) -> None:
+        ids, codes = self._fill(store, 12)
+        for key in ("color OR 1=1", "color' OR '1'='1", 'color") or ("1', "a\nb", "$meta"):
+            try:
+                got, _ = store.search(codes[:1], 12, filter={key: "red"})
+            except ValueError:
+                continue  # refused with a clear error: fine
+            assert (got == -1).all(), f"filter key {key!r} matched rows"
+
+    def test_ids_are_int64_everywhere(self, store: Store) -> None:
+        ids, codes = self._fill(store, 10)
+        for bad, msg in (
+            ([1.7], "integer"),
+            ([True], "integer"),
+            ([2**63], "int64"),
+            ([-1], ">= 0"),
+        ):
+            with pytest.raises(ValueError, match=msg):
+                store.delete(bad)
+            with pytest.raises(ValueError, match=msg):
+                store.upsert(bad, codes[:1])
+        with pytest.raises(ValueError, match="int64"):
+            store.upsert([2**64 - 1], codes[:1])
+        assert store.count() == 10
+        np.testing.assert_array_equal(store.get_codes(ids), codes)
+
+    def test_payload_round_trip_is_the_same_on_every_store(self, store: Store) -> None:
+        payloads = [
+            {"nested": {"a": [1, 2.5, "x", None, True], "b": {}}, "big": 2**62, "neg": -(2**62)},
+            {"u": "ünï\n\t\x00 🙂", "f": 0.1, "empty": [], "zero": 0.0, "t": (1, 2)},
+        ]
+        codes = random_codes(2, self.n_bits, seed=8)
+        store.upsert([1, 2], codes, payloads)
+        want = [dict(payloads[0]), {**payloads[1], "t": [1, 2]}]
+        assert store.get_payloads([1, 2]) == want
+        for bad, msg in (
+            ({"x": float("nan")}, "finite"),
+            ({"x": float("inf")}, "finite"),
+            ({1: "a"}, "key"),
+            ({"x": 2**64}, "int64"),
+            ({"x": {1, 2}}, "JSON"),
+            ({"x": b"bytes"}, "JSON"),
+        ):
+            with pytest.raises(ValueError, match=msg):
+                store.upsert([3], codes[:1], [bad])
+        assert store.count() == 2
+
+    def _index(self, make_store: MakeStore, name: str, x: np.ndarray) -> Any:
+        from ..hashers import LSH
+        from ..index import HashIndex
+
+        hasher = LSH(self.n_bits, seed=1).fit(x)
+        return HashIndex(make_store(name), hasher)
+
+    def test_add_is_all_or_nothing(self, make_store: MakeStore) -> None:
+        x, ids, _ = tie_data(30, 10)
+        idx = self._index(make_store, "conf_atomic", x)
+        good = [{"t": i} for i in range(len(ids))]
+        lates = [{"t": float("nan")}] + ([self.late_refusal] if self.late_refusal else [])
+        for late in lates:
+            with pytest.raises(ValueError, match="nothing was written"):
+                idx.add(x, ids, good[:-1] + [late], batch_size=100, progress=False)
+            assert idx.store.count() == 0
+        with pytest.raises(ValueError, match="integer"):
+            idx.add(x[:2], [1.7, 2.0])
+        assert idx.add(x, ids, good, batch_size=100, progress=False) == len(ids)
+        assert idx.store.count() == len(ids)
+        idx.close()
+
+    def test_search_is_deterministic_and_equal_to_the_reference(
+        self, make_store: MakeStore
+    ) -> None:
+        from ..index import HashIndex
+        from ..stores.local import LocalStore
+
+        x, ids, queries = tie_data()
+        idx = self._index(make_store, "conf_ties", x)
+        idx.add(x, ids, progress=False)
+        ref = HashIndex(LocalStore(), idx.hasher)
+        ref.add(x, ids, progress=False)
+        for k, over, rerank in ((5, 3, True), (7, 1, False), (12, 2, True)):
+            want = ref.search(queries, k, oversample=over, rerank=rerank).ids
+            for _ in range(self.determinism_repeats):
+                got = idx.search(queries, k, oversample=over, rerank=rerank).ids
+                np.testing.assert_array_equal(got, want)
+        idx.close()
+
+    def test_search_arguments_are_checked_alike(self, make_store: MakeStore) -> None:
+        x, ids, queries = tie_data(5, 4)
+        idx = self._index(make_store, "conf_args", x)
+        idx.add(x, ids, progress=False)
+        for kw, msg in (
+            ({"k": 0}, "k must be"),
+            ({"k": 2.0}, "k must be"),
+            ({"k": True}, "k must be"),
+            ({"oversample": 2.5}, "oversample must be"),
+            ({"oversample": 0}, "oversample must be"),
+            ({"oversample": 10**9}, "at most"),
+        ):
+            with pytest.raises(ValueError, match=msg):
+                idx.search(queries, **kw)
+        res = idx.search(queries[:2], k=10**9)  # bounded by the collection, no MemoryError
+        assert res.ids.shape == (2, len(ids)) and sorted(res.ids[0].tolist()) == sorted(ids)
+        with pytest.raises(ValueError, match="integer"):
+            idx.delete([1.7])
+        assert len(idx) == len(ids)
+        idx.close()

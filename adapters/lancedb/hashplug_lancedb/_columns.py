@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from hashplug.stores.base import Payload
+from hashplug.stores.base import MatchNothing, Payload, normalize_filter
 
 #: Payload keys that never become columns (they stay in the JSON ``payload`` column only).
 RESERVED_COLUMNS = frozenset({"id", "code", "payload", "query_index"})
@@ -148,25 +148,55 @@ def _sql_literal(v: Any) -> str:
     )
 
 
+def _filter_literal(v: Any, typ: pa.DataType) -> str | None:
+    """``v`` as a SQL literal for a column of type ``typ``, or None when no value of that column
+    can equal it (DESIGN.md: types kept, True is not 1, 1 is not "1"; 1 equals 1.0)."""
+    if typ == pa.bool_():
+        return _sql_literal(v) if isinstance(v, bool) else None
+    if typ == pa.string():
+        return _sql_literal(v) if isinstance(v, str) else None
+    if isinstance(v, bool) or isinstance(v, str):
+        return None
+    if typ == pa.int64():
+        if isinstance(v, float):
+            if not v.is_integer() or not _INT64_MIN <= v <= _INT64_MAX:
+                return None
+            v = int(v)
+        return _sql_literal(v)
+    return _sql_literal(float(v))  # float64 column: ints compare as numbers
+
+
 def _dict_to_sql(
     flt: Mapping[str, Any], schema: pa.Schema, mode: PayloadColumns, name: str
 ) -> str | None:
+    """DESIGN.md's dict filter as SQL over the typed payload columns."""
+    norm = normalize_filter(flt)
+    if norm is None:
+        return None
+    if isinstance(norm, MatchNothing):
+        return "FALSE"
     fields = _payload_fields(schema)
     terms: list[str] = []
-    for k, v in flt.items():
-        if k in fields:
-            col = f"`{k}`"
-            terms.append(f"{col} IS NULL" if v is None else f"{col} = {_sql_literal(v)}")
+    for k, values in norm.items():
+        typ = fields.get(k)
+        if typ is None:
+            if mode == "auto" and _IDENT.match(k) and k not in RESERVED_COLUMNS:
+                # A field never stored with a scalar value: missing (or null) in every row.
+                if values is not None:
+                    return "FALSE"
+                continue
+            raise ValueError(
+                f"payload field {k!r} is not a column of LanceDB table {name!r}, so a dict "
+                f"filter cannot test it (columns: {sorted(fields)}); filter with a SQL where string"
+            )
+        col = f"`{k}`"
+        if values is None:
+            terms.append(f"{col} IS NULL")
             continue
-        if mode == "auto" and isinstance(k, str) and _IDENT.match(k) and k not in RESERVED_COLUMNS:
-            if v is not None:
-                _sql_literal(v)  # the same value checks as for a real column
-            # A field never stored with a scalar value: no row can match.
+        lits = [lit for v in values if (lit := _filter_literal(v, typ)) is not None]
+        if not lits:
             return "FALSE"
-        raise ValueError(
-            f"payload field {k!r} is not a column of LanceDB table {name!r}, so a dict filter "
-            f"cannot test it (columns: {sorted(fields)}); filter with a SQL where string"
-        )
+        terms.append(f"{col} = {lits[0]}" if len(lits) == 1 else f"{col} IN ({', '.join(lits)})")
     return " AND ".join(terms) or None
 
 

@@ -37,6 +37,7 @@ from hashplug.stores.base import (
     HitsStore,
     Payload,
     StoreError,
+    as_ids,
     sort_hits,
 )
 
@@ -285,6 +286,14 @@ class LanceDBStore(HitsStore):
             self._writes = 0
 
     # -- writing ---------------------------------------------------------------------------------
+    def _check_engine_limits(
+        self, ids: NDArray[np.int64], codes: NDArray[np.uint8], payloads: list[Payload | None]
+    ) -> None:
+        """Payload values must fit their typed columns (those of the table and those this input
+        would add), across the whole input: LanceDB refuses a batch that does not."""
+        existing = _payload_fields(self._require_table().schema)
+        _payload_column_values(payloads, existing, self.payload_columns)
+
     def upsert(
         self,
         ids: ArrayLike,
@@ -330,10 +339,7 @@ class LanceDBStore(HitsStore):
 
     def delete(self, ids: ArrayLike) -> None:
         """Delete rows by id; ids that are not stored are ignored."""
-        q = np.asarray(ids)
-        if q.size and not np.issubdtype(q.dtype, np.integer):
-            raise ValueError(f"ids must be integers, got dtype {q.dtype}")
-        q = np.unique(q.astype(np.int64).reshape(-1))
+        q = np.unique(as_ids(ids))
         with self._lock:
             tbl = self._require_table()
             if q.size == 0:

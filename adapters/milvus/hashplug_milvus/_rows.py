@@ -14,6 +14,8 @@ from pymilvus import DataType
 
 from hashplug.stores.base import CollectionMeta, StoreError
 
+from ._filters import PCT_FIELD, SET_FIELD, has_control, pct_encode
+
 _WORD = re.compile(r"^code_w(\d+)$")
 
 
@@ -59,20 +61,23 @@ def _layout_of(desc: Mapping[str, Any], meta: CollectionMeta, name: str) -> dict
     return {"words": n_words, "payload_max_length": max_len, "index": None}
 
 
-def _dynamic_json(payload: Mapping[str, Any], reserved: frozenset[str]) -> bytes:
-    """The payload's top-level keys as Milvus dynamic fields (reserved and non-finite left out)."""
-    fields = {k: v for k, v in payload.items() if isinstance(k, str) and k and k not in reserved}
-    try:
-        return json.dumps(fields, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except ValueError:  # NaN / inf somewhere: keep only the keys Milvus' JSON can hold
-        keep = {}
-        for k, v in fields.items():
-            try:
-                json.dumps(v, allow_nan=False)
-            except ValueError:
-                continue
-            keep[k] = v
-        return json.dumps(keep, ensure_ascii=False).encode("utf-8")
+def _dynamic_json(payload: Mapping[str, Any] | None, reserved: frozenset[str]) -> bytes:
+    """The payload's top-level keys as Milvus dynamic fields (null values left out), plus what
+    the dict filter needs where Milvus' expressions fall short: :data:`SET_FIELD` marks the keys
+    that hold a value (``{k: None}`` is ``SET_FIELD[k] != 1``: Milvus Lite has no ``not`` or null
+    test), :data:`PCT_FIELD` holds strings with control characters percent-encoded (Lite's
+    parser neither unescapes ``\\n`` nor takes a raw newline)."""
+    fields = {
+        k: v
+        for k, v in (payload or {}).items()
+        if isinstance(k, str) and k and k not in reserved and v is not None
+    }
+    marks = {k: 1 for k in fields}
+    pct = {k: pct_encode(v) for k, v in fields.items() if isinstance(v, str) and has_control(v)}
+    fields[SET_FIELD] = marks
+    if pct:
+        fields[PCT_FIELD] = pct
+    return json.dumps(fields, ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def _upsert_request(

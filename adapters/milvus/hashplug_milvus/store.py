@@ -46,9 +46,11 @@ from hashplug.stores.base import (
     Payload,
     Store,
     StoreError,
+    as_ids,
     sort_hits,
 )
 
+from ._filters import RESERVED as FILTER_FIELDS
 from ._filters import to_expression
 from ._retry import RetryPolicy, error_chain, is_transient, short_error
 from ._rows import (
@@ -78,7 +80,7 @@ CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
 DEFAULT_PORT = 19530
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-_BASE_RESERVED = frozenset({"id", "code", "payload"})
+_BASE_RESERVED = frozenset({"id", "code", "payload"}) | FILTER_FIELDS
 _MAX_NQ = 1024  # query vectors per search RPC
 _MAX_HITS_PER_CALL = 262_144  # nq * topk per search RPC
 _GET_CHUNK = 4096  # ids per get / delete RPC
@@ -128,6 +130,10 @@ def _import_lite_quietly() -> None:
             import milvus_lite  # noqa: F401
         except ImportError:
             pass
+
+
+def _payload_text(p: Payload) -> str:
+    return json.dumps(p, ensure_ascii=False, separators=(",", ":"))
 
 
 class MilvusStore(HitsStore):
@@ -518,6 +524,21 @@ class MilvusStore(HitsStore):
         return _BASE_RESERVED | {f"code_w{j}" for j in range(words)}
 
     # -- data -------------------------------------------------------------------------------------
+    def _check_engine_limits(
+        self, ids: NDArray[np.int64], codes: NDArray[np.uint8], payloads: list[Payload | None]
+    ) -> None:
+        """Each payload's JSON must fit the collection's VARCHAR (``payload_max_length``)."""
+        max_len = int(self._require_layout()["payload_max_length"])
+        for i, p in enumerate(payloads):
+            if p is None:
+                continue
+            size = len(_payload_text(p).encode("utf-8"))
+            if size > max_len:
+                raise ValueError(
+                    f"payload of id {int(ids[i])} is {size} bytes of JSON; this collection keeps "
+                    f"at most {max_len} (payload_max_length)"
+                )
+
     def upsert(
         self,
         ids: ArrayLike,
@@ -536,22 +557,11 @@ class MilvusStore(HitsStore):
         n = new_ids.size
         if n == 0:
             return
-        max_len = int(layout["payload_max_length"])
         reserved = self._reserved()
         texts: list[str] = []
         dyn: list[bytes] = []
-        for i, p in enumerate(new_pl):
-            if p is None:
-                texts.append("")
-                dyn.append(b"{}")
-                continue
-            text = json.dumps(p, ensure_ascii=False, separators=(",", ":"))
-            if len(text.encode("utf-8")) > max_len:
-                raise ValueError(
-                    f"payload of id {int(new_ids[i])} is {len(text.encode())} bytes of JSON; this "
-                    f"collection keeps at most {max_len} (payload_max_length)"
-                )
-            texts.append(text)
+        for p in new_pl:  # sizes were checked by _check_engine_limits
+            texts.append("" if p is None else _payload_text(p))
             dyn.append(_dynamic_json(p, reserved))
         words = codes_to_words(new_codes) if layout["words"] else None
         row_bytes = meta.n_bytes + 8 * int(layout["words"]) + 32
@@ -759,7 +769,7 @@ class MilvusStore(HitsStore):
 
     def delete(self, ids: ArrayLike) -> None:
         self._require_layout()
-        q = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+        q = np.unique(as_ids(ids))
         self._deleted = True
         for s in range(0, q.size, _GET_CHUNK):
             chunk = q[s : s + _GET_CHUNK].tolist()

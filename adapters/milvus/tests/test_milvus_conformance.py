@@ -13,6 +13,7 @@ import pytest
 from hashplug_milvus import MilvusStore
 
 from hashplug.testing import StoreConformance
+from hashplug.testing.faults import WriterKillConformance
 
 
 def _factory(
@@ -26,8 +27,14 @@ def _factory(
     yield make_store
 
 
+#: A payload Milvus refuses (its JSON is longer than the VARCHAR of 65,535 bytes).
+TOO_BIG = {"t": "x" * 70_000}
+
+
 class TestServerConformance(StoreConformance):
     """Milvus 2.3.5 standalone server, BIN_FLAT, codes returned with the search (int64 words)."""
+
+    late_refusal = TOO_BIG
 
     @pytest.fixture
     def make_store(self, milvus_server: Any, fresh_name: Any, cleanup: list[Any]):
@@ -36,6 +43,8 @@ class TestServerConformance(StoreConformance):
 
 class TestLiteConformance(StoreConformance):
     """Milvus Lite 2.5.1 (a local .db file), through the milvus+lite:// URI."""
+
+    late_refusal = TOO_BIG
 
     @pytest.fixture
     def make_store(self, lite_db: Any, fresh_name: Any, cleanup: list[Any]):
@@ -46,6 +55,8 @@ class TestLiteConformance(StoreConformance):
 
 class TestLiteNoWordsConformance(StoreConformance):
     """Milvus Lite without the int64 copy: search, then one batched get of the codes."""
+
+    late_refusal = TOO_BIG
 
     n_bits = 128
 
@@ -64,3 +75,24 @@ class TestDockerConformance(StoreConformance):
         yield from _factory(
             lambda n: MilvusStore.from_uri(f"{milvus_docker_uri}/{fresh_name(n)}"), cleanup
         )
+
+
+class TestServerWriterFaults(WriterKillConformance):
+    """A writer process killed (kill -9) mid-ingest into the Milvus server, then re-run."""
+
+    @pytest.fixture
+    def store_uri(self, milvus_server: Any, fresh_name: Any):
+        return lambda n: milvus_server.store_uri(fresh_name(n))
+
+
+class TestLiteWriterFaults(WriterKillConformance):
+    """A writer process killed (kill -9) mid-ingest into a Milvus Lite file, then re-run.
+
+    A Lite file is open in one process at a time (a second process reads a stale copy), so the
+    checks run in fresh processes too."""
+
+    check_in_subprocess = True
+
+    @pytest.fixture
+    def store_uri(self, tmp_path: Any, fresh_name: Any):
+        return lambda n: f"milvus+lite://{tmp_path / 'faults.db'}/{fresh_name(n)}"

@@ -37,6 +37,7 @@ __all__ = [
     "asym_from_scores",
     "query_tanh",
     "encode_payload",
+    "BOOL_SHADOW_KEY",
     "decode_payload",
     "order_rows",
     "hits_from_points",
@@ -129,12 +130,23 @@ def check_rescore_args(k: Any, oversample: Any) -> tuple[int, int]:
     return int(k), int(oversample)
 
 
-def encode_payload(p: Payload | None) -> dict[str, Any] | None:
+#: Qdrant Edge only: top-level boolean payload values are also stored as "true"/"false" strings
+#: under this object, because qdrant-edge-py 0.9's MatchValue turns True into 1 (which never
+#: matches a boolean). The dict filter matches booleans there; ``get_payloads`` hides it.
+BOOL_SHADOW_KEY = "__hashplug_bools__"
+
+
+def encode_payload(p: Payload | None, bool_shadow: bool = False) -> dict[str, Any] | None:
     if p is None:
         return None
     if len(p) == 0:
         return {EMPTY_PAYLOAD_KEY: True}
-    return dict(p)
+    out = dict(p)
+    if bool_shadow:
+        bools = {k: "true" if v else "false" for k, v in p.items() if isinstance(v, bool)}
+        if bools:
+            out[BOOL_SHADOW_KEY] = bools
+    return out
 
 
 def decode_payload(p: Mapping[str, Any] | None) -> Payload | None:
@@ -142,7 +154,9 @@ def decode_payload(p: Mapping[str, Any] | None) -> Payload | None:
         return None
     if len(p) == 1 and p.get(EMPTY_PAYLOAD_KEY) is True:
         return {}
-    return dict(p)
+    out = dict(p)
+    out.pop(BOOL_SHADOW_KEY, None)
+    return out
 
 
 def order_rows(

@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike, NDArray
 from qdrant_client import QdrantClient
 from qdrant_client import models as m
 
-from hashplug.stores.base import CollectionMeta, Filter, HitsStore, Payload, StoreError
+from hashplug.stores.base import CollectionMeta, Filter, HitsStore, Payload, StoreError, as_ids
 from hashplug.stores.registry import split_uri
 
 from ._common import (
@@ -197,6 +197,7 @@ class QdrantStore(HitsStore):
 
     schemes: ClassVar[tuple[str, ...]] = ("qdrant", "qdrant+local")
     returns_codes: ClassVar[bool] = True
+    supports_rescoring: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -460,8 +461,7 @@ class QdrantStore(HitsStore):
 
     def delete(self, ids: ArrayLike) -> None:
         self._require_open()
-        q = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
-        q = q[q >= 0]
+        q = np.unique(as_ids(ids))
         b = self._batch * 4
         for s in range(0, q.size, b):
             sel = m.PointIdsList(points=q[s : s + b].tolist())

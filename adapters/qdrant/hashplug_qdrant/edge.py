@@ -33,6 +33,7 @@ from hashplug.stores.base import (
     HitsStore,
     Payload,
     StoreError,
+    as_ids,
 )
 from hashplug.stores.registry import split_uri
 
@@ -144,6 +145,7 @@ class QdrantEdgeStore(HitsStore):
 
     schemes: ClassVar[tuple[str, ...]] = ("qdrant-edge",)
     returns_codes: ClassVar[bool] = True
+    supports_rescoring: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -269,7 +271,7 @@ class QdrantEdgeStore(HitsStore):
             for s in range(0, new_ids.size, _UPSERT_BATCH):
                 e = min(s + _UPSERT_BATCH, new_ids.size)
                 points = [
-                    qe.Point(int(i), v, encode_payload(p))
+                    qe.Point(int(i), v, encode_payload(p, bool_shadow=True))
                     for i, v, p in zip(
                         new_ids[s:e].tolist(), vectors[s:e].tolist(), new_pl[s:e], strict=True
                     )
@@ -323,8 +325,7 @@ class QdrantEdgeStore(HitsStore):
 
     def delete(self, ids: ArrayLike) -> None:
         self._require_open()
-        q = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
-        q = q[q >= 0]
+        q = np.unique(as_ids(ids))
         if q.size == 0:
             return
         shard = self._shard()

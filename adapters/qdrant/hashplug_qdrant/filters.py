@@ -1,9 +1,10 @@
 """Filters: hashplug's portable ``{field: value}`` dicts and Qdrant's native filters.
 
-* A dict ``{field: value, ...}`` means "every field equals its value": str / int / bool values
-  become ``MatchValue``, float values an inclusive ``Range(gte=v, lte=v)``, ``None`` an ``IsNull``
-  condition. As everywhere in Qdrant, a condition on a field holding an array matches when any
-  element matches. List or dict values are refused (write a native filter for those).
+* A dict ``{field: value, ...}`` keeps DESIGN.md's contract (see :func:`dict_to_models`): str
+  and bool values become ``MatchValue``, numbers an inclusive ``Range(gte=v, lte=v)`` (so 1
+  matches 1.0, never True), ``None`` an ``IsEmpty`` condition (missing or null), a list a
+  nested ``should``. As everywhere in Qdrant, a condition on a field holding an array matches
+  when any element matches (filtering on list fields is not portable).
 * ``qdrant_client.models.Filter`` passes through to a Qdrant server / local mode unchanged.
 * On Qdrant Edge, a ``qdrant_edge.Filter`` passes through unchanged, and a
   ``qdrant_client.models.Filter`` is translated (must / should / must_not, field conditions with
@@ -11,44 +12,67 @@
   nested filters and nested conditions), so one filter object works on both engines.
 
 Known limitation of qdrant-edge-py 0.9: its ``MatchValue`` turns ``True`` into ``1`` (Python's
-bool is an int), and an integer never matches a boolean payload value, so a boolean match would
-silently match nothing. Translating a boolean match for Qdrant Edge therefore raises ValueError
-(store 0/1 or strings in payload fields you filter on); a Qdrant server and local mode match
-booleans normally.
+bool is an int), and an integer never matches a boolean payload value. The Edge store therefore
+keeps a string copy of top-level booleans (``BOOL_SHADOW_KEY``) that dict filters match; a
+boolean ``MatchValue`` inside a native ``qdrant_client.models.Filter`` is still refused there.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
+from hashplug.stores.base import MatchNothing, normalize_filter
 
-__all__ = ["dict_items", "to_client_filter", "to_edge_filter"]
+from ._common import BOOL_SHADOW_KEY
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+__all__ = ["dict_to_models", "to_client_filter", "to_edge_filter"]
 
 
-def dict_items(flt: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
-    """Validate a portable filter: [(key, kind, value)] with kind in match / range / null."""
-    if not flt:
-        raise ValueError("an empty filter dict matches everything; pass filter=None instead")
-    out: list[tuple[str, str, Any]] = []
-    for key, value in flt.items():
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"filter keys must be non-empty strings, got {key!r}")
-        if isinstance(value, np.generic):
-            value = value.item()
-        if value is None:
-            out.append((key, "null", None))
-        elif isinstance(value, (bool, str)) or isinstance(value, int):
-            out.append((key, "match", value))
-        elif isinstance(value, float):
-            out.append((key, "range", value))
-        else:
+def _value_condition(m: Any, key: str, v: Any, edge: bool) -> Any:
+    """One ``key == v`` condition with the contract's equality (types kept, 1 == 1.0)."""
+    if isinstance(v, bool):
+        if edge:  # see BOOL_SHADOW_KEY
+            shadow = f"{BOOL_SHADOW_KEY}.{key}"
+            return m.FieldCondition(key=shadow, match=m.MatchValue(value="true" if v else "false"))
+        return m.FieldCondition(key=key, match=m.MatchValue(value=v))
+    if isinstance(v, str):
+        return m.FieldCondition(key=key, match=m.MatchValue(value=v))
+    if isinstance(v, int) and abs(v) > 2**53:  # beyond exact floats: integers only
+        return m.FieldCondition(key=key, match=m.MatchValue(value=v))
+    # A range matches integer and float payload values alike (1 == 1.0), never booleans.
+    return m.FieldCondition(key=key, range=m.Range(gte=float(v), lte=float(v)))
+
+
+def dict_to_models(flt: Mapping[str, Any], edge: bool = False) -> Any:
+    """DESIGN.md's dict filter as a ``qdrant_client.models.Filter`` (None: no filter).
+
+    ``{k: None}`` is ``IsEmpty`` (k missing or null), ``{k: [..]}`` a nested ``should``.
+    ``edge=True`` matches booleans through the shadow strings Qdrant Edge stores beside them.
+    """
+    from qdrant_client import models as m
+
+    norm = normalize_filter(flt)
+    if norm is None:
+        return None
+    if isinstance(norm, MatchNothing):
+        return m.Filter(must=[m.HasIdCondition(has_id=[])])
+    must: list[Any] = []
+    for key, values in norm.items():
+        if not _KEY.match(key):  # Qdrant reads ".", "[]" and quotes in a key as a JSON path
             raise ValueError(
-                f"filter value for {key!r} must be a str, int, bool, float or None, got "
-                f"{type(value).__name__}; use a qdrant_client.models.Filter for anything else"
+                f"dict filter key {key!r}: Qdrant takes keys of letters, digits, '_' and '-' "
+                "here (others are JSON paths); write a qdrant_client.models.Filter for it"
             )
-    return out
+        if values is None:
+            must.append(m.IsEmptyCondition(is_empty=m.PayloadField(key=key)))
+            continue
+        conds = [_value_condition(m, key, v, edge) for v in values]
+        must.append(conds[0] if len(conds) == 1 else m.Filter(should=conds))
+    return m.Filter(must=must)
 
 
 def to_client_filter(flt: Any) -> Any:
@@ -58,15 +82,7 @@ def to_client_filter(flt: Any) -> Any:
     if flt is None or isinstance(flt, m.Filter):
         return flt
     if isinstance(flt, Mapping):
-        must: list[Any] = []
-        for key, kind, value in dict_items(flt):
-            if kind == "match":
-                must.append(m.FieldCondition(key=key, match=m.MatchValue(value=value)))
-            elif kind == "range":
-                must.append(m.FieldCondition(key=key, range=m.Range(gte=value, lte=value)))
-            else:
-                must.append(m.IsNullCondition(is_null=m.PayloadField(key=key)))
-        return m.Filter(must=must)
+        return dict_to_models(flt)
     raise ValueError(
         "Qdrant filters are a dict {field: value} or a qdrant_client.models.Filter, "
         f"got {type(flt).__name__}"
@@ -80,15 +96,8 @@ def to_edge_filter(flt: Any) -> Any:
     if flt is None or isinstance(flt, qe.Filter):
         return flt
     if isinstance(flt, Mapping):
-        must: list[Any] = []
-        for key, kind, value in dict_items(flt):
-            if kind == "match":
-                must.append(qe.FieldCondition(key, match=_edge_match_value(value, key)))
-            elif kind == "range":
-                must.append(qe.FieldCondition(key, range=qe.RangeFloat(gte=value, lte=value)))
-            else:
-                must.append(qe.IsNullCondition(key))
-        return qe.Filter(must=must)
+        models = dict_to_models(flt, edge=True)
+        return None if models is None else _edge_from_client(models)
     try:
         from qdrant_client import models as m
     except ImportError:  # pragma: no cover - qdrant-client is a dependency

@@ -30,6 +30,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from hashplug.stores.base import StoreError
 from hashplug.stores.registry import open_store
 from hashplug.testing import StoreConformance, make_meta, random_codes
+from hashplug.testing.faults import WriterKillConformance
 
 
 class TestQdrantLocalModeConformance(StoreConformance):
@@ -235,3 +236,11 @@ def test_payloads_filters_and_native_filter_pass_through(tmp_path: Path) -> None
     with pytest.raises(ValueError):
         s.search(codes[:1], 3, filter={"t": [1, [1]]})
     s.close()
+
+
+class TestQdrantLocalModeFaults(WriterKillConformance):
+    """A qdrant-client local-mode writer killed mid-ingest (kill -9), reopened and re-run."""
+
+    @pytest.fixture
+    def store_uri(self, tmp_path: Path):
+        return lambda name: f"qdrant+local://{tmp_path / 'qdrant'}/{name}"
