@@ -87,6 +87,13 @@ def _state_name(codes_uri: str, beside: bool) -> str:
     return f"{last}-{hashlib.blake2b(codes_uri.encode(), digest_size=4).hexdigest()}"
 
 
+def _unit_rows(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Rows scaled to unit length (zero rows stay zero): cosine is blind to length, so codes of a
+    cosine source are made from, and queried with, directions only."""
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(n > 0, n, 1)).astype(np.float32, copy=False)
+
+
 def _public_uri(uri: str) -> str:
     """``uri`` without its query string and user info (tokens, passwords): what may be recorded."""
     scheme, _, rest = uri.partition("://")
@@ -156,6 +163,9 @@ class AttachedIndex:
             out[valid] = [got.get(int(k)) for k in keys[valid]]
         return out
 
+    def _prep(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        return _unit_rows(x) if self.info.metric == "cosine" else x
+
     # -- sync -------------------------------------------------------------------------------------
     def sync(
         self,
@@ -183,7 +193,7 @@ class AttachedIndex:
             if len(ids):
                 keys, payloads = self._keys(ids)
                 seen.append(keys)
-                codes = self.hasher.encode(vecs)
+                codes = self.hasher.encode(self._prep(vecs))
                 old, found = self.store.lookup_codes(keys)
                 differs = found & (old != codes).any(axis=1)
                 write = ~found | differs
@@ -266,7 +276,9 @@ class AttachedIndex:
         s = max(int(k), min(int(shortlist or self.shortlist), c))
         if rescore == "codes":
             s = int(k)
-        res = self.index.search(q, k=s, oversample=max(1, math.ceil(c / s)), filter=filter)
+        res = self.index.search(
+            self._prep(q), k=s, oversample=max(1, math.ceil(c / s)), filter=filter
+        )
         if rescore == "codes":
             return AttachedResult(
                 self._source_ids(res.ids), np.where(res.ids >= 0, res.distances, np.nan)
@@ -416,6 +428,8 @@ def _fit_hasher(
     if got == 0:
         raise SourceError(f"{source.info.uri} holds no vectors to fit a hasher on")
     x = np.concatenate(parts)
+    if source.info.metric == "cosine":
+        x = _unit_rows(x)
     if bits > min(x.shape):
         raise ValueError(
             f"{bits} bits need at least {bits} sample vectors and {bits} dimensions; the source "
