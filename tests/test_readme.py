@@ -1,0 +1,110 @@
+"""Every Python block and ``hashplug`` command of the README runs as written.
+
+Blocks run in a fresh process each, in a scratch folder that has ``../shared`` beside it (as a
+checkout does), so the README's relative paths hold. Commands that run for minutes (the main job,
+``bench``, the benchmarks) and the setup / lint lines are listed in ``LONG`` and checked only to
+parse (``--help``), with the reason shown.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+README = (REPO / "README.md").read_text()
+VENV_BIN = Path(sys.executable).parent
+#: command prefixes that take minutes or change the machine: their --help must work instead
+LONG = {
+    "hashplug run": "the main job (about 5 minutes)",
+    "hashplug bench": "the paper benchmark (minutes per run)",
+    "hashplug compare": "the decision report (minutes per run)",
+    "python benchmarks/": "a benchmark (minutes)",
+    "bash scripts/setup.sh": "installs the environment the tests already run in",
+    "ruff": "lint, run separately",
+    "mypy": "type check, run separately from the repository root",
+    "python -m pytest": "this test suite itself",
+}
+
+
+def _blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+PY_BLOCKS = _blocks("python")
+COMMANDS = [
+    line.split("  #")[0].strip()
+    for block in _blocks("bash")
+    for line in block.splitlines()
+    if line.strip() and not line.lstrip().startswith("#")
+]
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not SHARED.exists():
+        pytest.skip(f"the README's examples read ../shared/data, absent at {SHARED}")
+    root = tmp_path_factory.mktemp("readme")
+    (root / "shared").symlink_to(SHARED)
+    work = root / "work"
+    work.mkdir()
+    return work
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env["HASHPLUG_CACHE"] = env.get("HASHPLUG_CACHE", str(Path.home() / ".cache" / "hashplug"))
+    return env
+
+
+@pytest.mark.parametrize("n", range(len(PY_BLOCKS)))
+def test_python_block_runs(scratch: Path, n: int) -> None:
+    code = PY_BLOCKS[n]
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=scratch,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert r.returncode == 0, (
+        f"README python block {n} failed:\n{code}\n--- stderr ---\n{r.stderr[-3000:]}"
+    )
+
+
+def test_commands_run_in_order(scratch: Path) -> None:
+    ran, checked = 0, 0
+    for cmd in COMMANDS:
+        for part in cmd.split("&&"):
+            argv = shlex.split(part.strip())
+            text = " ".join(argv).replace(".venv/bin/", "")
+            long = next((why for prefix, why in LONG.items() if text.startswith(prefix)), None)
+            if argv[0].startswith(".venv/bin/"):
+                argv[0] = str(VENV_BIN / argv[0].split("/")[-1])
+            if long is not None:
+                if text.startswith("hashplug "):
+                    r = subprocess.run(
+                        argv[:2] + ["--help"],
+                        cwd=scratch,
+                        env=_env(),
+                        capture_output=True,
+                        text=True,
+                    )
+                    assert r.returncode == 0, f"{text} --help failed: {r.stderr}"
+                checked += 1
+                continue
+            r = subprocess.run(
+                argv, cwd=scratch, env=_env(), capture_output=True, text=True, timeout=900
+            )
+            assert r.returncode == 0, f"README command failed: {part}\n{r.stderr[-3000:]}"
+            ran += 1
+    assert ran >= 5 and checked >= 3
