@@ -236,6 +236,20 @@ def test_cli_ingest_directory_and_errors(parquet_dir, tmp_path: Path, hasher, ca
     _check_store(uri, hasher, truth)
     assert cli_main([*argv[:-1], str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+    fitted = tmp_path / "fit.safetensors"
+    fit_argv = [
+        "fit",
+        "--embeddings",
+        str(d),
+        "--bits",
+        "16",
+        "--sample",
+        "200",
+        "--out",
+        str(fitted),
+    ]
+    assert cli_main(fit_argv) == 0
+    assert hashplug.load_hasher(fitted).n_samples_ == 200
     bad = argv[:-1] + [str(d), "--id-column", "key"]
     assert cli_main(bad) == 2
     assert "has no id column 'key'" in capsys.readouterr().err
@@ -287,7 +301,8 @@ def test_ray_parquet_into_lancedb(ray_cluster, parquet_dir, tmp_path: Path, hash
         warnings.simplefilter("ignore", D.DuplicateIdsWarning)
         r = D.ingest(d, hasher, uri, engine="ray", workers=2, batch_size=100, progress=False)
     assert (r.written, r.stored, r.writers, r.engine) == (990, 990, "workers", "ray")
-    assert len(r.peak_rss_mb) == 2 and all(v > 50 for v in r.peak_rss_mb.values())
+    # one RSS figure per worker that did work (a slow-starting actor may get none)
+    assert 1 <= len(r.peak_rss_mb) <= 2 and all(v > 50 for v in r.peak_rss_mb.values())
     _check_store(uri, hasher, truth)
 
 
@@ -309,10 +324,12 @@ def test_ray_npy_fit_and_file_store_with_resume(ray_cluster, tmp_path: Path) -> 
     np.save(d / "part-3.npy", bad)
     with pytest.raises(ValueError, match="NaN"):
         D.ingest(d, h, uri, engine="ray", id_start=7, batch_size=100, progress=False)
+    done_before = len(list(Path(f"{tmp_path}/codes.hashplug-ingest").glob("*/*.done")))
+    assert done_before <= 3  # the failed shard is never marked done
     np.save(d / "part-3.npy", xs[3])
     r = D.ingest(d, h, uri, engine="ray", id_start=7, batch_size=100, progress=False)
-    assert r.writers == "driver" and r.shards_written + r.shards_skipped == 4
-    assert r.shards_skipped >= 1 and r.stored == 1200
+    assert r.writers == "driver" and r.stored == 1200
+    assert (r.shards_skipped, r.shards_written) == (done_before, 4 - done_before)
     _check_store(uri, h, truth)
 
 

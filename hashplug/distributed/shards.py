@@ -100,8 +100,9 @@ class Dataset:
         if rows_per_chunk <= 0:
             raise ValueError(f"rows_per_chunk must be positive, got {rows_per_chunk}")
         out: list[Chunk] = []
+        wanted = None if shards is None else set(shards)
         for s in self.shards:
-            if shards is not None and s.index not in shards:
+            if wanted is not None and s.index not in wanted:
                 continue
             if s.kind == "parquet":  # chunk borders on row groups: a worker reads whole groups
                 start, acc = 0, 0
