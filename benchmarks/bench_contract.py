@@ -62,7 +62,9 @@ def measure(make_uri: Any, repeats: int) -> dict[str, Any]:
     hasher = LSH(64, seed=1).fit(x)
     idx = HashIndex(make_uri("ties"), hasher)
     idx.add(x, ids, progress=False)
-    ref = HashIndex(LocalStore(), hasher).search(queries, 5, oversample=3).ids
+    ref_idx = HashIndex(LocalStore(), hasher)
+    ref_idx.add(x, ids, progress=False)
+    ref = ref_idx.search(queries, 5, oversample=3).ids
     qcodes = np.packbits(hasher.logits(queries) > 0, axis=1)
     first = idx.search(queries, 5, oversample=3).ids
     raw_first = idx.store.search(qcodes, 15)[0]
