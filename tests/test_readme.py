@@ -31,11 +31,19 @@ LONG = {
     "ruff": "lint, run separately",
     "mypy": "type check, run separately from the repository root",
     "python -m pytest": "this test suite itself",
+    "hashplug ingest --engine ray": "needs a folder of shards (tests/test_distributed.py runs it)",
 }
+#: A block right after ``<!-- readme-test: skip REASON -->`` is an example for another machine.
+SKIP_MARK = re.compile(r"<!-- readme-test: skip (.*?) -->\s*$")
 
 
 def _blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+    """Fenced blocks of ``lang``, without those marked to skip."""
+    out = []
+    for m in re.finditer(rf"```{lang}\n(.*?)```", README, flags=re.S):
+        if not SKIP_MARK.search(README[: m.start()].rstrip() + "\n"):
+            out.append(m.group(1))
+    return out
 
 
 PY_BLOCKS = _blocks("python")
@@ -79,6 +87,11 @@ def test_python_block_runs(scratch: Path, n: int) -> None:
     assert r.returncode == 0, (
         f"README python block {n} failed:\n{code}\n--- stderr ---\n{r.stderr[-3000:]}"
     )
+
+
+def test_skipped_blocks_say_why() -> None:
+    reasons = SKIP_MARK.findall(README) + re.findall(r"<!-- readme-test: skip (.*?) -->", README)
+    assert all(r.strip() for r in reasons)
 
 
 def test_commands_run_in_order(scratch: Path) -> None:
