@@ -209,7 +209,7 @@ class HashIndex:
             ids, dist = self.store.search_rescored(u, k, oversample, filter)  # type: ignore[attr-defined]
         elif rerank:
             c_ids, _, c_codes = self._coarse(qcodes, limit, filter)
-            ids, dist = rerank_codes(sigmoid(u), c_ids, c_codes, k)
+            ids, dist = rerank_codes(sigmoid(u), c_ids, c_codes, k)  # type: ignore[arg-type]
         else:
             ids, ham, _ = self._coarse(qcodes, limit, filter, with_codes=False)
             dist = np.where(ids >= 0, ham, np.inf).astype(np.float32)

@@ -194,7 +194,7 @@ def catalogue(cfg: CompareConfig, dim: int) -> tuple[list[Entry], dict[str, str]
 
 
 def _native_runner(mod: Any, engine: str, method: str) -> Callable[[CompareData, Path], MethodRun]:
-    return lambda data, work: mod.run_native(engine, method, data, work)  # type: ignore[no-any-return]
+    return lambda data, work: mod.run_native(engine, method, data, work)
 
 
 def _select(entries: list[Entry], patterns: Sequence[str] | None) -> list[Entry]:
@@ -364,7 +364,7 @@ def _faiss_rabitq(refine: bool) -> Callable[[CompareData, Path], MethodRun]:
 
         t = time.perf_counter()
         base = faiss.IndexRaBitQ(data.dim, faiss.METRIC_INNER_PRODUCT)
-        index = faiss.IndexRefineFlat(base) if refine else base
+        index: Any = faiss.IndexRefineFlat(base) if refine else base
         if refine:
             index.k_factor = 10.0
         index.train(data.train_x)
@@ -378,7 +378,7 @@ def _faiss_rabitq(refine: bool) -> Callable[[CompareData, Path], MethodRun]:
         ram = float(faiss.serialize_index(index).nbytes)
         how = "serialized index" + (" (RaBitQ codes + float32 originals)" if refine else "")
         name = "faiss:rabitq+refine" if refine else "faiss:rabitq"
-        params = {"k_factor": 10} if refine else {}
+        params: dict[str, object] = {"k_factor": 10} if refine else {}
         return MethodRun(name, "faiss", ids, ms, build_s, ram, 0.0, how, params)
 
     return run
@@ -393,13 +393,14 @@ def _st_binary(data: CompareData, work: Path) -> MethodRun:
 
     mult = 4
     t = time.perf_counter()
-    codes = quantize_embeddings(data.db_x, precision="ubinary")
+    codes: Any = quantize_embeddings(data.db_x, precision="ubinary")
     index = faiss.IndexBinaryFlat(data.dim)
     index.add(codes)
     build_s = time.perf_counter() - t
 
     def search(q: NDArray[np.float32]) -> NDArray[np.int64]:
-        cand = index.search(quantize_embeddings(q, precision="ubinary"), data.k * mult)[1][0]
+        qb: Any = quantize_embeddings(q, precision="ubinary")
+        cand = index.search(qb, data.k * mult)[1][0]
         cand = cand[cand >= 0]
         signs = np.unpackbits(codes[cand], axis=1).astype(np.float32) * 2 - 1
         return cand[np.argsort(-(signs @ q[0]), kind="stable")[: data.k]]

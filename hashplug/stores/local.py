@@ -269,7 +269,7 @@ def _filter_test(flt: Filter | None) -> Callable[[Payload | None], bool] | None:
     if isinstance(norm, MatchNothing):
         return lambda p: False
     if isinstance(norm, Mapping):
-        return lambda p: dict_filter_matches(p, norm)
+        return lambda p: dict_filter_matches(p, norm)  # type: ignore[arg-type]
     if callable(norm):
         return lambda p: p is not None and bool(norm(p))
     raise ValueError(

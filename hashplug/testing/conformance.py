@@ -371,14 +371,15 @@ class StoreConformance:
         store.upsert([1, 2], codes, payloads)
         want = [dict(payloads[0]), {**payloads[1], "t": [1, 2]}]
         assert store.get_payloads([1, 2]) == want
-        for bad, msg in (
+        bads: list[tuple[Any, str]] = [
             ({"x": float("nan")}, "finite"),
             ({"x": float("inf")}, "finite"),
             ({1: "a"}, "key"),
             ({"x": 2**64}, "int64"),
             ({"x": {1, 2}}, "JSON"),
             ({"x": b"bytes"}, "JSON"),
-        ):
+        ]
+        for bad, msg in bads:
             with pytest.raises(ValueError, match=msg):
                 store.upsert([3], codes[:1], [bad])
         assert store.count() == 2

@@ -186,14 +186,14 @@ class WriterKillConformance:
         before = idx.search(queries, 10, oversample=5, with_payloads=True)
         idx.close()
         again = HashIndex(uri, hasher)
-        after = again.search(queries, 10, oversample=5, with_payloads=True)
+        restarted = again.search(queries, 10, oversample=5, with_payloads=True)
         again.close()
         ref = HashIndex(LocalStore(), hasher)
         ref.add(x, ids, payloads, progress=False)
         want = ref.search(queries, 10, oversample=5)
-        np.testing.assert_array_equal(before.ids, after.ids)
-        np.testing.assert_array_equal(after.ids, want.ids)
-        assert before.payloads == after.payloads
+        np.testing.assert_array_equal(before.ids, restarted.ids)
+        np.testing.assert_array_equal(restarted.ids, want.ids)
+        assert before.payloads == restarted.payloads
         print(f"faults on {uri.split(':')[0]}: {log}")  # shown with pytest -s
 
 

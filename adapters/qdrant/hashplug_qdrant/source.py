@@ -121,6 +121,21 @@ class _QdrantBase(Source):
             count=count,
         )
 
+    def _page(self, offset: Any, limit: int, with_vector: bool) -> tuple[list[Any], Any]:
+        raise NotImplementedError
+
+    def scan(self, batch_size: int) -> Iterator[tuple[NDArray[Any], NDArray[np.float32]]]:
+        self.skipped = 0
+        offset = None
+        while True:
+            recs, offset = self._page(offset, max(1, batch_size), with_vector=True)
+            if recs:
+                ids, vecs, skipped = self._records_to_arrays(recs)
+                self.skipped += skipped
+                yield ids, vecs
+            if offset is None or not recs:
+                return
+
     def _scores(self, points: list[Any], k: int) -> tuple[NDArray[Any], NDArray[np.float32]]:
         ids = as_source_ids([p.id for p in points], self.info.id_kind)
         sc = np.full(k, np.nan, np.float32)
@@ -219,18 +234,6 @@ class QdrantEdgeSource(_QdrantBase):
                 )
             )
         return list(recs), nxt
-
-    def scan(self, batch_size: int) -> Iterator[tuple[NDArray[Any], NDArray[np.float32]]]:
-        self.skipped = 0
-        offset = None
-        while True:
-            recs, offset = self._page(offset, max(1, batch_size), with_vector=True)
-            if recs:
-                ids, vecs, skipped = self._records_to_arrays(recs)
-                self.skipped += skipped
-                yield ids, vecs
-            if offset is None or not recs:
-                return
 
     def fetch(self, ids: NDArray[Any]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
         out = np.zeros((len(ids), self.info.dim), np.float32)
@@ -433,18 +436,6 @@ class QdrantSource(_QdrantBase):
             )
         )
         return list(recs), nxt
-
-    def scan(self, batch_size: int) -> Iterator[tuple[NDArray[Any], NDArray[np.float32]]]:
-        self.skipped = 0
-        offset = None
-        while True:
-            recs, offset = self._page(offset, max(1, batch_size), with_vector=True)
-            if recs:
-                ids, vecs, skipped = self._records_to_arrays(recs)
-                self.skipped += skipped
-                yield ids, vecs
-            if offset is None or not recs:
-                return
 
     def fetch(self, ids: NDArray[Any]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
         out = np.zeros((len(ids), self.info.dim), np.float32)
