@@ -336,7 +336,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         q = q[None, :]
     q = q[: args.limit_queries] if args.limit_queries else q
     flt = json.loads(args.filter) if args.filter else None
-    with HashIndex(args.store, h) as index:
+    from .stores.registry import open_store
+
+    store = open_store(args.store)
+    if store.read_meta() is None:  # a read command never creates a collection
+        store.close()
+        raise ValueError(
+            f"no hashplug collection at {args.store} (check the path; hashplug ingest writes one)"
+        )
+    with HashIndex(store, h) as index:
         res = index.search(
             q,
             k=args.k,

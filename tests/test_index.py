@@ -104,3 +104,28 @@ def test_store_side_rescoring_is_refused_where_the_store_cannot(small):
     with pytest.raises(ValueError, match="rescore must be"):
         index.search(x[:2], k=3, rescore="milvus")
     assert index.search(x[:2], k=3, rescore="local").ids.shape == (2, 3)
+
+
+def test_cli_search_never_creates_a_collection(tmp_path, capsys):
+    import numpy as np
+
+    from hashplug.cli import main
+    from hashplug.hashers import HashingBaseline
+
+    x = np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32)
+    HashingBaseline(8).fit(x).save(tmp_path / "h.safetensors")
+    np.save(tmp_path / "q.npy", x[:2])
+    missing = tmp_path / "typo"
+    rc = main(
+        [
+            "search",
+            "--hasher",
+            str(tmp_path / "h.safetensors"),
+            "--store",
+            f"file://{missing}",
+            "--queries",
+            str(tmp_path / "q.npy"),
+        ]
+    )
+    assert rc == 2 and "no hashplug collection" in capsys.readouterr().err
+    assert not missing.exists()
