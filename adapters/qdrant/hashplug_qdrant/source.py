@@ -136,6 +136,23 @@ class _QdrantBase(Source):
             if offset is None or not recs:
                 return
 
+    def _retrieve(self, pids: list[Any]) -> list[Any]:
+        """Records of ``pids`` with this source's vector."""
+        raise NotImplementedError
+
+    def fetch(self, ids: NDArray[Any]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        out = np.zeros((len(ids), self.info.dim), np.float32)
+        found = np.zeros(len(ids), bool)
+        pos = {str(v): i for i, v in enumerate(ids.tolist())}
+        for s in range(0, len(ids), 4096):
+            pids = [_point_id(v, self.info.id_kind) for v in ids[s : s + 4096].tolist()]
+            for r in self._retrieve(pids):
+                v = self._vector(r)
+                i = pos.get(str(r.id))
+                if v is not None and i is not None:
+                    out[i], found[i] = v, True
+        return out, found
+
     def _scores(self, points: list[Any], k: int) -> tuple[NDArray[Any], NDArray[np.float32]]:
         ids = as_source_ids([p.id for p in points], self.info.id_kind)
         sc = np.full(k, np.nan, np.float32)
@@ -235,21 +252,10 @@ class QdrantEdgeSource(_QdrantBase):
             )
         return list(recs), nxt
 
-    def fetch(self, ids: NDArray[Any]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-        out = np.zeros((len(ids), self.info.dim), np.float32)
-        found = np.zeros(len(ids), bool)
-        pos = {str(v): i for i, v in enumerate(ids.tolist())}
+    def _retrieve(self, pids: list[Any]) -> list[Any]:
         sel = [self._name] if self._name else True
-        for s in range(0, len(ids), 4096):
-            pids = [_point_id(v, self.info.id_kind) for v in ids[s : s + 4096].tolist()]
-            with self._handle.lock:
-                recs = self._shard().retrieve(pids, with_payload=False, with_vector=sel)
-            for r in recs:
-                v = self._vector(r)
-                i = pos.get(str(r.id))
-                if v is not None and i is not None:
-                    out[i], found[i] = v, True
-        return out, found
+        with self._handle.lock:
+            return list(self._shard().retrieve(pids, with_payload=False, with_vector=sel))
 
     def search(
         self, queries: NDArray[np.float32], k: int
@@ -437,24 +443,13 @@ class QdrantSource(_QdrantBase):
         )
         return list(recs), nxt
 
-    def fetch(self, ids: NDArray[Any]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-        out = np.zeros((len(ids), self.info.dim), np.float32)
-        found = np.zeros(len(ids), bool)
-        pos = {str(v): i for i, v in enumerate(ids.tolist())}
+    def _retrieve(self, pids: list[Any]) -> list[Any]:
         sel: Any = [self._name] if self._name else True
-        for s in range(0, len(ids), 4096):
-            pids = [_point_id(v, self.info.id_kind) for v in ids[s : s + 4096].tolist()]
-            recs = self._call(
-                lambda c, pids=pids: c.retrieve(
-                    self.collection, pids, with_payload=False, with_vectors=sel
-                )
+        return list(
+            self._call(
+                lambda c: c.retrieve(self.collection, pids, with_payload=False, with_vectors=sel)
             )
-            for r in recs:
-                v = self._vector(r)
-                i = pos.get(str(r.id))
-                if v is not None and i is not None:
-                    out[i], found[i] = v, True
-        return out, found
+        )
 
     def search(
         self, queries: NDArray[np.float32], k: int
