@@ -87,6 +87,14 @@ def _state_name(codes_uri: str, beside: bool) -> str:
     return f"{last}-{hashlib.blake2b(codes_uri.encode(), digest_size=4).hexdigest()}"
 
 
+def _sorted_contains(sorted_keys: NDArray[np.int64], keys: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Which ``keys`` are in ``sorted_keys`` (ascending)."""
+    if sorted_keys.size == 0:
+        return np.zeros(keys.shape, bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
+    return np.asarray(sorted_keys[pos] == keys)
+
+
 def _unit_rows(x: NDArray[np.float32]) -> NDArray[np.float32]:
     """Rows scaled to unit length (zero rows stay zero): cosine is blind to length, so codes of a
     cosine source are made from, and queried with, directions only."""
@@ -230,8 +238,9 @@ class AttachedIndex:
         return rep
 
     def _drop_stale(self, seen: NDArray[np.int64]) -> int:
+        seen = np.sort(seen)  # sorted once; each page of stored ids is looked up by bisection
         try:
-            stale = [np.setdiff1d(part, seen) for part in self.store.iter_ids(50_000)]
+            stale = [part[~_sorted_contains(seen, part)] for part in self.store.iter_ids(50_000)]
         except NotImplementedError:
             return 0
         gone = np.concatenate(stale) if stale else np.zeros(0, np.int64)
