@@ -229,6 +229,7 @@ class MilvusStore(HitsStore):
         self.nprobe = int(nprobe)
         self.consistency_level = levels[str(consistency_level).lower()]
         self._deleted = False  # see _read_level
+        self._synced = False  # see _read_level
         self.code_words = bool(code_words)
         self.batch_size = int(batch_size)
         self.payload_max_length = int(payload_max_length)
@@ -357,6 +358,7 @@ class MilvusStore(HitsStore):
         with self._conn_lock:
             if self._client is client:
                 self._stale = True
+                self._synced = False  # a new client starts a new session
 
     def _rpc(self) -> dict[str, Any]:
         # A float timeout and retry_times=0 switch pymilvus' own retry loop off (it would
@@ -781,8 +783,19 @@ class MilvusStore(HitsStore):
     def _read_level(self) -> str:
         """The consistency level of reads. After a delete by this store, Strong: Milvus 2.3's
         Session guarantee does not always cover deletes (count(*) was seen counting a row
-        deleted by the same client), and reads must never show deleted ids."""
-        return "Strong" if self._deleted else self.consistency_level
+        deleted by the same client), and reads must never show deleted ids.
+
+        Under Session, the first read of a store object is Strong too: a new client's session
+        has no write timestamp yet, so its reads would be Eventually and miss rows that another
+        process (an ingest that just finished) had already written. One Strong read brings the
+        query node up to date; later Session reads see at least that (one query node; a
+        cluster with several replicas needs ``consistency_level="Strong"`` for this)."""
+        if self._deleted:
+            return "Strong"
+        if self.consistency_level == "Session" and not self._synced:
+            self._synced = True
+            return "Strong"
+        return self.consistency_level
 
     def count(self) -> int:
         if self._layout is None and self.read_meta() is None:
