@@ -85,11 +85,10 @@ def write_qdrant_edge(root: Path, ids: np.ndarray, x: np.ndarray) -> str:
     return f"qdrant-edge://{path}"
 
 
-def write_milvus_lite(root: Path, ids: np.ndarray, x: np.ndarray) -> str:
+def _write_milvus(client_uri: str, ids: np.ndarray, x: np.ndarray) -> None:
     from pymilvus import DataType, MilvusClient
 
-    db = root / "m.db"
-    c = MilvusClient(str(db))
+    c = MilvusClient(client_uri)
     schema = c.create_schema(auto_id=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=x.shape[1])
@@ -103,13 +102,31 @@ def write_milvus_lite(root: Path, ids: np.ndarray, x: np.ndarray) -> str:
         ]
         c.insert("docs", rows)
     c.close()
-    return f"milvus+lite://{db}/docs"
+
+
+def write_milvus_lite(root: Path, ids: np.ndarray, x: np.ndarray) -> str:
+    _write_milvus(str(root / "m.db"), ids, x)
+    return f"milvus+lite://{root / 'm.db'}/docs"
+
+
+_SERVERS: list[Any] = []
+
+
+def write_milvus(root: Path, ids: np.ndarray, x: np.ndarray) -> str:
+    """The real Milvus standalone server (started here, stopped at exit), written by pymilvus."""
+    from hashplug_milvus.server import EmbeddedMilvus
+
+    srv = EmbeddedMilvus(root / "server").start()
+    _SERVERS.append(srv)
+    _write_milvus(srv.uri, ids, x)
+    return srv.store_uri("docs")
 
 
 WRITERS = {
     "lancedb": write_lancedb,
     "qdrant-edge": write_qdrant_edge,
     "milvus-lite": write_milvus_lite,
+    "milvus": write_milvus,
 }
 
 
@@ -188,6 +205,8 @@ def bench_engine(
         idx.close()
         return out
     finally:
+        while _SERVERS:
+            _SERVERS.pop().stop(timeout=5)
         shutil.rmtree(root, ignore_errors=True)
 
 
