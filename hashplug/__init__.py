@@ -35,6 +35,7 @@ _LAZY = {
     "CollectionMeta": "hashplug.stores",
     "HasherMismatchError": "hashplug.stores",
     "StoreError": "hashplug.stores",
+    "StoreUnavailableError": "hashplug.stores",
     "open_store": "hashplug.stores",
     "Encoder": "hashplug.encoders",
     "load_encoder": "hashplug.encoders",

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "HashplugError",
     "StoreError",
+    "StoreUnavailableError",
     "HasherMismatchError",
     "HasherFileError",
     "NotFittedError",
@@ -25,6 +26,18 @@ class HashplugError(Exception):
 
 class StoreError(HashplugError, RuntimeError):
     """A store could not do what was asked (unreachable server, corrupt collection, ...)."""
+
+
+class StoreUnavailableError(StoreError):
+    """A server stayed unreachable (or overloaded) through every retry.
+
+    ``attempts``: how many calls were made; ``elapsed``: seconds from the first to the last.
+    The last underlying error is the ``__cause__``."""
+
+    def __init__(self, message: str, *, attempts: int = 1, elapsed: float = 0.0) -> None:
+        super().__init__(message)
+        self.attempts = int(attempts)
+        self.elapsed = float(elapsed)
 
 
 class HasherMismatchError(HashplugError, ValueError):

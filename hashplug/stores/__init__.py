@@ -1,5 +1,6 @@
 """Stores: where packed codes live (LocalStore here; databases through plugins)."""
 
+from ..errors import StoreUnavailableError
 from .base import (
     HAMMING_PAD,
     CollectionMeta,
@@ -13,10 +14,13 @@ from .base import (
 )
 from .local import LocalStore
 from .registry import available_schemes, open_store
+from .retry import RetryPolicy
 
 __all__ = [
     "Store",
     "StoreError",
+    "StoreUnavailableError",
+    "RetryPolicy",
     "HasherMismatchError",
     "CollectionMeta",
     "LocalStore",

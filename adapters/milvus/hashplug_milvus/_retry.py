@@ -1,18 +1,19 @@
-"""Bounded retry with exponential backoff for Milvus RPCs, and which errors are worth retrying."""
+"""Which Milvus errors are worth retrying, and one-line descriptions of them.
+
+The retry loop itself is hashplug's :class:`~hashplug.stores.retry.RetryPolicy`. Errors are
+classified by type and gRPC status code first; pymilvus wraps some transport failures (a server
+that is not reachable yet, a node still recovering) in a ``MilvusException`` whose code does not
+say so, and only for those are the words of the message read."""
 
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TypeVar
 
 import grpc
 
-T = TypeVar("T")
+from hashplug.stores.retry import RetryPolicy, error_chain
 
-__all__ = ["RetryPolicy", "is_transient", "error_chain"]
+__all__ = ["RetryPolicy", "is_transient", "error_chain", "short_error"]
 
 #: gRPC status codes that mean "the server or the network is (momentarily) not there".
 TRANSIENT_GRPC = frozenset(
@@ -52,16 +53,6 @@ TRANSIENT_WORDS = (
 )
 
 
-def error_chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and its causes/contexts, each once."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        yield e
-        e = e.__cause__ or e.__context__
-
-
 def _grpc_code(e: BaseException) -> grpc.StatusCode | None:
     code = getattr(e, "code", None)
     if isinstance(e, grpc.RpcError) and callable(code):
@@ -97,54 +88,3 @@ def short_error(exc: BaseException) -> str:
             return f"gRPC {code.name}: {text}".strip()
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:300]}"
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """``retries`` more attempts after the first, waiting ``backoff * 2**i`` (at most
-    ``max_backoff``) between them, and none that would start after ``deadline`` seconds."""
-
-    retries: int = 5
-    backoff: float = 0.25
-    max_backoff: float = 5.0
-    deadline: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.retries < 0 or self.backoff < 0 or self.max_backoff < 0 or self.deadline <= 0:
-            raise ValueError(f"invalid retry policy {self}")
-
-    def delays(self) -> Iterator[float]:
-        for i in range(self.retries):
-            yield min(self.backoff * (2**i), self.max_backoff)
-
-    def run(
-        self,
-        fn: Callable[[], T],
-        *,
-        on_transient: Callable[[BaseException, int], None] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> tuple[T, int]:
-        """Call ``fn`` until it succeeds; retry only transient errors.
-
-        Returns ``(result, attempts)``. Raises the last error (transient ones annotated with
-        ``attempts`` and ``elapsed`` attributes) once the retries or the deadline are spent.
-        """
-        start = time.monotonic()
-        delays = self.delays()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return fn(), attempt
-            except Exception as e:
-                if not is_transient(e):
-                    raise
-                if on_transient is not None:
-                    on_transient(e, attempt)
-                delay = next(delays, None)
-                elapsed = time.monotonic() - start
-                if delay is None or elapsed + delay > self.deadline:
-                    e.hashplug_attempts = attempt  # type: ignore[attr-defined]
-                    e.hashplug_elapsed = elapsed  # type: ignore[attr-defined]
-                    raise
-                sleep(delay)

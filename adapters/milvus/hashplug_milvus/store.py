@@ -382,21 +382,20 @@ class MilvusStore(HitsStore):
                     self._mark_stale(client)
                 raise
 
+        def message(e: BaseException, attempts: int, elapsed: float) -> str:
+            return (
+                f"{self.location} did not complete {op} on collection {self.collection!r} "
+                f"after {attempts} attempt(s) over {elapsed:.1f} s ({short_error(e)}). "
+                "Check that the server is running and reachable (host, port, TLS, "
+                "token/user/password); writes are upserts by id, so re-running the same "
+                "ingest afterwards completes it without duplicates."
+            )
+
         try:
-            return self.retry.run(attempt)[0]
+            return self.retry.run(attempt, is_transient=is_transient, message=message)
+        except (StoreError, ValueError, KeyError, HasherMismatchError):
+            raise
         except Exception as e:
-            if is_transient(e):
-                attempts = getattr(e, "hashplug_attempts", 1)
-                elapsed = getattr(e, "hashplug_elapsed", 0.0)
-                raise StoreError(
-                    f"{self.location} did not complete {op} on collection {self.collection!r} "
-                    f"after {attempts} attempt(s) over {elapsed:.1f} s ({short_error(e)}). "
-                    "Check that the server is running and reachable (host, port, TLS, "
-                    "token/user/password); writes are upserts by id, so re-running the same "
-                    "ingest afterwards completes it without duplicates."
-                ) from e
-            if isinstance(e, (StoreError, ValueError, KeyError, HasherMismatchError)):
-                raise
             raise StoreError(
                 f"{self.location}: {op} on collection {self.collection!r} failed: {short_error(e)}"
             ) from e

@@ -8,6 +8,7 @@ import pytest
 from hashplug_milvus import MilvusStore, RetryPolicy, codes_to_words, is_transient, words_to_codes
 from hashplug_milvus._filters import literal, to_expression
 
+from hashplug.errors import StoreError, StoreUnavailableError
 from hashplug.stores.registry import available_schemes, open_store
 from hashplug.testing import random_codes
 
@@ -143,8 +144,8 @@ def test_retry_policy_backoff_and_bounds() -> None:
         return "ok"
 
     policy = RetryPolicy(retries=5, backoff=0.25, max_backoff=1.0)
-    assert policy.run(flaky, sleep=slept.append) == ("ok", 3)
-    assert slept == [0.25, 0.5]
+    assert policy.run(flaky, is_transient=is_transient, sleep=slept.append) == "ok"
+    assert calls["n"] == 3 and slept == [0.25, 0.5]
     assert list(policy.delays()) == [0.25, 0.5, 1.0, 1.0, 1.0]
     assert sum(RetryPolicy().delays()) < 10  # the defaults give up within seconds
 
@@ -152,15 +153,17 @@ def test_retry_policy_backoff_and_bounds() -> None:
         raise ConnectionRefusedError("refused")
 
     slept.clear()
-    with pytest.raises(ConnectionRefusedError) as err:
-        RetryPolicy(retries=2, backoff=0.1).run(down, sleep=slept.append)
-    assert err.value.hashplug_attempts == 3 and slept == [0.1, 0.2]  # type: ignore[attr-defined]
+    with pytest.raises(StoreUnavailableError) as err:
+        RetryPolicy(retries=2, backoff=0.1).run(down, is_transient=is_transient, sleep=slept.append)
+    assert err.value.attempts == 3 and slept == [0.1, 0.2]
+    assert isinstance(err.value.__cause__, ConnectionRefusedError)
+    assert isinstance(err.value, StoreError) and "3 time(s)" in str(err.value)
 
     def broken() -> None:
         raise KeyError("not transient")
 
     with pytest.raises(KeyError):
-        RetryPolicy().run(broken, sleep=slept.append)
+        RetryPolicy().run(broken, is_transient=is_transient, sleep=slept.append)
     with pytest.raises(ValueError):
         RetryPolicy(retries=-1)
 

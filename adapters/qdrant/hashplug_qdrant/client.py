@@ -23,7 +23,6 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
@@ -35,6 +34,7 @@ from qdrant_client import models as m
 
 from hashplug.stores.base import CollectionMeta, Filter, HitsStore, Payload, StoreError, as_ids
 from hashplug.stores.registry import split_uri
+from hashplug.stores.retry import RetryPolicy
 
 from ._common import (
     DATATYPES,
@@ -234,6 +234,7 @@ class QdrantStore(HitsStore):
         self.datatype = datatype
         self.retries = int(retries)
         self.backoff = float(backoff)
+        self._retry = RetryPolicy(self.retries, self.backoff, max_backoff=2.0, deadline=3600.0)
         self.shard_number = shard_number
         self.replication_factor = replication_factor
         self.hnsw_m = int(hnsw_m)
@@ -321,22 +322,22 @@ class QdrantStore(HitsStore):
                     return fn(self._client)
                 except Exception as e:  # noqa: BLE001 - local mode raises ValueError/RuntimeError
                     raise StoreError(f"Qdrant {self.location}: {what} failed: {e}") from e
-        start = time.monotonic()
-        for attempt in range(self.retries + 1):
-            try:
-                return fn(self._client)
-            except Exception as e:  # noqa: BLE001 - sorted below
-                if not _is_transient(e):
-                    raise _server_error(what, self.location, self.collection, e) from e
-                if attempt == self.retries:
-                    raise StoreError(
-                        f"Qdrant at {self.location} is unreachable: {what} failed "
-                        f"{attempt + 1} times in {time.monotonic() - start:.1f} s "
-                        f"(last error: {_describe(e)}); is the server running and the "
-                        "address/port/https/api_key right?"
-                    ) from e
-                time.sleep(min(self.backoff * 2**attempt, 2.0))
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def message(e: BaseException, attempts: int, elapsed: float) -> str:
+            return (
+                f"Qdrant at {self.location} is unreachable: {what} failed {attempts} times in "
+                f"{elapsed:.1f} s (last error: {_describe(e)}); is the server running and the "
+                "address/port/https/api_key right?"
+            )
+
+        try:
+            return self._retry.run(
+                lambda: fn(self._client), is_transient=_is_transient, message=message
+            )
+        except StoreError:
+            raise
+        except Exception as e:  # noqa: BLE001 - not transient: one line naming it
+            raise _server_error(what, self.location, self.collection, e) from e
 
     # -- metadata --------------------------------------------------------------------------------
     def _exists(self) -> bool:

@@ -196,12 +196,12 @@ def test_shard_held_by_another_process_is_a_clear_error(tmp_path: Path) -> None:
         import time, pathlib
         from hashplug_qdrant import QdrantEdgeStore
         s = QdrantEdgeStore({str(path)!r}); s.count()
-        pathlib.Path({str(ready)!r}).write_text("1"); time.sleep(30)
+        pathlib.Path({str(ready)!r}).write_text("1"); time.sleep(300)
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 180
         while not ready.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert ready.exists()
