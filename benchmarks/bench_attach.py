@@ -149,7 +149,12 @@ def _coded(progress_file: Path) -> int:
 
 
 def bench_engine(
-    name: str, ids: np.ndarray, x: np.ndarray, q: np.ndarray, kill_at: float
+    name: str,
+    ids: np.ndarray,
+    x: np.ndarray,
+    q: np.ndarray,
+    kill_at: float,
+    search_options: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     import hashplug
 
@@ -187,7 +192,7 @@ def bench_engine(
         again = idx.sync(progress=False, batch_size=5_000)
         sync_s = time.perf_counter() - t
         # 4. recall and latency against the engine's own exact float search
-        ver = idx.verify(queries=q, progress=True)
+        ver = idx.verify(queries=q, progress=True, **(search_options or {}))
         out = {
             "engine": name,
             "rows": len(ids),
@@ -224,6 +229,10 @@ def main() -> None:
         help="fraction of rows coded when the first attach is killed",
     )
     ap.add_argument("--engines", nargs="+", default=list(WRITERS))
+    ap.add_argument(
+        "--candidates", type=int, help="search's Hamming candidates (default: attach's)"
+    )
+    ap.add_argument("--shortlist", type=int, help="search's shortlist (default: attach's)")
     ap.add_argument("--out", default="reports/bench_attach.json")
     args = ap.parse_args()
     ids, x, q = make_data(args.rows, args.noise, args.queries)
@@ -233,7 +242,9 @@ def main() -> None:
         if name not in WRITERS:
             print(f"{name}: no writer here; skipped")
             continue
-        r = bench_engine(name, ids, x, q, args.kill_at)
+        opts = {k: v for k in ("candidates", "shortlist") if (v := getattr(args, k))}
+        r = bench_engine(name, ids, x, q, args.kill_at, opts)
+        r["search_options"] = opts
         results.append(r)
         print(json.dumps(r, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

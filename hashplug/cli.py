@@ -371,16 +371,30 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+_BITS = "code lengths in bits (default: 16 32 64)"
+_SEED = "random seed (default 0)"
+_OVERSAMPLES = "Hamming top-(O x k) before the rerank, one run per O (default: 1 2 5 10 20)"
+_OUT = "output folder"
+_HASHER_FILE = "a hasher file written by `hashplug fit` (.safetensors)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="hashplug", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    from . import __version__
+
+    ap = argparse.ArgumentParser(
+        prog="hashplug",
+        description="Binary hashing for vector databases: fit hashers, write codes into LanceDB, "
+        "Milvus or Qdrant, search them, attach to existing collections, and compare.",
+    )
+    ap.add_argument("--version", action="version", version=f"hashplug {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     d = sub.add_parser("demo", help="fit Hashing-Baseline on an embedding set and print mAP")
     d.add_argument(
         "--embeddings", help="an .npz embedding set (default: ../shared/data/fmnist_effnet.npz)"
     )
-    d.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
-    d.add_argument("--k", type=int, default=1000)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64], help=_BITS)
+    d.add_argument("--k", type=int, default=1000, help="mAP@k (default 1000)")
+    d.add_argument("--seed", type=int, default=0, help=_SEED)
     d.set_defaults(func=cmd_demo)
 
     from .bench.experiments import DEFAULT_HASHERS, HASHERS
@@ -389,14 +403,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--embeddings", help="an .npz embedding set (default: ../shared/data/fmnist_effnet.npz)"
     )
-    b.add_argument("--hashers", nargs="+", default=list(DEFAULT_HASHERS), choices=list(HASHERS))
-    b.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
+    b.add_argument(
+        "--hashers", nargs="+", default=list(DEFAULT_HASHERS), choices=list(HASHERS),
+        help=f"hashers to measure (default: {' '.join(DEFAULT_HASHERS)})",
+    )  # fmt: skip
+    b.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64], help=_BITS)
     b.add_argument(
         "--k", type=int, default=1000, help="mAP@k (paper: 1000 CIFAR-10, 5000 multi-label)"
     )
-    b.add_argument("--seeds", type=int, default=10)
+    b.add_argument("--seeds", type=int, default=10, help="seeds per setting (default 10)")
     b.add_argument("--backends", nargs="*", default=None, help="default: every installed backend")
-    b.add_argument("--oversample", type=int, nargs="+", default=[1, 2, 5, 10, 20])
+    b.add_argument(
+        "--oversample", type=int, nargs="+", default=[1, 2, 5, 10, 20], help=_OVERSAMPLES
+    )
     b.add_argument(
         "--other-train", help="an .npz whose train_x/db_x fits the 'PCA on another set' ablation"
     )
@@ -407,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["asymmetric", "bce", "sym-bce"],
         help="query-side scorer of the non-symmetric binary column (see hashplug.scoring)",
     )
-    b.add_argument("--out", default="reports/bench")
+    b.add_argument("--out", default="reports/bench", help=_OUT + " (default reports/bench)")
     b.set_defaults(func=cmd_bench)
 
     r = sub.add_parser(
@@ -418,8 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--root", help="dataset folder (fashion-mnist: Debian's by default)")
     r.add_argument("--encoder", default="effnet:efficientnet-lite0", help="an encoder spec")
     r.add_argument("--n-db", type=int, default=10_000, help="database items (random subset)")
-    r.add_argument("--n-query", type=int, default=1_000)
-    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--n-query", type=int, default=1_000, help="queries (default 1000)")
+    r.add_argument("--batch-size", type=int, default=64, help="encoder batch size (default 64)")
     r.add_argument("--cache", help="embedding cache folder (default ~/.cache/hashplug)")
     r.add_argument(
         "--hashers",
@@ -428,15 +447,20 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(HASHERS),
         help="default: the training-free ones and the learned HashCoder (unsupervised)",
     )
-    r.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
-    r.add_argument("--k", type=int, default=1000)
-    r.add_argument("--seeds", type=int, default=3)
-    r.add_argument("--backends", nargs="+", default=["local", "lancedb"])
-    r.add_argument("--oversample", type=int, nargs="+", default=[1, 2, 5, 10, 20])
+    r.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64], help=_BITS)
+    r.add_argument("--k", type=int, default=1000, help="mAP@k (default 1000)")
+    r.add_argument("--seeds", type=int, default=3, help="seeds per setting (default 3)")
+    r.add_argument(
+        "--backends", nargs="+", default=["local", "lancedb"],
+        help="stores searched (default: local lancedb; also milvus-lite, qdrant-edge, ...)",
+    )  # fmt: skip
+    r.add_argument(
+        "--oversample", type=int, nargs="+", default=[1, 2, 5, 10, 20], help=_OVERSAMPLES
+    )
     r.add_argument(
         "--no-compare", action="store_true", help="skip the compact LanceDB-vs-hashplug comparison"
     )
-    r.add_argument("--out", default="reports/main")
+    r.add_argument("--out", default="reports/main", help=_OUT + " (default reports/main)")
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser(
@@ -452,33 +476,48 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="method names or globs (e.g. 'lancedb:*' 'hashplug:itq-*'); default: all available",
     )
-    c.add_argument("--engines", nargs="+", default=["lancedb", "qdrant-edge", "milvus-lite"])
+    c.add_argument(
+        "--engines", nargs="+", default=["lancedb", "qdrant-edge", "milvus-lite"],
+        help="engines whose native options are measured (default: lancedb qdrant-edge milvus-lite)",
+    )  # fmt: skip
     c.add_argument(
         "--milvus-server",
         action="store_true",
         help="also the real Milvus 2.3.5 server (slow start)",
     )
-    c.add_argument("--hashers", nargs="+", default=["hb", "itq", "hashcoder"])
-    c.add_argument("--bits", type=int, nargs="+", default=[32, 64, 128, 256])
-    c.add_argument("--k", type=int, default=10)
+    c.add_argument(
+        "--hashers", nargs="+", default=["hb", "itq", "hashcoder"],
+        help="hashplug hashers: hb (Hashing-Baseline), itq, hashcoder (default: all three)",
+    )  # fmt: skip
+    c.add_argument(
+        "--bits", type=int, nargs="+", default=[32, 64, 128, 256],
+        help="code lengths, where bits <= dimension (default: 32 64 128 256)",
+    )  # fmt: skip
+    c.add_argument("--k", type=int, default=10, help="recall@k against exact float search")
     c.add_argument("--queries", type=int, default=1000, help="queries used (the first N)")
     c.add_argument("--oversample", type=int, default=10, help="hashplug: Hamming top-(O x k)")
     c.add_argument("--candidates", type=int, default=1000, help="+originals: Hamming top-C")
     c.add_argument("--shortlist", type=int, default=100, help="+originals: rescored with floats")
     c.add_argument("--ram-price", type=float, default=5.0, help="USD per GiB-month of RAM")
     c.add_argument("--disk-price", type=float, default=0.10, help="USD per GiB-month of disk")
-    c.add_argument("--target-recall", type=float, default=0.95)
+    c.add_argument(
+        "--target-recall", type=float, default=0.95,
+        help="the recall@k the recommendation must reach (default 0.95)",
+    )  # fmt: skip
     c.add_argument("--quiet", action="store_true", help="no progress bar")
-    c.add_argument("--out", default="reports/compare")
+    c.add_argument("--out", default="reports/compare", help=_OUT + " (default reports/compare)")
     c.set_defaults(func=cmd_compare)
 
     f = sub.add_parser(
         "fit", help="fit a hasher on embeddings (.npy, or .npz train_x/db_x) and save it"
     )
     f.add_argument("--embeddings", required=True, help=".npy, .npz, or a directory of shards")
-    f.add_argument("--hasher", default="hashing-baseline", choices=list(HASHERS))
-    f.add_argument("--bits", type=int, default=64)
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument(
+        "--hasher", default="hashing-baseline", choices=list(HASHERS),
+        help="which hasher (default hashing-baseline)",
+    )  # fmt: skip
+    f.add_argument("--bits", type=int, default=64, help="code length in bits (default 64)")
+    f.add_argument("--seed", type=int, default=0, help=_SEED)
     f.add_argument("--out", required=True, help="the hasher file to write (.safetensors)")
     f.add_argument(
         "--labels", help=".npy labels for supervised hashers (default: train_y/db_y of the .npz)"
@@ -490,14 +529,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_fit)
 
     i = sub.add_parser("ingest", help="hash embeddings and upsert them into a store")
-    i.add_argument("--hasher", required=True)
+    i.add_argument("--hasher", required=True, help=_HASHER_FILE)
     i.add_argument("--store", required=True, help="a store URI, e.g. lancedb://./data/docs")
     i.add_argument(
         "--embeddings", required=True,
         help=".npy, .npz with db_x, or a directory of .parquet / .npy shards",
     )  # fmt: skip
     i.add_argument("--ids", help=".npy of int64 ids (default: consecutive from --id-start)")
-    i.add_argument("--id-start", type=int, default=0)
+    i.add_argument("--id-start", type=int, default=0, help="first consecutive id (default 0)")
     i.add_argument("--payloads", help="JSON lines, one object (or null) per vector")
     i.add_argument("--batch-size", type=int, default=50_000, help="rows per hashed/written batch")
     _add_shard_args(i)
@@ -515,16 +554,19 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("search", help="search a store with query embeddings")
-    s.add_argument("--hasher", required=True)
-    s.add_argument("--store", required=True)
+    s.add_argument("--hasher", required=True, help=_HASHER_FILE)
+    s.add_argument("--store", required=True, help="the store URI the codes were ingested into")
     s.add_argument("--queries", required=True, help=".npy, or .npz with q_x")
-    s.add_argument("--k", type=int, default=10)
-    s.add_argument("--oversample", type=int, default=10)
-    s.add_argument("--no-rerank", action="store_true")
+    s.add_argument("--k", type=int, default=10, help="results per query (default 10)")
+    s.add_argument(
+        "--oversample", type=int, default=10,
+        help="Hamming top-(oversample x k) reranked by the asymmetric distance (default 10)",
+    )  # fmt: skip
+    s.add_argument("--no-rerank", action="store_true", help="the store's Hamming order only")
     s.add_argument("--filter", help='a JSON object of equalities, e.g. {"color": "red"}')
-    s.add_argument("--payloads", action="store_true")
-    s.add_argument("--limit-queries", type=int, default=0)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--payloads", action="store_true", help="print each hit's payload too")
+    s.add_argument("--limit-queries", type=int, default=0, help="use the first N queries (0: all)")
+    s.add_argument("--json", action="store_true", help="one JSON object per query on stdout")
     s.set_defaults(func=cmd_search)
 
     from .sources.cli import add_parsers as add_attach_parsers
