@@ -6,7 +6,7 @@ mean ± std over seeds; "sat" is the fraction of float32 query probabilities exa
 HashCoder (views="neighbors"; one fit per seed, its queries scored both ways) prints fit seconds.
 
     .venv/bin/python benchmarks/bench_calibration.py SET.npz [SET.npz ...] [--seeds 3]
-        [--bits 16 32 64] [--hashcoder] [--json out.json]
+        [--bits 16 32 64] [--hashcoder | --hashcoder-only] [--train-rows N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from hashplug import HashCoder, HashingBaseline, ITQ, LSH
+from hashplug import ITQ, LSH, HashCoder, HashingBaseline
 from hashplug.bench.datasets import load_embeddings
 from hashplug.bench.experiments import float_topk
 from hashplug.bench.metrics import map_at_k, recall_at_k
@@ -55,9 +55,11 @@ def run_set(path: str, args: argparse.Namespace) -> dict[str, Any]:
     ds = load_embeddings(path)
     truth10 = float_topk(ds.q_x, ds.db_x, 10)
     norm = float(np.median(np.linalg.norm(ds.db_x, axis=1)))
-    print(f"\n== {Path(path).name}: db {ds.db_x.shape}, queries {len(ds.q_x)}, median norm {norm:.1f}")
+    print(
+        f"\n== {Path(path).name}: db {ds.db_x.shape}, queries {len(ds.q_x)}, median norm {norm:.1f}"
+    )
     res: dict[str, Any] = {}
-    for name, cls in LINEAR.items():
+    for name, cls in LINEAR.items() if not args.hashcoder_only else ():
         for nb in args.bits:
             cells: dict[str, list[dict[str, float]]] = {"none": [], "per-bit": []}
             for s in range(args.seeds):
@@ -68,14 +70,14 @@ def run_set(path: str, args: argparse.Namespace) -> dict[str, Any]:
             for cal in ("none", "per-bit"):
                 res[f"{name}/{nb}/{cal}"] = c = _cell(cells[cal])
                 print(f"{name:17s} {nb:3d} bits  {cal:8s} {_fmt(c)}", flush=True)
-    if args.hashcoder:
+    if args.hashcoder or args.hashcoder_only:
         for nb in args.bits:
             for ep in (5, "auto"):
                 rows = []
                 for s in range(args.seeds):
                     t0 = time.perf_counter()
                     h = HashCoder(nb, seed=s, epochs=ep, device="cpu")
-                    h.fit(ds.train_x, progress=False)
+                    h.fit(ds.train_x[: args.train_rows], progress=False)
                     fit_s = time.perf_counter() - t0
                     rc = _eval(h, ds, truth10, args.k)
                     h.query_scale_ = None  # the same network, plain sigmoid queries ("none")
@@ -96,6 +98,10 @@ def main() -> None:
     ap.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
     ap.add_argument("--k", type=int, default=1000, help="mAP@k (the seed protocol's 1000)")
     ap.add_argument("--hashcoder", action="store_true", help="also HashCoder 5 epochs vs auto")
+    ap.add_argument("--hashcoder-only", action="store_true", help="HashCoder rows only")
+    ap.add_argument(
+        "--train-rows", type=int, help="fit HashCoder on the first N rows only (small-data case)"
+    )
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     out = {p: run_set(p, args) for p in args.sets}

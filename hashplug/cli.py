@@ -221,8 +221,8 @@ def _load_array(path: str, *keys: str) -> np.ndarray:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    """Fit a hasher on embeddings and save it."""
-    from .bench.experiments import HASHERS
+    """Fit a hasher on embeddings and save it (the library's defaults, not the paper's)."""
+    from .bench.experiments import LIBRARY_HASHERS as HASHERS
 
     if os.path.isdir(args.embeddings):  # a directory of shards: fit on a streamed sample
         from . import distributed
