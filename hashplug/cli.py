@@ -221,8 +221,8 @@ def _load_array(path: str, *keys: str) -> np.ndarray:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    """Fit a hasher on embeddings and save it."""
-    from .bench.experiments import HASHERS
+    """Fit a hasher on embeddings and save it (the library's defaults, not the paper's)."""
+    from .bench.experiments import LIBRARY_HASHERS as HASHERS
 
     if os.path.isdir(args.embeddings):  # a directory of shards: fit on a streamed sample
         from . import distributed
@@ -240,6 +240,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.hasher not in HASHERS:
         raise ValueError(f"unknown hasher {args.hasher!r}; choose from {', '.join(HASHERS)}")
     h = HASHERS[args.hasher](args.bits, args.seed)
+    if hasattr(h, "epochs"):  # HashCoder
+        h.epochs = args.epochs
     if getattr(h, "views", None) == "labels":  # supervised: labels beside the embeddings
         if not args.labels and not args.embeddings.endswith(".npz"):
             raise ValueError(f"{args.hasher} needs labels: pass --labels FILE.npy")
@@ -524,6 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument(
         "--sample", type=int, default=100_000, help="rows sampled from a shard directory"
+    )
+    f.add_argument(
+        "--epochs",
+        type=lambda v: v if v == "auto" else int(v),
+        default="auto",
+        help="HashCoder epochs: 'auto' (>= 500 optimiser steps, the default) or a number",
     )
     _add_shard_args(f)
     f.set_defaults(func=cmd_fit)

@@ -199,7 +199,7 @@ class HashIndex:
         q = np.asarray(q)
         if q.ndim == 1:
             q = q[None, :]
-        u = self.hasher.logits(q)
+        u = self.hasher.query_logits(q)  # calibrated; scales are positive, so signs are the codes'
         qcodes = np.packbits(u > 0, axis=1)
         limit = k * (oversample if rerank else 1)
         if limit > _COUNT_CHECK:  # a huge k is cut to the collection size (no MemoryError)

@@ -49,10 +49,13 @@ def test_interface_shapes_and_identities(views, rng):
     assert c.dtype == np.uint8 and c.shape == (50, 4)
     np.testing.assert_array_equal(c, np.packbits(u > 0, axis=1))
     p = h.query(x[:50])
-    np.testing.assert_allclose(p, 1 / (1 + np.exp(-u.astype(np.float64))), rtol=1e-6, atol=1e-7)
+    # per-bit calibration (the default): the scale is the training logits' std
+    np.testing.assert_allclose(h.query_scale_, h.logits(x).std(axis=0), rtol=1e-4)
+    v = u.astype(np.float64) / h.query_scale_
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-v)), rtol=1e-6, atol=1e-7)
     assert h.dim_ == 48 and len(h.fingerprint) == 16 and h.n_samples_ == 600
     assert h.w1_.shape == (48, 32) and h.w2_.shape == (32, 32)
-    assert h.fit_seconds_ > 0 and len(h.history_) == 2 and h.device_ == "cpu"
+    assert h.fit_seconds_ > 0 and len(h.history_) == h.epochs_ == 2 and h.device_ == "cpu"
     assert all(np.isfinite(list(e.values())).all() for e in h.history_)
     # BatchNorm statistics from the training set: every bit is used, none is constant.
     frac = np.unpackbits(h.encode(x), axis=1).mean(axis=0)

@@ -48,11 +48,13 @@ def test_check_hasher_passes_on_hashcoder():
 
 
 def test_params_come_from_the_signature():
-    assert HashingBaseline._get_param_names() == ("n_bits", "seed", "pca", "rotate")
-    assert ITQ._get_param_names() == ("n_bits", "n_iter", "seed")
-    assert LSH._get_param_names() == ("n_bits", "seed", "center")
+    names = ("n_bits", "seed", "pca", "rotate", "calibration")
+    assert HashingBaseline._get_param_names() == names
+    assert ITQ._get_param_names() == ("n_bits", "n_iter", "seed", "calibration")
+    assert LSH._get_param_names() == ("n_bits", "seed", "center", "calibration")
     assert HashCoder._get_param_names()[:3] == ("n_bits", "hidden", "views")
-    h = HashingBaseline(np.int64(16), seed=np.int32(4), pca=np.bool_(True))
+    # calibration "none" is left out of the spec: the spec (and fingerprint) of earlier versions
+    h = HashingBaseline(np.int64(16), seed=np.int32(4), pca=np.bool_(True), calibration="none")
     assert vars(h) == h.get_params()  # __init__ stores its arguments and nothing else
     spec = h.get_spec()  # canonical JSON types, as earlier versions wrote them
     assert spec == {
@@ -63,7 +65,8 @@ def test_params_come_from_the_signature():
         "rotate": True,
     }
     assert [type(v) for v in spec.values()] == [str, int, int, bool, bool]
-    assert repr(LSH(8, seed=1)) == "LSH(n_bits=8, seed=1, center=True)"
+    assert repr(LSH(8, seed=1)) == "LSH(n_bits=8, seed=1, center=True, calibration='per-bit')"
+    assert HashingBaseline(16).get_spec()["calibration"] == "per-bit"
 
 
 def test_settings_are_checked_by_fit_not_init(rng):

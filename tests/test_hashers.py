@@ -38,7 +38,9 @@ def test_interface_shapes_and_identities(make, rng):
     np.testing.assert_array_equal(c, np.packbits(u > 0, axis=1))
     p = h.query(x[:50])
     assert p.dtype == np.float32
-    np.testing.assert_allclose(p, sigmoid(u.astype(np.float64)), rtol=1e-6, atol=1e-7)
+    s = h.query_scale_.astype(np.float64)  # per-bit calibration (the default): training std
+    np.testing.assert_allclose(s, (h.logits(x).astype(np.float64)).std(axis=0), rtol=1e-3)
+    np.testing.assert_allclose(p, sigmoid(u.astype(np.float64) / s), rtol=1e-6, atol=1e-7)
     assert h.dim_ == 48 and isinstance(h.fingerprint, str) and len(h.fingerprint) == 16
 
 
@@ -86,7 +88,7 @@ def test_baseline_is_pca_then_orthogonal_rotation(rng):
 
 def test_no_rotation_asymmetric_distance_equals_plain_numpy(fmnist):
     x, q = fmnist["db_x"][:5000], fmnist["q_x"][:200]
-    h = HashingBaseline(32, rotate=False).fit(x)
+    h = HashingBaseline(32, rotate=False, calibration="none").fit(x)  # the paper's queries
     # Independent computation: float64 PCA by SVD, signs aligned to the hasher's components.
     x64 = x.astype(np.float64)
     mean = x64.mean(axis=0)

@@ -241,10 +241,11 @@ def fit(
 
     Only the sampled rows travel to this process (``sample x dim`` floats): the dataset itself
     may be far larger than one machine. The sample is the same for both engines. ``method`` is
-    one of ``hashplug.bench.experiments.HASHERS`` (not the supervised ``hashcoder-labels``).
+    one of ``hashplug.bench.experiments.LIBRARY_HASHERS`` (not the supervised ``hashcoder-labels``),
+    built with the library's defaults.
     Saved to ``out`` when given; the encoder spec, if any, is recorded in the hasher.
     """
-    from ..bench.experiments import HASHERS
+    from ..bench.experiments import LIBRARY_HASHERS as HASHERS
 
     if method not in HASHERS or method == "hashcoder-labels":
         names = [m for m in HASHERS if m != "hashcoder-labels"]

@@ -25,6 +25,9 @@ __all__ = [
     "FORMAT_VERSION",
     "check_nonneg_int",
     "check_bool",
+    "check_calibration",
+    "CALIBRATIONS",
+    "DEFAULT_CALIBRATION",
 ]
 
 FORMAT_VERSION = 2  # the newest version this reads; 2 = 1 + the "encoder" header entry
@@ -33,6 +36,11 @@ _META_KEY = "hashplug"
 _REGISTRY: dict[str, type[Hasher]] = {}
 
 H = TypeVar("H", bound="Hasher")
+
+#: Query-side calibrations: ``"none"`` is the seed paper's ``sigmoid(u)``; ``"per-bit"`` is
+#: ``sigmoid(u_j / s_j)`` with ``s_j`` the standard deviation of bit j's training logits.
+CALIBRATIONS = ("none", "per-bit")
+DEFAULT_CALIBRATION = "per-bit"
 
 
 def check_nonneg_int(value: Any, what: str) -> int:
@@ -51,6 +59,15 @@ def check_bool(value: Any, what: str) -> bool:
     raise ValueError(f"{what} must be True or False, got {value!r}")
 
 
+def check_calibration(value: Any) -> str:
+    """Return ``value`` if it is one of :data:`CALIBRATIONS`, else raise ValueError."""
+    if not isinstance(value, str) or value not in CALIBRATIONS:
+        raise ValueError(
+            f"calibration must be one of {', '.join(map(repr, CALIBRATIONS))}, got {value!r}"
+        )
+    return value
+
+
 class Hasher(ABC):
     """Maps float embeddings (n, d) to ``n_bits`` logits; codes are ``logits > 0``.
 
@@ -63,7 +80,16 @@ class Hasher(ABC):
     :attr:`encoder_spec` (None unless :meth:`set_encoder` was called) names the encoder whose
     embedding space the hasher was fitted in, as a spec string for ``hashplug.load_encoder``; it
     is saved with the hasher and is part of the fingerprint when set.
+
+    Hashers with a ``calibration`` setting (every built-in one) fit ``query_scale_`` (n_bits,)
+    when it is ``"per-bit"``: the standard deviation of each bit's training logits. ``query``
+    then returns ``sigmoid(u / query_scale_)``, which does not saturate to exactly 0 or 1 in
+    float32 for embeddings of large norm; ``encode`` is unchanged. ``"none"`` (the seed paper's
+    ``sigmoid(u)``) is left out of the spec, so such hashers keep their earlier fingerprint.
     """
+
+    #: Per-bit divisor of the query logits (calibration "per-bit"), else None.
+    query_scale_: NDArray[np.float32] | None = None
 
     #: Input dimension seen by ``fit`` (None before fitting).
     dim_: int | None = None
@@ -105,7 +131,10 @@ class Hasher(ABC):
 
         Subclasses extend it (``{**super()._check_params(), ...}``); ``fit`` calls it first.
         """
-        return {"n_bits": check_n_bits(self.n_bits)}
+        out: dict[str, Any] = {"n_bits": check_n_bits(self.n_bits)}
+        if "calibration" in self._get_param_names():
+            out["calibration"] = check_calibration(getattr(self, "calibration", None))
+        return out
 
     # -- the interface ---------------------------------------------------------------------------
     @abstractmethod
@@ -132,9 +161,19 @@ class Hasher(ABC):
         """Database codes: ``logits > 0`` packed to uint8 (n, n_bits // 8), DESIGN.md bit order."""
         return np.packbits(self.logits(x) > 0, axis=1)
 
+    def query_logits(self, x: Any) -> NDArray[np.float32]:
+        """Calibrated query logits: ``logits / query_scale_`` (plain logits without calibration).
+
+        ``query`` is their sigmoid; engines that rescore server-side take these values.
+        """
+        u = self.logits(x)
+        if self.query_scale_ is not None:
+            u /= self.query_scale_
+        return u
+
     def query(self, x: Any) -> NDArray[np.float32]:
-        """Query probabilities ``sigmoid(logits)`` (n, n_bits), float32, kept continuous."""
-        return sigmoid(self.logits(x))
+        """Query probabilities ``sigmoid(query_logits)`` (n, n_bits), float32, kept continuous."""
+        return sigmoid(self.query_logits(x))
 
     def set_encoder(self: H, encoder: Any) -> H:
         """Record the encoder whose embeddings this hasher hashes; returns ``self``.
@@ -185,6 +224,8 @@ class Hasher(ABC):
         spec: dict[str, Any] = {"class": type(self).__name__}
         for name, v in self.get_params().items():
             v = checked.get(name, v)
+            if name == "calibration" and v == "none":
+                continue  # absent: uncalibrated hashers keep the spec and fingerprint of before
             spec[name] = v.item() if isinstance(v, np.generic) else v
         return spec
 
@@ -249,6 +290,8 @@ class Hasher(ABC):
             v = getattr(self, name, None)
             if v is not None:
                 out[name] = np.ascontiguousarray(v)
+        if self.query_scale_ is not None:
+            out["query_scale_"] = np.ascontiguousarray(self.query_scale_)
         return out
 
     def _extra_meta(self) -> dict[str, Any]:
@@ -258,8 +301,18 @@ class Hasher(ABC):
     def _restore(self, arrays: dict[str, NDArray[Any]], dim: int, extra: dict[str, Any]) -> None:
         for name in self._arrays:
             setattr(self, name, arrays.get(name))
+        self.query_scale_ = arrays.get("query_scale_")
         self.dim_ = dim
         self._after_fit()
+
+    def _set_query_scale(self, std: Any) -> None:
+        """Keep the training logits' per-bit std as ``query_scale_`` if calibration is per-bit."""
+        self._fingerprint = None
+        if getattr(self, "calibration", "none") != "per-bit":
+            self.query_scale_ = None
+            return
+        s = np.asarray(std, dtype=np.float64).reshape(-1)
+        self.query_scale_ = np.where(s > 0, s, 1.0).astype(np.float32)  # a constant bit: 1
 
     def _after_fit(self) -> None:
         """Derive cached quantities from the fitted arrays (called after fit and load)."""
@@ -335,12 +388,19 @@ def load_hasher(path: str | os.PathLike[str]) -> Hasher:
         )
     cls = _REGISTRY[cls_name]
     args = {k: v for k, v in spec.items() if k != "class"}
+    if "calibration" in cls._get_param_names():
+        args.setdefault("calibration", "none")  # files without it were written uncalibrated
     try:
         h = cls(**args)
         h._check_params()
     except (TypeError, ValueError) as e:
         raise HasherFileError(f"{p} has a spec that {cls_name} does not accept: {e}") from e
     h._restore(arrays, dim, extra)
+    scale = h.query_scale_
+    if (scale is not None) != (args.get("calibration", "none") == "per-bit") or (
+        scale is not None and scale.shape != (int(args["n_bits"]),)
+    ):
+        raise HasherFileError(f"{p} has a calibration setting that does not match its arrays")
     h._encoder_spec = encoder
     h._fingerprint = None
     actual = h.fingerprint

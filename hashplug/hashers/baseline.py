@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from .base import check_bool, check_nonneg_int
+from .base import DEFAULT_CALIBRATION, check_bool, check_nonneg_int
 from .linear import LinearHasher
 from .pca import random_orthogonal, streamed_moments, top_components
 
@@ -28,7 +28,8 @@ class HashingBaseline(LinearHasher):
 
     ``fit`` accepts one array or an iterable of (n_i, d) batches (larger than memory).
     Fitted attributes: ``mean_``, ``components_`` (n_bits, d), ``explained_variance_``,
-    ``rotation_`` (n_bits, n_bits), ``projection_`` (d, n_bits), ``n_samples_``, ``dim_``.
+    ``rotation_`` (n_bits, n_bits), ``projection_`` (d, n_bits), ``n_samples_``, ``dim_``, and
+    with ``calibration="per-bit"`` (the default; ``"none"`` is the paper's) ``query_scale_``.
     """
 
     _arrays: ClassVar[tuple[str, ...]] = (
@@ -44,11 +45,20 @@ class HashingBaseline(LinearHasher):
     rotation_: NDArray[np.float32] | None = None
     n_samples_: int | None = None
 
-    def __init__(self, n_bits: int, *, seed: int = 0, pca: bool = True, rotate: bool = True):
+    def __init__(
+        self,
+        n_bits: int,
+        *,
+        seed: int = 0,
+        pca: bool = True,
+        rotate: bool = True,
+        calibration: str = DEFAULT_CALIBRATION,
+    ):
         self.n_bits = n_bits
         self.seed = seed
         self.pca = pca
         self.rotate = rotate
+        self.calibration = calibration
 
     def _check_params(self) -> dict[str, Any]:
         return {
@@ -62,7 +72,7 @@ class HashingBaseline(LinearHasher):
         """Streamed mean and covariance of ``x``, PCA, random rotation; returns self."""
         prm = self._check_params()
         n_bits, seed = prm["n_bits"], prm["seed"]
-        acc = streamed_moments(x, with_cov=prm["pca"])
+        acc = streamed_moments(x, with_cov=prm["pca"] or prm["calibration"] == "per-bit")
         d = int(acc.dim or 0)
         self._check_dims(d, acc.n, needs_pca=True)
         if prm["pca"]:
@@ -82,6 +92,7 @@ class HashingBaseline(LinearHasher):
             self.rotation_ = None
         self.n_samples_ = acc.n
         self._set_linear(acc.mean, proj)
+        self._calibrate(acc)
         return self
 
     def _extra_meta(self) -> dict[str, Any]:

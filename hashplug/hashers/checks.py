@@ -60,7 +60,7 @@ def check_hasher(hasher: Hasher, x: ArrayLike | None = None) -> None:
     every method of an unfitted hasher raises :class:`NotFittedError`; ``fit`` returns ``self``,
     keeps the settings and adds only attributes ending in ``_`` (or private ones); ``logits``,
     ``encode`` and ``query`` have the documented shapes and dtypes; codes are
-    ``np.packbits(logits > 0, axis=1)`` and queries ``sigmoid(logits)``; rows are encoded
+    ``np.packbits(logits > 0, axis=1)`` and queries ``sigmoid(query_logits)``; rows are encoded
     independently of their batch; two fits with the same settings (and ``seed``) agree; a
     save / load round trip keeps class, spec, fingerprint and codes; ``set_encoder`` changes the
     fingerprint; bad settings and bad inputs raise ``ValueError``.
@@ -158,8 +158,11 @@ def _check_outputs(h: Hasher, data: NDArray[Any], n_bits: int) -> None:
         raise _fail(h, "encode must be np.packbits(logits > 0, axis=1) (MSB-first bit order)")
     if p.dtype != np.float32 or p.shape != (n, n_bits) or p.min() < 0 or p.max() > 1:
         raise _fail(h, "query must be float32 probabilities in [0, 1], shape (n, n_bits)")
-    if not np.allclose(p, sigmoid(u), atol=1e-6):
-        raise _fail(h, "query must be sigmoid(logits)")
+    v = h.query_logits(data[:n])
+    if not np.array_equal(v > 0, u > 0):
+        raise _fail(h, "query_logits must have the signs of logits (a positive scale)")
+    if not np.allclose(p, sigmoid(v), atol=1e-6):
+        raise _fail(h, "query must be sigmoid(query_logits)")
     if not np.array_equal(h.encode(data[3:5]), b[3:5]):
         raise _fail(h, "a row's code must not depend on the other rows of its batch")
     if len(np.unique(b, axis=0)) < 2:

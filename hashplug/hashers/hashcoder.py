@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, ClassVar
 
@@ -10,9 +11,23 @@ from numpy.typing import NDArray
 
 from .._validate import as_matrix, check_finite, check_positive_int, iter_batches
 from ._mlp import mlp_logits, preprocess
-from .base import Hasher, check_nonneg_int
+from .base import DEFAULT_CALIBRATION, Hasher, check_nonneg_int
 
-__all__ = ["HashCoder", "VIEWS"]
+__all__ = ["HashCoder", "VIEWS", "MIN_STEPS", "auto_epochs"]
+
+#: ``epochs="auto"`` trains at least this many optimiser steps (and at least 5 epochs).
+MIN_STEPS = 500
+_PAPER_EPOCHS = 5
+
+
+def auto_epochs(n: int, batch_size: int) -> int:
+    """Epochs of ``epochs="auto"``: ``max(5, ceil(MIN_STEPS / steps per epoch))``.
+
+    A step is one full batch (``n // batch_size`` per epoch): 5 epochs of 20k rows are 390 steps,
+    of 1,600 rows only 30, too few for the codes to settle.
+    """
+    per_epoch = max(1, n // max(1, min(batch_size, n)))
+    return max(_PAPER_EPOCHS, math.ceil(MIN_STEPS / per_epoch))
 
 
 def _as_float(value: Any, what: str) -> float:
@@ -37,7 +52,11 @@ class HashCoder(Hasher):
     logits is maximised so that the codes do not collapse. AdamW with a cosine learning-rate
     decay, ``epochs`` passes over the data in batches of ``batch_size``.
 
-    Defaults: the paper's ``epochs=5``, ``lam=0.1``, ``lr=1e-3``, ``batch_size=256``;
+    ``epochs="auto"`` (default) scales training with the data: at least ``MIN_STEPS`` = 500
+    optimiser steps and at least the paper's 5 epochs (:func:`auto_epochs`; 7 epochs for 20k
+    rows, 84 for 1,600); the number used is ``epochs_``. ``epochs=5`` is the paper's setting.
+
+    Defaults: the paper's ``lam=0.1``, ``lr=1e-3``, ``batch_size=256``;
     ``hidden=512`` (the paper's small variant uses hidden = d: no better on a held-out split of
     Fashion-MNIST embeddings, and slower), ``k=10``, ``noise=0.5``, ``dropout=0.1``, chosen on
     that split (never on the benchmark's queries).
@@ -67,7 +86,8 @@ class HashCoder(Hasher):
 
     Fitted attributes: ``mean_`` (d,), ``w1_`` (d, hidden), ``b1_``, ``w2_`` (hidden, n_bits),
     ``b2_``, ``n_samples_``, ``fit_seconds_``, ``history_`` (per-epoch loss, bce, rate),
-    ``device_``; after ``fit`` (not after loading) ``module_``, the trained torch module.
+    ``device_``, ``epochs_``, ``query_scale_`` (``calibration="per-bit"``, the default:
+    the std of each bit's training logits; ``"none"`` is the paper's plain sigmoid); after ``fit`` (not after loading) ``module_``, the trained torch module.
     """
 
     _arrays: ClassVar[tuple[str, ...]] = ("mean_", "w1_", "b1_", "w2_", "b2_")
@@ -81,6 +101,7 @@ class HashCoder(Hasher):
     knn_seconds_: float | None = None
     history_: list[dict[str, float]]
     device_: str | None = None
+    epochs_: int | None = None
     module_: Any = None
 
     def __init__(
@@ -89,7 +110,7 @@ class HashCoder(Hasher):
         *,
         hidden: int = 512,
         views: str = "neighbors",
-        epochs: int = 5,
+        epochs: int | str = "auto",
         lam: float = 0.1,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
@@ -99,6 +120,7 @@ class HashCoder(Hasher):
         dropout: float = 0.1,
         seed: int = 0,
         device: str = "auto",
+        calibration: str = DEFAULT_CALIBRATION,
     ) -> None:
         self.n_bits = n_bits
         self.hidden = hidden
@@ -113,13 +135,19 @@ class HashCoder(Hasher):
         self.dropout = dropout
         self.seed = seed
         self.device = device
+        self.calibration = calibration
 
     def _check_params(self) -> dict[str, Any]:
         if self.views not in VIEWS:
             raise ValueError(f"views must be one of {', '.join(VIEWS)}; got {self.views!r}")
         out: dict[str, Any] = {**super()._check_params(), "views": self.views}
-        for name in ("hidden", "epochs", "batch_size", "k"):
+        for name in ("hidden", "batch_size", "k"):
             out[name] = check_positive_int(getattr(self, name), name)
+        out["epochs"] = (
+            "auto"
+            if self.epochs == "auto"
+            else check_positive_int(self.epochs, "epochs (or 'auto')")
+        )
         if out["batch_size"] < 2:
             raise ValueError("batch_size must be at least 2 (BatchNorm needs a batch)")
         for name in ("lam", "lr", "weight_decay", "noise", "dropout"):
@@ -177,8 +205,13 @@ class HashCoder(Hasher):
             ) from e
 
         mean = a.mean(axis=0, dtype=np.float64).astype(np.float32)
-        cfg = _crovca.TrainConfig(**prm, progress=progress, threads=threads)
-        res = _crovca.train(preprocess(a, mean), labels, cfg)
+        epochs = prm["epochs"]
+        if epochs == "auto":
+            epochs = auto_epochs(n, prm["batch_size"])
+        train_prm = {k: v for k, v in prm.items() if k not in ("epochs", "calibration")}
+        cfg = _crovca.TrainConfig(**train_prm, epochs=epochs, progress=progress, threads=threads)
+        z = preprocess(a, mean)
+        res = _crovca.train(z, labels, cfg)
         self.mean_, self.w1_, self.b1_, self.w2_, self.b2_ = mean, res.w1, res.b1, res.w2, res.b2
         self.dim_ = d
         self.n_samples_ = n
@@ -186,7 +219,13 @@ class HashCoder(Hasher):
         self.device_ = res.device
         self.module_ = res.module
         self.knn_seconds_ = res.knn_seconds
+        self.epochs_ = epochs
         self._after_fit()
+        if prm["calibration"] == "per-bit":
+            u = mlp_logits(z, res.w1, res.b1, res.w2, res.b2)
+            self._set_query_scale(u.std(axis=0, dtype=np.float64))
+        else:
+            self._set_query_scale(None)
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
@@ -222,6 +261,7 @@ class HashCoder(Hasher):
             "knn_seconds": self.knn_seconds_,
             "device": self.device_,
             "final_loss": last,
+            **({"epochs": self.epochs_} if self.epochs_ is not None else {}),
         }
 
     def _restore(self, arrays: dict[str, NDArray[Any]], dim: int, extra: dict[str, Any]) -> None:
@@ -230,4 +270,5 @@ class HashCoder(Hasher):
         self.fit_seconds_ = extra.get("fit_seconds")
         self.device_ = extra.get("device")
         self.knn_seconds_ = extra.get("knn_seconds")
+        self.epochs_ = extra.get("epochs")
         self.history_ = []  # per-epoch history is not saved (only the final loss)

@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .._validate import as_matrix, check_finite, iter_batches
-from .base import check_nonneg_int
+from .base import DEFAULT_CALIBRATION, check_nonneg_int
 from .linear import LinearHasher
 from .pca import CovarianceAccumulator, random_orthogonal, top_components
 
@@ -21,7 +21,8 @@ class ITQ(LinearHasher):
     Alternates ``B = sign(V R)`` and the orthogonal Procrustes update ``R = U W^T`` where
     ``V^T B = U S W^T``, ``n_iter`` times from a seeded random rotation. ``fit`` keeps the training
     data in memory (an iterable of batches is concatenated). Fitted attributes: ``mean_``,
-    ``components_``, ``rotation_``, ``projection_``, ``quantization_loss_`` (per iteration).
+    ``components_``, ``rotation_``, ``projection_``, ``quantization_loss_`` (per iteration), and
+    ``query_scale_`` with ``calibration="per-bit"``.
     """
 
     _arrays: ClassVar[tuple[str, ...]] = ("mean_", "projection_", "components_", "rotation_")
@@ -29,10 +30,18 @@ class ITQ(LinearHasher):
     rotation_: NDArray[np.float32] | None = None
     quantization_loss_: list[float]
 
-    def __init__(self, n_bits: int, *, n_iter: int = 50, seed: int = 0):
+    def __init__(
+        self,
+        n_bits: int,
+        *,
+        n_iter: int = 50,
+        seed: int = 0,
+        calibration: str = DEFAULT_CALIBRATION,
+    ):
         self.n_bits = n_bits
         self.n_iter = n_iter
         self.seed = seed
+        self.calibration = calibration
 
     def _check_params(self) -> dict[str, Any]:
         return {
@@ -69,4 +78,5 @@ class ITQ(LinearHasher):
         self.components_ = comps.astype(np.float32)
         self.rotation_ = r.astype(np.float32)
         self._set_linear(mean, comps.T @ r)
+        self._calibrate(acc)
         return self

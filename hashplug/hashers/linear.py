@@ -8,6 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .base import Hasher
+from .pca import CovarianceAccumulator
 
 __all__ = ["LinearHasher"]
 
@@ -30,6 +31,24 @@ class LinearHasher(Hasher):
         self.projection_ = np.ascontiguousarray(projection, dtype=np.float32)
         self.dim_ = int(self.projection_.shape[0])
         self._after_fit()
+
+    def _calibrate(self, acc: CovarianceAccumulator) -> None:
+        """Per-bit query scale from the training covariance: std_j = sqrt(p_j^T C p_j).
+
+        ``acc`` must hold the covariance when calibration is ``"per-bit"``.
+        """
+        if self._calibration() != "per-bit":
+            self._set_query_scale(None)
+            return
+        assert self.projection_ is not None
+        cov = acc.cov
+        p = self.projection_.astype(np.float64)
+        var = np.einsum("ij,ij->j", p, cov @ p)
+        self._set_query_scale(np.sqrt(np.maximum(var, 0.0)))
+
+    def _calibration(self) -> str:
+        """The calibration setting (``"none"`` for subclasses without one)."""
+        return str(getattr(self, "calibration", "none"))
 
     def _after_fit(self) -> None:
         super()._after_fit()

@@ -428,7 +428,8 @@ class QdrantEdgeStore(HitsStore):
         """Native asymmetric search: Qdrant picks the Hamming top ``k * oversample`` on the
         quantized vectors and rescores them against the stored ±1 vectors with t = tanh(u / 2).
 
-        ``query_logits``: the hasher's logits u, (Q, n_bits) or (n_bits,). Returns ``(ids int64
+        ``query_logits``: the hasher's calibrated query logits u (``hasher.query_logits``, whose
+        sigmoid is ``hasher.query``), (Q, n_bits) or (n_bits,). Returns ``(ids int64
         (Q, k), asym float32 (Q, k))`` ascending by (distance, id), asym = Σ|b - p| =
         (n_bits - s·t) / 2; padding is id -1 and distance +inf. ``exact_ties=True`` asks Qdrant
         for all ``k * oversample`` rescored candidates (limit k·O, oversampling 1) so that ties at

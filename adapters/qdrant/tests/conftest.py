@@ -40,4 +40,4 @@ def real_codes() -> RealCodes:
     h = HashingBaseline(64).fit(db[:4000])
     meta = CollectionMeta(n_bits=64, fingerprint=h.fingerprint, hasher_spec=h.get_spec())
     ids = np.arange(10, 10 + db.shape[0], dtype=np.int64)
-    return RealCodes(h, meta, ids, h.encode(db), h.logits(q).astype(np.float32))
+    return RealCodes(h, meta, ids, h.encode(db), h.query_logits(q).astype(np.float32))
