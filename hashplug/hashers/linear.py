@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
+from .._validate import as_matrix
 from .base import Hasher
 
 __all__ = ["LinearHasher"]
@@ -42,6 +43,24 @@ class LinearHasher(Hasher):
         u = x @ self.projection_
         u -= self.offset_
         return u
+
+    def correction(self, x: Any) -> NDArray[np.float32]:
+        """Per-vector factors of the nearest-neighbour (``scoring="cosine"``) estimator: (n, 2) float32.
+
+        Column 0 is ``c = |u|^2 / <u, s>`` (RaBitQ's unbiased scale of the ±1 code ``s = 2b - 1``,
+        ``u`` the logits), column 1 is ``e = <mean_, x - mean_>``. The estimate of ``<q, x>`` is
+        ``c * <u_q, s> + e + <q, mean_>`` (the last term is the same for every item of a query).
+        Store them with the codes (float16: 4 bytes per vector).
+        """
+        dim = self._check_fitted()
+        a = as_matrix(x, dim=dim)
+        u = self.logits(a).astype(np.float64)
+        assert self.mean_ is not None
+        mu = self.mean_.astype(np.float64)
+        l1 = np.abs(u).sum(axis=1)
+        c = np.divide((u * u).sum(axis=1), l1, out=np.zeros_like(l1), where=l1 > 0)
+        e = a.astype(np.float64) @ mu - mu @ mu
+        return np.stack([c, e], axis=1).astype(np.float32)
 
     def _check_dims(self, d: int, n: int | None, *, needs_pca: bool) -> None:
         n_bits = int(self.n_bits)
