@@ -101,3 +101,46 @@ def test_bad_inputs(rng: np.random.Generator) -> None:
         rerank(u, np.zeros((6, 4), np.int64), codes[:4][None].repeat(6, 0), 2, scoring="cosine")
     with pytest.raises(ValueError, match="not probabilities"):
         search_codes(u[0], codes, 3, scoring="cosine", corrections=f)
+
+
+@pytest.mark.parametrize("where", ["memory", "file"])
+def test_index_cosine_through_local_stores(rng: np.random.Generator, tmp_path, where) -> None:  # type: ignore[no-untyped-def]
+    from hashplug import HashIndex, LocalStore
+
+    x = rng.standard_normal((500, 32)).astype(np.float32) + 0.2
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[:5] + 0.05 * rng.standard_normal((5, 32)).astype(np.float32)
+    h = HashingBaseline(24).fit(x)
+    ids = np.arange(500, dtype=np.int64) * 7
+    uri = "memory://" if where == "memory" else f"file://{tmp_path / 'c'}"
+    idx = HashIndex(uri, h)
+    idx.add(x, ids, progress=False)
+    if where == "file":  # the factors persist with the codes
+        idx = HashIndex(LocalStore(tmp_path / "c"), h)
+    got = idx.search(q, k=5, oversample=100, scoring="cosine")  # 500 candidates: all codes
+    f = h.correction(x).astype(np.float16).astype(np.float32)
+    want_i, want_d = search_codes(h.logits(q), h.encode(x), 5, scoring="cosine", corrections=f)
+    np.testing.assert_array_equal(got.ids, ids[want_i])
+    est = (-want_d + (q @ h.mean_)[:, None]) / np.linalg.norm(q, axis=1, keepdims=True)
+    np.testing.assert_allclose(got.distances, 1.0 - est, rtol=1e-4, atol=1e-4)
+    assert (got.ids[:, 0] == ids[:5]).mean() >= 0.8  # each query's own row comes first
+
+
+def test_index_cosine_errors(rng: np.random.Generator) -> None:
+    from hashplug import HashIndex, LocalStore
+
+    class NoCorrections(LocalStore):
+        supports_corrections = False
+
+    x = rng.standard_normal((50, 16)).astype(np.float32)
+    h = HashingBaseline(8).fit(x)
+    idx = HashIndex(NoCorrections(), h)
+    idx.add(x, np.arange(50), progress=False)
+    with pytest.raises(ValueError, match="NoCorrections.*scoring='cosine'"):
+        idx.search(x[:2], scoring="cosine")
+    idx = HashIndex("memory://", h)
+    idx.store.upsert(np.arange(50), h.encode(x))  # written without the factors
+    with pytest.raises(ValueError, match="no stored corrections"):
+        idx.search(x[:2], scoring="cosine")
+    with pytest.raises(ValueError, match="scoring must be"):
+        idx.search(x[:2], scoring="hamming")
