@@ -34,7 +34,7 @@ def check_logits(u: ArrayLike) -> NDArray[np.float32]:
     if a.ndim != 2 or a.shape[1] == 0 or a.shape[1] % 8:
         raise ValueError(
             f"query logits must be 2-D (Q, n_bits) with n_bits a positive multiple of 8, got "
-            f"shape {a.shape} (scoring='cosine' takes hasher.logits(q), not probabilities)"
+            f"shape {a.shape} (scoring='cosine' takes hasher.cosine_query(q), not probabilities)"
         )
     a = np.ascontiguousarray(a, dtype=np.float32)
     if not np.isfinite(a).all():

@@ -231,7 +231,8 @@ class HashIndex:
             ids, dist = self.store.search_rescored(u, k, oversample, filter)  # type: ignore[attr-defined]
         elif rerank and cosine:
             c_ids, _, c_codes = self._coarse(qcodes, limit, filter)
-            ids, dist = self._rerank_cosine(q, u, c_ids, c_codes, k)  # type: ignore[arg-type]
+            v = self.hasher.cosine_query(q)  # type: ignore[attr-defined]
+            ids, dist = self._rerank_cosine(q, v, c_ids, c_codes, k)  # type: ignore[arg-type]
         elif rerank:
             c_ids, _, c_codes = self._coarse(qcodes, limit, filter)
             ids, dist = rerank_codes(sigmoid(u), c_ids, c_codes, k)  # type: ignore[arg-type]

@@ -267,7 +267,7 @@ def rerank(
     """Exact asymmetric top-k of each query's own candidate list.
 
     ``scoring="cosine"``: the nearest-neighbour estimator instead. ``query_probs`` are then the
-    query LOGITS (``hasher.logits(q)``) and ``candidate_corrections`` (Q, C, 2) the candidates'
+    query weights ``hasher.cosine_query(q)`` (the logits for one bit per dimension) and ``candidate_corrections`` (Q, C, 2) the candidates'
     factors from ``hasher.correction``; distance = ``-(c * <u, 2b - 1> + e)`` (see
     :func:`hashplug.scoring.cosine_estimates`).
 
@@ -408,7 +408,7 @@ def search_codes(
     """Asymmetric top-k over a code matrix, without materialising the (Q, N) distance matrix.
 
     ``scoring="cosine"``: rank by the nearest-neighbour estimator ``c * <u, 2b - 1> + e``
-    (distance: its negative); ``query_probs`` are then the query LOGITS and ``corrections`` (N, 2)
+    (distance: its negative); ``query_probs`` are then ``hasher.cosine_query(q)`` (the logits for one bit per dimension) and ``corrections`` (N, 2)
     the codes' factors from ``hasher.correction``. Every code is scored (no pruning bound);
     ``candidates=C`` takes the Hamming top-C of ``u > 0`` first, as with the asymmetric scoring.
 
