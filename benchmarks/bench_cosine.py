@@ -11,6 +11,8 @@ per vector that INCLUDES the per-vector factors:
   cosine f16      HashingBaseline(8B - 32 bits) + (c, e) as float16 (4 bytes)
   cosine u8       HashingBaseline(8B - 16 bits) + (c, e) as uint8 (2 bytes; per-set min/max scale)
   cosine ITQ u8   ITQ(8B - 16 bits) + uint8 factors
+  uneven u8       HashingBaseline(8B - 16 bits, allocation: the top nb/8 directions 3 bits each,
+                  the rest 1 bit) + uint8 factors
   RaBitQ (faiss)  PCA to D dims + faiss.IndexRaBitQ (1 bit/dim), D chosen so code_size = B
 Fixed-size references: centred sign 1 bit/dim with a float query (d/8 bytes), faiss IndexRaBitQ on
 the full vector, int8 scalar quantisation (d bytes, per-dim min/max).
@@ -72,7 +74,7 @@ def u8(f: np.ndarray) -> np.ndarray:
 def cosine_ids(h, x, q, k, fmt):  # type: ignore[no-untyped-def]
     f = h.correction(x)
     f = f.astype(np.float16).astype(np.float32) if fmt == "f16" else u8(f)
-    ids, _ = search_codes(h.logits(q), h.encode(x), k, scoring="cosine", corrections=f)
+    ids, _ = search_codes(h.cosine_query(q), h.encode(x), k, scoring="cosine", corrections=f)
     return ids
 
 
@@ -128,6 +130,11 @@ def recall_table(name: str, x, q, gt) -> list[str]:  # type: ignore[no-untyped-d
         ):
             ok = 0 < bits <= d
             cells.append(rec(cosine_ids(cls(bits).fit(x), x, q, K, fmt) if ok else None))
+        nb = 8 * b - 16
+        alloc = [[nb // 8, 3], [nb - 3 * (nb // 8), 1]]
+        ok = nb // 8 + alloc[1][0] <= d
+        h = HashingBaseline(nb, allocation=alloc).fit(x) if ok else None
+        cells.append(rec(cosine_ids(h, x, q, K, "u8") if ok else None))
         ids, _ = rabitq_ids(x, q, K, b)
         cells.append(rec(ids))
         rows.append(f"| {name} | {b} | " + " | ".join(cells) + " |")
@@ -139,7 +146,7 @@ def recall_table(name: str, x, q, gt) -> list[str]:  # type: ignore[no-untyped-d
     if ids is not None:
         refs.append((f"faiss IndexRaBitQ full-d ({cs} B)", ids))
     for label, ids in refs:
-        rows.append(f"| {name} | {label} | {recall_at_k(ids, gt, K):.3f} | | | | |")
+        rows.append(f"| {name} | {label} | {recall_at_k(ids, gt, K):.3f} | | | | | |")
     return rows
 
 
@@ -195,8 +202,11 @@ def main() -> None:
         map_rows_ += map_rows(name, x, q, yx, yq)
         lat.append(f"- {name}: {latency(x, q, a.repeats)}")
     print("## Recall@10 vs exact float cosine (exhaustive, codes alone); B = bytes per vector\n")
-    print("| set | B | asymmetric | cosine f16 | cosine u8 | cosine ITQ u8 | faiss RaBitQ (PCA) |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| set | B | asymmetric | cosine f16 | cosine u8 | cosine ITQ u8 | uneven u8 "
+        "| faiss RaBitQ (PCA) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rec_rows))
     print("\n## mAP@1000 (x100), HashingBaseline codes, both scorings (cosine adds 4 B/vector)\n")
     print("| set | bits | asymmetric | cosine |")

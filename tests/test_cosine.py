@@ -144,3 +144,38 @@ def test_index_cosine_errors(rng: np.random.Generator) -> None:
         idx.search(x[:2], scoring="cosine")
     with pytest.raises(ValueError, match="scoring must be"):
         idx.search(x[:2], scoring="hamming")
+
+
+def test_allocation_round_trip_and_estimator(rng: np.random.Generator, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    x = rng.standard_normal((400, 40)).astype(np.float32) * np.linspace(3, 0.3, 40)
+    alloc = [[4, 3], [4, 2], [12, 1]]  # 12 + 8 + 12 = 32 bits on 20 directions
+    h = HashingBaseline(32, allocation=alloc).fit(x)
+    codes = h.encode(x)
+    np.testing.assert_array_equal(codes, np.packbits(h.logits(x) > 0, axis=1))
+    h2 = load_hasher(h.save(tmp_path / "a.hasher"))
+    assert h2.get_spec()["allocation"] == alloc and h2.fingerprint == h.fingerprint
+    assert h2.fingerprint != HashingBaseline(32).fit(x).fingerprint
+    np.testing.assert_array_equal(h2.encode(x), codes)
+    np.testing.assert_array_equal(h2.correction(x), h.correction(x))
+    # <v, 2b - 1> is <z_q, xhat>: the (c, e) estimate of <x, x> is exact on the training rows
+    v, f = h.cosine_query(x[:30]), h.correction(x[:30])
+    s = cosine_estimates(v, codes[:30], f) + (x[:30] @ h.mean_)[:, None]
+    z = (x[:30] - h.mean_) @ h.projection_  # the part of x the 20 directions keep
+    want = (z * z).sum(1) + 2 * (x[:30] - h.mean_) @ h.mean_ + h.mean_ @ h.mean_
+    np.testing.assert_allclose(np.diag(s), want, rtol=1e-4, atol=1e-4)
+    assert "allocation" not in HashingBaseline(32).get_spec()  # default spec (and files) unchanged
+
+
+@pytest.mark.parametrize(
+    ("alloc", "match"),
+    [
+        ([[4, 3], [4, 1]], "spends 16 bits"),
+        ([[4, 5], [12, 1]], "bits in 1..4"),
+        ("3", "list of"),
+        ([[30, 1], [1, 2]], "principal directions"),
+    ],
+)
+def test_allocation_errors(rng: np.random.Generator, alloc, match) -> None:  # type: ignore[no-untyped-def]
+    x = rng.standard_normal((100, 24)).astype(np.float32)
+    with pytest.raises(ValueError, match=match):
+        HashingBaseline(32, allocation=alloc).fit(x)
