@@ -11,7 +11,7 @@ per vector that INCLUDES the per-vector factors:
   cosine f16      HashingBaseline(8B - 32 bits) + (c, e) as float16 (4 bytes)
   cosine u8       HashingBaseline(8B - 16 bits) + (c, e) as uint8 (2 bytes; per-set min/max scale)
   cosine ITQ u8   ITQ(8B - 16 bits) + uint8 factors
-  uneven u8       HashingBaseline(8B - 16 bits, allocation: the top nb/8 directions 3 bits each,
+  uneven u8       MultiBitBaseline(8B - 16 bits, allocation: the top nb/8 directions 3 bits each,
                   the rest 1 bit) + uint8 factors
   RaBitQ (faiss)  PCA to D dims + faiss.IndexRaBitQ (1 bit/dim), D chosen so code_size = B
 Fixed-size references: centred sign 1 bit/dim with a float query (d/8 bytes), faiss IndexRaBitQ on
@@ -32,7 +32,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hashplug import ITQ, HashingBaseline, search_codes  # noqa: E402
+from hashplug import ITQ, HashingBaseline, MultiBitBaseline, search_codes  # noqa: E402
 from hashplug.bench.metrics import map_at_k, recall_at_k  # noqa: E402
 from hashplug.rerank import probs_from_logits  # noqa: E402
 
@@ -133,7 +133,7 @@ def recall_table(name: str, x, q, gt) -> list[str]:  # type: ignore[no-untyped-d
         nb = 8 * b - 16
         alloc = [[nb // 8, 3], [nb - 3 * (nb // 8), 1]]
         ok = nb // 8 + alloc[1][0] <= d
-        h = HashingBaseline(nb, allocation=alloc).fit(x) if ok else None
+        h = MultiBitBaseline(nb, alloc).fit(x) if ok else None
         cells.append(rec(cosine_ids(h, x, q, K, "u8") if ok else None))
         ids, _ = rabitq_ids(x, q, K, b)
         cells.append(rec(ids))

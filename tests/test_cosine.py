@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hashplug import ITQ, HashingBaseline, load_hasher, rerank, search_codes
+from hashplug import (
+    ITQ,
+    HashingBaseline,
+    MultiBitBaseline,
+    check_hasher,
+    load_hasher,
+    rerank,
+    search_codes,
+)
 from hashplug.bench.metrics import recall_at_k
 from hashplug.scoring import cosine_estimates
 
@@ -149,7 +157,7 @@ def test_index_cosine_errors(rng: np.random.Generator) -> None:
 def test_allocation_round_trip_and_estimator(rng: np.random.Generator, tmp_path) -> None:  # type: ignore[no-untyped-def]
     x = rng.standard_normal((400, 40)).astype(np.float32) * np.linspace(3, 0.3, 40)
     alloc = [[4, 3], [4, 2], [12, 1]]  # 12 + 8 + 12 = 32 bits on 20 directions
-    h = HashingBaseline(32, allocation=alloc).fit(x)
+    h = MultiBitBaseline(32, alloc).fit(x)
     codes = h.encode(x)
     np.testing.assert_array_equal(codes, np.packbits(h.logits(x) > 0, axis=1))
     h2 = load_hasher(h.save(tmp_path / "a.hasher"))
@@ -163,7 +171,7 @@ def test_allocation_round_trip_and_estimator(rng: np.random.Generator, tmp_path)
     z = (x[:30] - h.mean_) @ h.projection_  # the part of x the 20 directions keep
     want = (z * z).sum(1) + 2 * (x[:30] - h.mean_) @ h.mean_ + h.mean_ @ h.mean_
     np.testing.assert_allclose(np.diag(s), want, rtol=1e-4, atol=1e-4)
-    assert "allocation" not in HashingBaseline(32).get_spec()  # default spec (and files) unchanged
+    check_hasher(MultiBitBaseline(16, [[2, 4], [8, 1]]))  # the hasher contract holds
 
 
 @pytest.mark.parametrize(
@@ -172,10 +180,11 @@ def test_allocation_round_trip_and_estimator(rng: np.random.Generator, tmp_path)
         ([[4, 3], [4, 1]], "spends 16 bits"),
         ([[4, 5], [12, 1]], "bits in 1..4"),
         ("3", "list of"),
+        (None, "required"),
         ([[30, 1], [1, 2]], "principal directions"),
     ],
 )
 def test_allocation_errors(rng: np.random.Generator, alloc, match) -> None:  # type: ignore[no-untyped-def]
     x = rng.standard_normal((100, 24)).astype(np.float32)
     with pytest.raises(ValueError, match=match):
-        HashingBaseline(32, allocation=alloc).fit(x)
+        MultiBitBaseline(32, alloc).fit(x)

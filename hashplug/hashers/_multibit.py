@@ -59,7 +59,8 @@ def bit_logits(z: NDArray[Any], scale: NDArray[Any], bpd: NDArray[np.int64]) -> 
         t = zz / scale[j0:j1]
         n_cells = 1 << b
         step = 2.0 * _T[b] / n_cells
-        idx = np.clip(np.floor((t + _T[b]) / step), 0, n_cells - 1).astype(np.int64)
+        cell = np.clip(np.floor((t + _T[b]) / step), 0, n_cells - 1)
+        idx = np.where(np.isfinite(cell), cell, 0).astype(np.int64)  # NaN input: refused later
         per = []
         for m in range(b):
             period = 1 << (b - 1 - m)
