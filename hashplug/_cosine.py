@@ -12,6 +12,13 @@ from numpy.typing import ArrayLike, NDArray
 
 from ._kernels.cosine import _cos_rerank_kernel, _cos_search_kernel
 
+
+def _words(c: NDArray[np.uint8]) -> NDArray[np.uint64]:
+    from .rerank import _words as words  # (rerank imports this module)
+
+    return words(c)
+
+
 #: The scorings that search_codes / rerank run natively.
 KERNEL_SCORINGS = ("asymmetric", "cosine")
 
@@ -75,7 +82,7 @@ def cosine_search(
     kk = min(k, codes.shape[0])
     d = np.full((u.shape[0], kk), np.inf, np.float32)
     i = np.full((u.shape[0], kk), -1, np.int64)
-    _cos_search_kernel(u, codes, corr, ids, kk, d, i)
+    _cos_search_kernel(u, _words(codes), codes.shape[1], corr, ids, kk, d, i)
     return d, i
 
 
@@ -90,5 +97,7 @@ def cosine_rerank(
     kk = min(k, cand_ids.shape[1])
     d = np.full((u.shape[0], kk), np.inf, np.float32)
     i = np.full((u.shape[0], kk), -1, np.int64)
-    _cos_rerank_kernel(u, cand_ids, cand_codes, cand_corr, kk, d, i)
+    nq, nc, nbytes = cand_codes.shape
+    ccw = _words(np.ascontiguousarray(cand_codes).reshape(nq * nc, nbytes))
+    _cos_rerank_kernel(u, cand_ids, ccw, nbytes, cand_corr, kk, d, i)
     return d, i

@@ -33,43 +33,53 @@ def _cos_table(u, tab):
 
 
 @_leaf
-def _cos_score(tab, k0, codes, row, c, e):
-    """float32 distance -(c * <u, s> + e) of codes[row] (bytes summed in ascending order)."""
-    s = k0
-    for i in range(codes.shape[1]):
-        s += tab[i, np.int64(codes[row, i])]
-    return np.float32(-(np.float64(c) * s + np.float64(e)))
+def _cos_score(tab, k0, cw, row, c, e):
+    """float32 distance -(c * <u, s> + e) of code row ``row`` of cw (little-endian uint64 words;
+    padding bytes hit zero table rows). Even bytes sum in s0, odd in s1, in ascending order."""
+    s0 = k0
+    s1 = 0.0
+    for w in range(cw.shape[1]):
+        x = cw[row, w]
+        for b in range(0, 8, 2):
+            s0 += tab[8 * w + b, np.int64((x >> np.uint64(8 * b)) & np.uint64(255))]
+            s1 += tab[8 * w + b + 1, np.int64((x >> np.uint64(8 * b + 8)) & np.uint64(255))]
+    return np.float32(-(np.float64(c) * (s0 + s1) + np.float64(e)))
+
+
+@njit(cache=True, nogil=True)
+def _query_table(u, nbytes, nw):
+    """The byte table (8 nw, 256) of one query (rows past nbytes zero) and its constant."""
+    tab = np.zeros((8 * nw, 256), np.float64)
+    k0 = _cos_table(u, tab[:nbytes])
+    return tab, k0
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _cos_search_kernel(u, codes, corr, ids, k, out_d, out_i):
+def _cos_search_kernel(u, cw, nbytes, corr, ids, k, out_d, out_i):
     """Exhaustive top-k by the estimator; out_* (Q, k) sorted ascending by (distance, id, row)."""
     nq = u.shape[0]
-    nbytes = codes.shape[1]
     for q in prange(nq):
-        tab = np.empty((nbytes, 256), np.float64)
-        k0 = _cos_table(u[q], tab)
+        tab, k0 = _query_table(u[q], nbytes, cw.shape[1])
         hd, hi, hr = _new_heap(k)
         size = 0
-        for row in range(codes.shape[0]):
-            d = _cos_score(tab, k0, codes, row, corr[row, 0], corr[row, 1])
-            size = _heap_add(hd, hi, hr, size, d, ids[row], row)
+        for row in range(cw.shape[0]):
+            d = _cos_score(tab, k0, cw, row, corr[row, 0], corr[row, 1])
+            if size < k or d <= hd[0]:  # fast path; the heap breaks ties by (id, row)
+                size = _heap_add(hd, hi, hr, size, d, ids[row], row)
         out_r = np.empty(k, np.int64)
         _heap_drain(hd, hi, hr, size, out_d[q], out_i[q], out_r)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _cos_rerank_kernel(u, cand_ids, cand_codes, cand_corr, k, out_d, out_i):
-    """Top-k of each query's candidates (Q, C): padding (id < 0) skipped, an id listed twice kept
-    once with its best distance; ties by (id, candidate position)."""
+def _cos_rerank_kernel(u, cand_ids, ccw, nbytes, cand_corr, k, out_d, out_i):
+    """Top-k of each query's candidates (Q, C), codes as words ccw (Q * C, W): padding (id < 0)
+    skipped, an id listed twice kept once with its best distance; ties by (id, position)."""
     nq, nc = cand_ids.shape
-    nbytes = cand_codes.shape[2]
     for q in prange(nq):
-        tab = np.empty((nbytes, 256), np.float64)
-        k0 = _cos_table(u[q], tab)
+        tab, k0 = _query_table(u[q], nbytes, ccw.shape[1])
         d = np.empty(nc, np.float32)
         for j in range(nc):
-            d[j] = _cos_score(tab, k0, cand_codes[q], j, cand_corr[q, j, 0], cand_corr[q, j, 1])
+            d[j] = _cos_score(tab, k0, ccw, q * nc + j, cand_corr[q, j, 0], cand_corr[q, j, 1])
         o1 = np.argsort(cand_ids[q], kind="mergesort")
         o2 = o1[np.argsort(d[o1], kind="mergesort")]  # by (distance, id, position)
         n = 0
