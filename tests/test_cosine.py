@@ -83,6 +83,11 @@ def test_cosine_beats_asymmetric_recall_on_fmnist(fmnist: dict[str, np.ndarray])
     # measured: 0.591, 0.619, 0.509
     assert r_cos > r_asym + 0.01, (r_asym, r_cos)
     assert r_cos > r_no_e + 0.05, (r_no_e, r_cos)
+    # uneven allocation at the same 16 bytes: 96 bits + 2 float16 factors (measured 0.647)
+    hm = MultiBitBaseline(96, [[16, 3], [48, 1]]).fit(x)
+    fm = hm.correction(x).astype(np.float16).astype(np.float32)
+    mbit, _ = search_codes(hm.cosine_query(q), hm.encode(x), 10, scoring="cosine", corrections=fm)
+    assert recall_at_k(mbit, gt) > r_asym + 0.03, (r_asym, recall_at_k(mbit, gt))
 
 
 def test_correction_survives_save_load(rng: np.random.Generator, tmp_path) -> None:  # type: ignore[no-untyped-def]
