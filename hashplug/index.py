@@ -132,6 +132,7 @@ class HashIndex:
             codes = np.empty((n, self.hasher.n_bits // 8), np.uint8)
             for s in range(0, n, batch_size):
                 codes[s : s + batch_size] = self.hasher.encode(x[s : s + batch_size])
+            corr = self._corrections(x, n, batch_size)
             self.store.validate_upsert(id_arr, codes, pl)
         except ValueError as e:
             raise ValueError(f"{e} (nothing was written)") from e
@@ -142,7 +143,12 @@ class HashIndex:
         try:
             for s in range(0, n, batch_size):
                 part = slice(s, s + batch_size)
-                self.store.upsert(id_arr[part], codes[part], pl[part] if pl else None)
+                if corr is None:
+                    self.store.upsert(id_arr[part], codes[part], pl[part] if pl else None)
+                else:
+                    self.store.upsert(  # type: ignore[call-arg]
+                        id_arr[part], codes[part], pl[part] if pl else None, corrections=corr[part]
+                    )
                 written += min(batch_size, n - s)
                 bar.update(min(batch_size, n - s))
         except Exception as e:
@@ -155,6 +161,15 @@ class HashIndex:
         finally:
             bar.close()
         return n
+
+    def _corrections(self, x: Any, n: int, batch_size: int) -> NDArray[np.float32] | None:
+        """The ``scoring="cosine"`` factors of ``x`` when the store keeps them, else None."""
+        if not self.store.supports_corrections or not hasattr(self.hasher, "correction"):
+            return None
+        out = np.empty((n, 2), np.float32)
+        for s in range(0, n, batch_size):
+            out[s : s + batch_size] = self.hasher.correction(x[s : s + batch_size])
+        return out
 
     def delete(self, ids: ArrayLike) -> None:
         """Delete items by id (int64 only; ids that are not stored are ignored)."""
@@ -174,6 +189,7 @@ class HashIndex:
         filter: Filter | None = None,
         with_payloads: bool = False,
         rescore: str = "local",
+        scoring: str = "asymmetric",
     ) -> SearchResult:
         """Coarse Hamming top-(oversample * k) in the store, then the asymmetric rerank to top-k.
 
@@ -183,6 +199,11 @@ class HashIndex:
         ``rescore="store"`` (alias ``"qdrant"``) asks the store to rerank server-side (stores
         with ``search_rescored``: Qdrant's binary quantization with rescoring): same distances up
         to the store's float rounding, no codes shipped back.
+        ``scoring="cosine"``: rerank by the nearest-neighbour estimator (README "Nearest-neighbour
+        scoring") with the per-vector factors the store keeps (stores with
+        ``supports_corrections``: the local ones); distances are then estimated cosine distances
+        ``1 - <q, x> / |q|`` (for unit-norm database rows). The default ``"asymmetric"`` is the
+        seed paper's scoring (best for class-level mAP).
         """
         from .rerank import rerank as rerank_codes
 
@@ -190,6 +211,7 @@ class HashIndex:
         oversample = _positive_int(oversample, "oversample", MAX_OVERSAMPLE)
         if rescore not in ("local", "store", "qdrant"):
             raise ValueError(f"rescore must be 'local', 'store' or 'qdrant', got {rescore!r}")
+        cosine = _check_index_scoring(scoring, self, rerank, rescore)
         native = rerank and rescore != "local"
         if native and not hasattr(self.store, "search_rescored"):
             raise ValueError(
@@ -207,6 +229,10 @@ class HashIndex:
             k, limit = min(k, n_items), min(limit, n_items)
         if native:
             ids, dist = self.store.search_rescored(u, k, oversample, filter)  # type: ignore[attr-defined]
+        elif rerank and cosine:
+            c_ids, _, c_codes = self._coarse(qcodes, limit, filter)
+            v = self.hasher.cosine_query(q)  # type: ignore[attr-defined]
+            ids, dist = self._rerank_cosine(q, v, c_ids, c_codes, k)  # type: ignore[arg-type]
         elif rerank:
             c_ids, _, c_codes = self._coarse(qcodes, limit, filter)
             ids, dist = rerank_codes(sigmoid(u), c_ids, c_codes, k)  # type: ignore[arg-type]
@@ -217,6 +243,39 @@ class HashIndex:
         if with_payloads:
             res.payloads = self._payloads(ids)
         return res
+
+    def _rerank_cosine(
+        self,
+        q: NDArray[Any],
+        u: NDArray[np.float32],
+        c_ids: NDArray[np.int64],
+        c_codes: NDArray[np.uint8],
+        k: int,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """The estimator rerank of the coarse candidates; distances 1 - estimated <q, x> / |q|."""
+        from .rerank import rerank as rerank_codes
+
+        valid = c_ids >= 0
+        corr = np.zeros(c_ids.shape + (2,), np.float32)
+        if valid.any():
+            uniq, inv = np.unique(c_ids[valid], return_inverse=True)
+            got, found = self.store.lookup_corrections(uniq)
+            if not found.all():
+                miss = uniq[~found]
+                raise ValueError(
+                    f"{miss.size} candidates (ids {miss[:5].tolist()}) have no stored corrections "
+                    "for scoring='cosine': they were written without them (before this store "
+                    "kept them, or not through HashIndex.add); add them again"
+                )
+            corr[valid] = got[inv.reshape(-1)]
+        ids, d = rerank_codes(u, c_ids, c_codes, k, scoring="cosine", candidate_corrections=corr)
+        mean = getattr(self.hasher, "mean_", None)
+        qf = np.asarray(q, dtype=np.float64)
+        shift = qf @ mean.astype(np.float64) if mean is not None else np.zeros(len(qf))
+        norm = np.linalg.norm(qf, axis=1)
+        norm = np.where(norm > 0, norm, 1.0)
+        est = (-d.astype(np.float64) + shift[:, None]) / norm[:, None]
+        return ids, np.where(ids >= 0, 1.0 - est, np.inf).astype(np.float32)
 
     def _coarse(
         self, qcodes: NDArray[np.uint8], limit: int, filter: Filter | None, with_codes: bool = True
@@ -281,6 +340,29 @@ def _positive_int(v: Any, what: str, most: int | None = None) -> int:
         bound = f" and at most {most}" if most is not None else ""
         raise ValueError(f"{what} must be >= 1{bound}, got {v}")
     return int(v)
+
+
+def _check_index_scoring(scoring: str, index: HashIndex, rerank: bool, rescore: str) -> bool:
+    """True for scoring="cosine" (after checking the store and hasher can serve it)."""
+    if scoring == "asymmetric":
+        return False
+    if scoring != "cosine":
+        raise ValueError(f"scoring must be 'asymmetric' or 'cosine', got {scoring!r}")
+    if rerank and rescore != "local":
+        raise ValueError("scoring='cosine' reranks locally; use rescore='local'")
+    store = index.store
+    if not store.supports_corrections:
+        raise ValueError(
+            f"{type(store).__name__} ({store.name}) cannot store the per-vector corrections that "
+            "scoring='cosine' needs (yet); use a local store (memory://, file://) or "
+            "scoring='asymmetric'"
+        )
+    if not hasattr(index.hasher, "correction"):
+        raise ValueError(
+            f"{type(index.hasher).__name__} has no correction(); scoring='cosine' needs a linear "
+            "hasher (HashingBaseline, ITQ, LSH)"
+        )
+    return True
 
 
 def _cut(

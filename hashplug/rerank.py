@@ -70,6 +70,13 @@ import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._cosine import (
+    check_corrections,
+    check_logits,
+    check_scoring,
+    cosine_rerank,
+    cosine_search,
+)
 from ._kernels.asymmetric import _asym_matrix_kernel, _search_exact_kernel
 from ._kernels.candidates import _rerank_dedup_kernel, _rerank_kernel, _rerank_rows_kernel
 from ._kernels.hamming import _ham_matrix_kernel, _ham_merge_kernel, _ham_select_kernel
@@ -249,9 +256,20 @@ def asymmetric_distances(query_probs: ArrayLike, codes: ArrayLike) -> NDArray[np
 
 
 def rerank(
-    query_probs: ArrayLike, candidate_ids: ArrayLike, candidate_codes: ArrayLike, k: int
+    query_probs: ArrayLike,
+    candidate_ids: ArrayLike,
+    candidate_codes: ArrayLike,
+    k: int,
+    *,
+    scoring: str = "asymmetric",
+    candidate_corrections: ArrayLike | None = None,
 ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     """Exact asymmetric top-k of each query's own candidate list.
+
+    ``scoring="cosine"``: the nearest-neighbour estimator instead. ``query_probs`` are then the
+    query weights ``hasher.cosine_query(q)`` (the logits for one bit per dimension) and ``candidate_corrections`` (Q, C, 2) the candidates'
+    factors from ``hasher.correction``; distance = ``-(c * <u, 2b - 1> + e)`` (see
+    :func:`hashplug.scoring.cosine_estimates`).
 
     ``candidate_ids`` (Q, C) int, ``candidate_codes`` (Q, C, n_bytes) uint8: row q holds query q's
     candidates (e.g. a database's coarse Hamming results). Negative ids (-1) are padding and ignored.
@@ -260,7 +278,8 @@ def rerank(
     than once in one row is returned once, with its smallest distance (its best code).
     """
     k = check_positive_int(k, "k")
-    p = _check_probs(query_probs)
+    cosine = check_scoring(scoring) == "cosine"
+    p = check_logits(query_probs) if cosine else _check_probs(query_probs)
     nq, nbytes = p.shape[0], p.shape[1] // 8
     ci = _check_id_matrix(candidate_ids, nq, "candidate_ids")
     cc = _check_codes(candidate_codes, nbytes, "candidate_codes", ndim=3)
@@ -270,7 +289,17 @@ def rerank(
         )
     out_i, out_d = _padded(nq, k)
     nc = ci.shape[1]
+    if cosine:
+        corr = check_corrections(candidate_corrections, ci.shape, "candidate_corrections")
+    elif candidate_corrections is not None:
+        raise ValueError("candidate_corrections are used by scoring='cosine' only")
     if nq == 0 or nc == 0:
+        return out_i, out_d
+    if cosine:
+        with _threads_for(nq * nc):
+            d, i = cosine_rerank(p, ci, cc, corr, k)
+        out_i[:, : d.shape[1]] = i
+        out_d[:, : d.shape[1]] = d
         return out_i, out_d
     kk = min(k, nc)
     d = np.full((nq, kk), np.inf, np.float32)
@@ -373,8 +402,15 @@ def search_codes(
     *,
     candidates: int | None = None,
     ids: ArrayLike | None = None,
+    scoring: str = "asymmetric",
+    corrections: ArrayLike | None = None,
 ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     """Asymmetric top-k over a code matrix, without materialising the (Q, N) distance matrix.
+
+    ``scoring="cosine"``: rank by the nearest-neighbour estimator ``c * <u, 2b - 1> + e``
+    (distance: its negative); ``query_probs`` are then ``hasher.cosine_query(q)`` (the logits for one bit per dimension) and ``corrections`` (N, 2)
+    the codes' factors from ``hasher.correction``. Every code is scored (no pruning bound);
+    ``candidates=C`` takes the Hamming top-C of ``u > 0`` first, as with the asymmetric scoring.
 
     ``candidates=None``: exact exhaustive top-k by ``sum_j |b_j - p_j|``.
     ``candidates=C``: two-stage search, the local reference of the database pipeline: symmetric
@@ -387,7 +423,8 @@ def search_codes(
     ``numba.set_num_threads``.
     """
     k = check_positive_int(k, "k")
-    p = _check_probs(query_probs)
+    cosine = check_scoring(scoring) == "cosine"
+    p = check_logits(query_probs) if cosine else _check_probs(query_probs)
     n_bits = p.shape[1]
     nbytes = n_bits // 8
     c = _check_codes(codes, nbytes, "codes")
@@ -395,13 +432,44 @@ def search_codes(
     nq, n = p.shape[0], c.shape[0]
     idv, ids_sorted = _check_ids(ids, n)
     out_i, out_d = _padded(nq, k)
+    if cosine:
+        corr = check_corrections(corrections, (n,), "corrections")
+    elif corrections is not None:
+        raise ValueError("corrections are used by scoring='cosine' only")
     if nq == 0 or n == 0:
         return out_i, out_d
+    if cosine:
+        return _cosine_codes(p, c, corr, idv, k, c_keep, out_i, out_d)
     with _threads_for(nq * n):
         d, i = _search(p, _words(c), idv, ids is not None, ids_sorted, nbytes, n_bits, k, c_keep)
     kk = d.shape[1]
     out_i[:, :kk] = i
     out_d[:, :kk] = d
+    return out_i, out_d
+
+
+def _cosine_codes(
+    u: NDArray[np.float32],
+    c: NDArray[np.uint8],
+    corr: NDArray[np.float32],
+    idv: NDArray[np.int64],
+    k: int,
+    c_keep: int | None,
+    out_i: NDArray[np.int64],
+    out_d: NDArray[np.float32],
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """search_codes(scoring="cosine"): exhaustive, or Hamming top-C of u > 0 then the rerank."""
+    with _threads_for(u.shape[0] * c.shape[0]):
+        if c_keep is None:
+            d, i = cosine_search(u, c, corr, idv, k)
+        else:
+            rows, _ = hamming_topk(np.packbits(u > 0, axis=1), c, c_keep, ids=idv)
+            valid = rows >= 0
+            r = np.where(valid, rows, 0)
+            cand_ids = np.where(valid, idv[r], -1)
+            d, i = cosine_rerank(u, cand_ids, c[r], corr[r], k)
+    out_i[:, : d.shape[1]] = i
+    out_d[:, : d.shape[1]] = d
     return out_i, out_d
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "bce_distances",
     "sym_bce_distances",
     "ranking_probs",
+    "cosine_estimates",
 ]
 
 #: The scorer names accepted by :func:`score_distances` and :func:`ranking_probs`.
@@ -117,3 +118,22 @@ def ranking_probs(
     scale = np.abs(w).max(axis=1, keepdims=True)
     out = 0.5 - 0.5 * w / np.where(scale > 0, scale, 1.0)
     return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
+
+
+def cosine_estimates(
+    query_logits: ArrayLike, codes: ArrayLike, corrections: ArrayLike
+) -> NDArray[np.float64]:
+    """Reference (numpy) of the nearest-neighbour estimator: float64 (Q, N) scores, larger is closer.
+
+    ``c_x * <u_q, 2 b_x - 1> + e_x`` with ``(c_x, e_x) = corrections[x]`` from
+    ``hasher.correction``: an estimate of ``<q, x> - <q, mean_>`` (RaBitQ's unbiased factor on
+    the centred, projected vectors). The kernels' distance is its negative.
+    """
+    u = np.asarray(query_logits, dtype=np.float64)
+    if u.ndim != 2:
+        raise ValueError(f"query_logits must be 2-D (Q, n_bits), got shape {u.shape}")
+    s = 2.0 * _bits(codes, u.shape[1]) - 1.0
+    f = np.asarray(corrections, dtype=np.float64)
+    if f.shape != (s.shape[0], 2):
+        raise ValueError(f"corrections must have shape ({s.shape[0]}, 2), got {f.shape}")
+    return f[:, 0][None, :] * (u @ s.T) + f[:, 1][None, :]

@@ -6,6 +6,7 @@ from .checks import check_hasher
 from .hashcoder import HashCoder
 from .itq import ITQ
 from .lsh import LSH
+from .multibit import MultiBitBaseline
 
 __all__ = [
     "Hasher",
@@ -13,6 +14,7 @@ __all__ = [
     "HashCoder",
     "ITQ",
     "LSH",
+    "MultiBitBaseline",
     "load_hasher",
     "check_hasher",
     "HasherFileError",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
+from .._validate import as_matrix
 from .base import Hasher
 from .pca import CovarianceAccumulator
 
@@ -61,6 +62,40 @@ class LinearHasher(Hasher):
         u = x @ self.projection_
         u -= self.offset_
         return u
+
+    def cosine_query(self, x: Any) -> NDArray[np.float32]:
+        """Query side of ``scoring="cosine"``: per-bit weights v (n, n_bits), float32.
+
+        The estimator scores a code as ``c * <v, 2b - 1> + e``; for one bit per dimension v is
+        the logits.
+        """
+        return self.logits(x)
+
+    def correction(self, x: Any) -> NDArray[np.float32]:
+        """Per-vector factors of the nearest-neighbour (``scoring="cosine"``) estimator: (n, 2) float32.
+
+        Column 0 is ``c = |z|^2 / <z, xhat>`` (RaBitQ's unbiased scale: z the projection, xhat its
+        quantised value, the ±1 code for one bit per dimension), column 1 is
+        ``e = <mean_, x - mean_>``. The estimate of ``<q, x>`` is ``c * <v_q, 2b - 1> + e +
+        <q, mean_>`` (v_q = :meth:`cosine_query`; the last term is the same for every item of a
+        query). Store them with the codes (float16: 4 bytes per vector).
+        """
+        dim = self._check_fitted()
+        a = as_matrix(x, dim=dim)
+        z, xhat = self._cosine_parts(a)
+        assert self.mean_ is not None
+        mu = self.mean_.astype(np.float64)
+        den = (z * xhat).sum(axis=1)
+        c = np.divide((z * z).sum(axis=1), den, out=np.zeros_like(den), where=den > 0)
+        e = a.astype(np.float64) @ mu - mu @ mu
+        return np.stack([c, e], axis=1).astype(np.float32)
+
+    def _cosine_parts(
+        self, a: NDArray[np.float32]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """(z, xhat) float64 (n, n_dims): the projection and its quantised value (here: sign)."""
+        u = self.logits(a).astype(np.float64)
+        return u, np.where(u > 0, 1.0, -1.0)
 
     def _check_dims(self, d: int, n: int | None, *, needs_pca: bool) -> None:
         n_bits = int(self.n_bits)

@@ -158,7 +158,13 @@ class StoreFiles:
             or len(payloads) != ids.size
         ):
             raise StoreError(f"local store at {self.path} is inconsistent (sizes differ)")
-        return {"meta": meta, "ids": ids, "codes": codes, "payloads": payloads, "gen": gen}
+        st = {"meta": meta, "ids": ids, "codes": codes, "payloads": payloads, "gen": gen}
+        corr = arrays.get("corr")  # optional: written by stores holding scoring="cosine" factors
+        if corr is not None:
+            if corr.shape != (ids.size, 2):
+                raise StoreError(f"local store at {self.path} is inconsistent (corrections)")
+            st["corr"] = corr
+        return st
 
     # -- writing ---------------------------------------------------------------------------------
     def save(self, state: dict[str, Any], gen: int) -> None:
@@ -166,7 +172,11 @@ class StoreFiles:
         from safetensors.numpy import save
 
         self.path.mkdir(parents=True, exist_ok=True)
-        codes_blob = save({"ids": state["ids"], "codes": state["codes"]})
+        arrays = {"ids": state["ids"], "codes": state["codes"]}
+        corr = state.get("corr")
+        if corr is not None and not np.isnan(corr).all():  # absent: no item has corrections
+            arrays["corr"] = corr
+        codes_blob = save(arrays)
         pl_blob = json.dumps(state["payloads"], ensure_ascii=False).encode("utf-8")
         man: dict[str, Any] = {"format": FORMAT, "gen": gen, "meta": state["meta"]}
         for kind, blob, name in (

@@ -336,6 +336,9 @@ class Store(ABC):
     supports_rescoring: ClassVar[bool] = False
     #: True when the collection outlives the object (reopening the same name finds the data).
     persistent: ClassVar[bool] = True
+    #: True when ``upsert`` takes ``corrections=`` (per-vector factors of ``scoring="cosine"``)
+    #: and :meth:`lookup_corrections` returns them.
+    supports_corrections: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.meta: CollectionMeta | None = None
@@ -433,6 +436,17 @@ class Store(ABC):
     @abstractmethod
     def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
         """Codes of ``ids`` in order, and a mask of which ids exist (missing rows are zeros)."""
+
+    def lookup_corrections(self, ids: ArrayLike) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """The per-vector factors (n, 2) float32 of ``ids`` and whether each id has them.
+
+        Only stores with :attr:`supports_corrections`; the others raise ValueError.
+        """
+        raise ValueError(
+            f"{type(self).__name__} ({self.name}) does not store the per-vector corrections "
+            "that scoring='cosine' needs (yet); use a local store (memory://, file://) or "
+            "scoring='asymmetric'"
+        )
 
     def get_codes(self, ids: ArrayLike) -> NDArray[np.uint8]:
         """Codes of ``ids`` in order; KeyError naming the ids that are not stored."""

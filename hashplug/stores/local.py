@@ -47,6 +47,7 @@ class LocalStore(Store):
     schemes: ClassVar[tuple[str, ...]] = ("memory", "file")
     returns_codes: ClassVar[bool] = True
     ordered_ties: ClassVar[bool] = True
+    supports_corrections: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -95,6 +96,7 @@ class LocalStore(Store):
         if token is not None and token == self._token:
             return
         loaded = self._files.load()
+        self._state.pop("corr", None)  # only what the files hold
         self._state.update(loaded if loaded is not None else _empty())
         self._token = token
 
@@ -141,9 +143,14 @@ class LocalStore(Store):
         ids: ArrayLike,
         codes: ArrayLike,
         payloads: Sequence[Payload | None] | None = None,
+        *,
+        corrections: ArrayLike | None = None,
     ) -> None:
+        """Insert or replace items; ``corrections`` (n, 2): their ``scoring="cosine"`` factors,
+        kept as float16 (4 bytes per vector). Items written without them have none."""
         new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
         copied = [_copy_payload(p) for p in new_pl]
+        new_corr = _check_corr(corrections, new_ids.size)
 
         def put(st: dict[str, Any]) -> dict[str, Any]:
             keep = ~np.isin(st["ids"], new_ids)
@@ -152,6 +159,7 @@ class LocalStore(Store):
                 "ids": np.concatenate([st["ids"][keep], new_ids]),
                 "codes": np.concatenate([st["codes"][keep], new_codes]),
                 "payloads": old_pl + copied,
+                "corr": np.concatenate([_corr_of(st)[keep], new_corr]),
             }
 
         self._change(put)
@@ -175,6 +183,16 @@ class LocalStore(Store):
         if found.any():
             out[found] = st["codes"][rows[found]]
         return out, found
+
+    def lookup_corrections(self, ids: ArrayLike) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        self._require_open()
+        q = as_ids(ids)
+        st = self._snapshot()
+        rows, found = self._rows(st, q)
+        out = np.full((q.size, 2), np.nan, np.float32)
+        if found.any():
+            out[found] = _corr_of(st)[rows[found]]
+        return out, found & ~np.isnan(out).any(axis=1)
 
     def get_payloads(self, ids: ArrayLike) -> list[Payload | None]:
         self._require_open()
@@ -226,6 +244,7 @@ class LocalStore(Store):
                 "ids": st["ids"][keep],
                 "codes": st["codes"][keep],
                 "payloads": [p for p, k in zip(st["payloads"], keep, strict=True) if k],
+                "corr": _corr_of(st)[keep],
             }
 
         if q.size:
@@ -254,6 +273,29 @@ class LocalStore(Store):
 
 def _empty() -> dict[str, Any]:
     return {"meta": None, "ids": np.zeros(0, np.int64), "codes": None, "payloads": [], "gen": 0}
+
+
+def _corr_of(st: dict[str, Any]) -> NDArray[np.float16]:
+    """The state's corrections (N, 2) float16, NaN where an item has none (older files: all)."""
+    c = st.get("corr")
+    n = st["ids"].size
+    return c if c is not None and c.shape == (n, 2) else np.full((n, 2), np.nan, np.float16)
+
+
+def _check_corr(corr: ArrayLike | None, n: int) -> NDArray[np.float16]:
+    if corr is None:
+        return np.full((n, 2), np.nan, np.float16)
+    a = np.asarray(corr)
+    if not np.issubdtype(a.dtype, np.floating) or a.shape != (n, 2):
+        raise ValueError(
+            f"corrections must be a float array of shape ({n}, 2), got {a.dtype} {a.shape}"
+        )
+    if not np.isfinite(a).all():
+        raise ValueError("corrections contain NaN or inf")
+    out = a.astype(np.float16)
+    if not np.isfinite(out).all():
+        raise ValueError("corrections overflow float16 (|value| > 65504)")
+    return out
 
 
 def _copy_payload(p: Payload | None) -> Payload | None:

@@ -1,0 +1,220 @@
+"""Nearest-neighbour scoring (``scoring="cosine"``) against the asymmetric scoring and quantizers.
+
+    .venv/bin/python benchmarks/bench_cosine.py [--sets fmnist text] [--repeats 7]
+
+Data: ../shared/data/fmnist_effnet.npz (image, 1280-d) and ~/.cache/hashplug/fortunes_minilm.npz
+(text, MiniLM 384-d; benchmarks/make_text_set.py). Rows are L2-normalised (cosine); hashers and
+quantizers are fitted on the database split; truth = exact float cosine top-10 of each query.
+Recall@10 of exhaustive search with the codes alone (no float rescoring), at a budget of bytes
+per vector that INCLUDES the per-vector factors:
+  asymmetric      HashingBaseline(8B bits), sum |b - sigmoid(u)|
+  cosine f16      HashingBaseline(8B - 32 bits) + (c, e) as float16 (4 bytes)
+  cosine u8       HashingBaseline(8B - 16 bits) + (c, e) as uint8 (2 bytes; per-set min/max scale)
+  cosine ITQ u8   ITQ(8B - 16 bits) + uint8 factors
+  uneven u8       MultiBitBaseline(8B - 16 bits, allocation: the top nb/8 directions 3 bits each,
+                  the rest 1 bit) + uint8 factors
+  RaBitQ (faiss)  PCA to D dims + faiss.IndexRaBitQ (1 bit/dim), D chosen so code_size = B
+Fixed-size references: centred sign 1 bit/dim with a float query (d/8 bytes), faiss IndexRaBitQ on
+the full vector, int8 scalar quantisation (d bytes, per-dim min/max).
+Also: mAP@1000 (x100, labels db_y/q_y) at 16/32/64 bits, asymmetric vs cosine on the same codes;
+latency of search_codes cosine vs asymmetric (256-bit codes, 1 thread, medians of interleaved runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+from hashplug import ITQ, HashingBaseline, MultiBitBaseline, search_codes  # noqa: E402
+from hashplug.bench.metrics import map_at_k, recall_at_k  # noqa: E402
+from hashplug.rerank import probs_from_logits  # noqa: E402
+
+try:
+    import faiss
+except ImportError:  # pragma: no cover - optional
+    faiss = None
+
+SETS = {
+    "fmnist": Path(__file__).resolve().parents[1] / "../shared/data/fmnist_effnet.npz",
+    "text": Path.home() / ".cache/hashplug/fortunes_minilm.npz",
+}
+BUDGETS = (8, 16, 32, 64)
+K = 10
+
+
+def load(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    d = np.load(path)
+    x, q = d["db_x"].astype(np.float32), d["q_x"].astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return x, q, d["db_y"], d["q_y"]
+
+
+def exact_topk(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    s = q @ x.T
+    top = np.argpartition(-s, k, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(s, top, 1), axis=1)
+    return np.take_along_axis(top, order, 1)
+
+
+def u8(f: np.ndarray) -> np.ndarray:
+    """Factors quantised to uint8 per column (min/max over the database), dequantised."""
+    lo, hi = f.min(0), f.max(0)
+    step = np.where(hi > lo, (hi - lo) / 255.0, 1.0)
+    return (np.round((f - lo) / step) * step + lo).astype(np.float32)
+
+
+def cosine_ids(h, x, q, k, fmt):  # type: ignore[no-untyped-def]
+    f = h.correction(x)
+    f = f.astype(np.float16).astype(np.float32) if fmt == "f16" else u8(f)
+    ids, _ = search_codes(h.cosine_query(q), h.encode(x), k, scoring="cosine", corrections=f)
+    return ids
+
+
+def asym_ids(h, x, q, k):  # type: ignore[no-untyped-def]
+    ids, _ = search_codes(h.query(q), h.encode(x), k)
+    return ids
+
+
+def rabitq_ids(x, q, k, budget):  # type: ignore[no-untyped-def]
+    """faiss IndexRaBitQ (after PCA when the budget is below d/8 + factors); None if unavailable."""
+    if faiss is None or not hasattr(faiss, "IndexRaBitQ"):
+        return None, None
+    d = x.shape[1]
+    over = faiss.IndexRaBitQ(64, faiss.METRIC_INNER_PRODUCT).code_size - 8
+    dim = d if budget is None else 8 * (budget - over)
+    if dim <= 0 or dim > d:
+        return None, None
+    inner = faiss.IndexRaBitQ(dim, faiss.METRIC_INNER_PRODUCT)
+    idx = inner if dim == d else faiss.IndexPreTransform(faiss.PCAMatrix(d, dim), inner)
+    idx.train(x)
+    idx.add(x)
+    _, ids = idx.search(q, k)
+    return ids, inner.code_size
+
+
+def centred_sign_ids(x, q, k):  # type: ignore[no-untyped-def]
+    mu = x.mean(0)
+    s = np.sign(x - mu)
+    return exact_topk(s, q - mu, k)
+
+
+def int8_ids(x, q, k):  # type: ignore[no-untyped-def]
+    lo, hi = x.min(0), x.max(0)
+    step = np.where(hi > lo, (hi - lo) / 255.0, 1.0)
+    xd = np.round((x - lo) / step) * step + lo
+    return exact_topk(xd.astype(np.float32), q, k)
+
+
+def recall_table(name: str, x, q, gt) -> list[str]:  # type: ignore[no-untyped-def]
+    d = x.shape[1]
+    rows = []
+    for b in BUDGETS:
+        cells = []
+
+        def rec(ids):  # type: ignore[no-untyped-def]
+            return "n/a" if ids is None else f"{recall_at_k(ids, gt, K):.3f}"
+
+        cells.append(rec(asym_ids(HashingBaseline(8 * b).fit(x), x, q, K) if 8 * b <= d else None))
+        for bits, fmt, cls in (
+            (8 * b - 32, "f16", HashingBaseline),
+            (8 * b - 16, "u8", HashingBaseline),
+            (8 * b - 16, "u8", ITQ),
+        ):
+            ok = 0 < bits <= d
+            cells.append(rec(cosine_ids(cls(bits).fit(x), x, q, K, fmt) if ok else None))
+        nb = 8 * b - 16
+        alloc = [[nb // 8, 3], [nb - 3 * (nb // 8), 1]]
+        ok = nb // 8 + alloc[1][0] <= d
+        h = MultiBitBaseline(nb, alloc).fit(x) if ok else None
+        cells.append(rec(cosine_ids(h, x, q, K, "u8") if ok else None))
+        ids, _ = rabitq_ids(x, q, K, b)
+        cells.append(rec(ids))
+        rows.append(f"| {name} | {b} | " + " | ".join(cells) + " |")
+    refs = [
+        (f"centred sign 1 bit/dim ({d // 8} B)", centred_sign_ids(x, q, K)),
+        (f"int8 ({d} B)", int8_ids(x, q, K)),
+    ]
+    ids, cs = rabitq_ids(x, q, K, None)
+    if ids is not None:
+        refs.append((f"faiss IndexRaBitQ full-d ({cs} B)", ids))
+    for label, ids in refs:
+        rows.append(f"| {name} | {label} | {recall_at_k(ids, gt, K):.3f} | | | | | |")
+    return rows
+
+
+def map_rows(name: str, x, q, yx, yq) -> list[str]:  # type: ignore[no-untyped-def]
+    rows = []
+    for bits in (16, 32, 64):
+        h = HashingBaseline(bits).fit(x)
+        a = map_at_k(asym_ids(h, x, q, 1000), yx, yq, 1000)
+        c = map_at_k(cosine_ids(h, x, q, 1000, "f16"), yx, yq, 1000)
+        rows.append(f"| {name} | {bits} | {a:.2f} | {c:.2f} |")
+    return rows
+
+
+def latency(x, q, repeats: int) -> str:  # type: ignore[no-untyped-def]
+    h = HashingBaseline(256).fit(x)
+    codes, f, u, p = h.encode(x), h.correction(x), h.logits(q), h.query(q)
+    prev = numba.get_num_threads()
+    numba.set_num_threads(1)
+    runs = {
+        "asym": lambda: search_codes(p, codes, K),
+        "cos": lambda: search_codes(u, codes, K, scoring="cosine", corrections=f),
+    }
+    times: dict[str, list[float]] = {n: [] for n in runs}
+    for fn in runs.values():
+        fn()  # compile / warm
+    for _ in range(repeats):
+        for n, fn in runs.items():
+            t = time.perf_counter()
+            fn()
+            times[n].append(time.perf_counter() - t)
+    numba.set_num_threads(prev)
+    ta, tc = (float(np.median(times[n])) for n in ("asym", "cos"))
+    pairs = q.shape[0] * x.shape[0]
+    return (
+        f"256-bit codes, {x.shape[0]} codes x {q.shape[0]} queries, 1 thread, median of "
+        f"{repeats}: asymmetric {ta * 1e3:.1f} ms ({pairs / ta / 1e6:.0f} M pairs/s), cosine "
+        f"{tc * 1e3:.1f} ms ({pairs / tc / 1e6:.0f} M pairs/s); ratio cosine/asymmetric "
+        f"{tc / ta:.2f}"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    ap.add_argument("--repeats", type=int, default=7)
+    a = ap.parse_args()
+    rec_rows, map_rows_, lat = [], [], []
+    _ = probs_from_logits
+    for name in a.sets:
+        x, q, yx, yq = load(SETS[name])
+        gt = exact_topk(x, q, K)
+        rec_rows += recall_table(name, x, q, gt)
+        map_rows_ += map_rows(name, x, q, yx, yq)
+        lat.append(f"- {name}: {latency(x, q, a.repeats)}")
+    print("## Recall@10 vs exact float cosine (exhaustive, codes alone); B = bytes per vector\n")
+    print(
+        "| set | B | asymmetric | cosine f16 | cosine u8 | cosine ITQ u8 | uneven u8 "
+        "| faiss RaBitQ (PCA) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(rec_rows))
+    print("\n## mAP@1000 (x100), HashingBaseline codes, both scorings (cosine adds 4 B/vector)\n")
+    print("| set | bits | asymmetric | cosine |")
+    print("|---|---|---|---|")
+    print("\n".join(map_rows_))
+    print("\n## Latency, exhaustive search_codes\n")
+    print("\n".join(lat))
+
+
+if __name__ == "__main__":
+    main()
