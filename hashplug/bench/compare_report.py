@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = ["compare_markdown", "compact_markdown", "write_compare_report", "frontier_plot"]
 
 
@@ -137,11 +139,8 @@ def frontier_plot(res: dict[str, Any], key: str, path: Path, xlabel: str, logx: 
     fig, ax = plt.subplots(figsize=(13, fig_h))
     xs = [max(r[key], 1e-3) for r in rows]
     ys = [r["recall_at_10"] for r in rows]
-    for i, (x, y, r) in enumerate(zip(xs, ys, rows, strict=True), 1):
+    for x, y, r in zip(xs, ys, rows, strict=True):
         ax.scatter(x, y, s=28, color=colour[_family(r)], zorder=3)
-        # Alternate label offsets so neighbours' numbers do not sit on each other.
-        dx, dy = ((4, 3), (4, -9), (-12, 3), (-12, -9))[i % 4]
-        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7)
     front = pareto_front(rows, key)
     fx = [xs[i] for i in front]
     fy = [ys[i] for i in front]
@@ -153,15 +152,65 @@ def frontier_plot(res: dict[str, Any], key: str, path: Path, xlabel: str, logx: 
     ax.set_ylabel("recall@10 vs exact float search")
     ax.set_ylim(min(ys) - 0.03, 1.02)
     ax.grid(alpha=0.3, which="both")
+    fig.subplots_adjust(left=0.07, right=0.68, top=0.97, bottom=0.08)
+    _label_points(fig, ax, xs, ys)
     handles = [
         plt.Line2D([], [], marker="o", ls="", color=colour[f], label=f) for f in families
     ] + [plt.Line2D([], [], color="k", ls="--", label="Pareto front")]
-    ax.legend(handles=handles, loc="upper left", fontsize=7, title="family", framealpha=0.9)
+    # Outside the axes, under the numbered list: it never hides a point.
+    fig.legend(
+        handles=handles,
+        loc="lower left",
+        bbox_to_anchor=(0.70, 0.08),
+        fontsize=7,
+        title="family",
+        frameon=False,
+    )
     legend = "\n".join(f"{i:>2}  {r['method']} [{r['engine']}]" for i, r in enumerate(rows, 1))
     fig.text(0.70, 0.98, legend, va="top", ha="left", family="monospace", fontsize=6.5)
-    fig.subplots_adjust(left=0.07, right=0.68, top=0.97, bottom=0.08)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _label_points(fig: Any, ax: Any, xs: list[float], ys: list[float]) -> None:
+    """Number the points 1..n, each label at the first nearby offset whose box overlaps no
+    label placed before it and no other point (a thin leader line when it had to move far)."""
+    pts = ax.transData.transform(np.column_stack([xs, ys])) * 72.0 / fig.dpi  # in points
+    offsets = [(dx * r, dy * r) for r in (1.0, 1.8, 2.6, 3.4) for dx, dy in _RING]
+    placed: list[tuple[float, float, float, float]] = []
+    for i, (px, py) in enumerate(pts, 1):
+        w, h = 4.2 * len(str(i)) + 1, 7.0
+        best = None
+        for dx, dy in offsets:
+            bx, by = px + dx, py + dy
+            box = (bx, by, bx + w, by + h)
+            clash = any(
+                box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed
+            ) or any(
+                box[0] - 2 < qx < box[2] + 2 and box[1] - 2 < qy < box[3] + 2
+                for j, (qx, qy) in enumerate(pts, 1)
+                if j != i
+            )
+            if not clash:
+                best = (dx, dy, box)
+                break
+        if best is None:
+            best = (4.0, 3.0, (px + 4, py + 3, px + 4 + w, py + 10))
+        dx, dy, box = best
+        placed.append(box)
+        far = abs(dx) > 14 or abs(dy) > 14
+        ax.annotate(
+            str(i),
+            (xs[i - 1], ys[i - 1]),
+            textcoords="offset points",
+            xytext=(dx, dy),
+            fontsize=7,
+            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if far else None,
+        )
+
+
+#: Label offsets (points) tried around a point, nearest first; scaled by 1..4 rings.
+_RING = ((4, 2), (4, -9), (-11, 2), (-11, -9), (-3, 6), (-3, -14), (10, -3), (-18, -3))
 
 
 def _family(r: dict[str, Any]) -> str:
