@@ -208,3 +208,50 @@ class TestFileStoreFaults(WriterKillConformance):
     @pytest.fixture
     def store_uri(self, tmp_path):
         return lambda name: f"file://{tmp_path / name}"
+
+
+def test_shared_memory_name_is_safe_for_a_writer_and_readers():
+    """Two objects on one memory://NAME: a writer upserting while readers search and count sees
+    no error, only whole batches, and codes that belong to their ids."""
+    import threading
+
+    name = f"memory://race-{np.random.default_rng().integers(1 << 30)}"
+    writer, reader = open_store(name), open_store(name)
+    meta = make_meta()
+    writer.open(meta)
+    reader.open(meta)
+    codes = random_codes(20 * 500, 64, seed=4)
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def write() -> None:
+        try:
+            for b in range(20):
+                part = slice(b * 500, (b + 1) * 500)
+                writer.upsert(np.arange(b * 500, (b + 1) * 500), codes[part])
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            done.set()
+
+    def read() -> None:
+        try:
+            last = 0
+            while not done.is_set():
+                n = reader.count()
+                assert n % 500 == 0 and n >= last, n
+                last = n
+                ids, _, got = reader.search_with_codes(codes[:3], 5)
+                ok = ids >= 0
+                np.testing.assert_array_equal(got[ok], codes[ids[ok]])
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=write)] + [threading.Thread(target=read) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert reader.count() == 10_000
+    writer.drop()
