@@ -444,3 +444,18 @@ def test_small_calls_run_serially_and_restore_the_thread_count(monkeypatch, rng)
     assert seen[-1] == before
     np.testing.assert_array_equal(small[0], big[0])
     np.testing.assert_array_equal(small[1], big[1])
+
+
+def test_default_row_ids_are_one_cached_read_only_array():
+    """Searches without ids use a cached arange (no N ids written per call), same results."""
+    a, b = R._row_ids(1000), R._row_ids(10)
+    assert not a.flags.writeable and np.shares_memory(a, b)
+    np.testing.assert_array_equal(b, np.arange(10))
+    rng = np.random.default_rng(1)
+    c = rng.integers(0, 256, (3000, 8), dtype=np.uint8)
+    p = rng.random((4, 64), dtype=np.float32)
+    for cand in (None, 300):
+        got = R.search_codes(p, c, 10, candidates=cand)
+        want = R.search_codes(p, c, 10, candidates=cand, ids=np.arange(3000))
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
