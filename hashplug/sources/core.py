@@ -123,8 +123,8 @@ class AttachedIndex:
     """
 
     #: Default coarse candidates and shortlist; see :meth:`search`.
-    candidates: int = 8192
-    shortlist: int = 4096
+    candidates: int = 16384
+    shortlist: int = 8192
 
     def __init__(self, source: Source, store: Store, hasher: Hasher, hasher_file: Path) -> None:
         self.source = source
@@ -261,8 +261,8 @@ class AttachedIndex:
     ) -> AttachedResult:
         """Three-stage search; returns the source's ids and scores.
 
-        ``candidates`` (default 8192): codes the engine returns by Hamming distance; ``shortlist``
-        (default 4096): how many of them, by asymmetric distance, are rescored against the
+        ``candidates`` (default 16384): codes the engine returns by Hamming distance; ``shortlist``
+        (default 8192): how many of them, by asymmetric distance, are rescored against the
         originals. Both are capped by the collection size. ``rescore="codes"`` stops after the
         asymmetric rerank (no originals read). ``filter``: the code store's filter (payload dict or
         its engine's native filter).
@@ -412,7 +412,7 @@ class AttachedIndex:
 def _fit_hasher(
     source: Source, method: str, bits: int, fit_sample: int, seed: int, progress: bool
 ) -> Hasher:
-    from ..bench.experiments import HASHERS
+    from ..bench.experiments import LIBRARY_HASHERS as HASHERS
 
     if method not in HASHERS or method == "hashcoder-labels":
         names = [m for m in HASHERS if m != "hashcoder-labels"]
