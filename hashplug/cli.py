@@ -93,7 +93,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job: real encoder on real labelled data -> fit -> ingest -> search -> report."""
     from .bench.run import run_bench
-    from .bench.sources import embed_split, load_source
+    from .bench.sources import embed_split, encoder_info, load_source
     from .encoders import load_encoder
 
     t0 = time.perf_counter()
@@ -105,25 +105,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     enc = load_encoder(args.encoder)
     print(f"[2/3] encoding with {enc.name} ...")
     ds, cache, timing = embed_split(split, enc, cache_dir=args.cache, batch_size=args.batch_size)
-    n_items = len(split.db_items) + len(split.q_items)
-    encoder_info = {
-        "name": enc.name,
-        "dim": int(ds.db_x.shape[1]),
-        "n_items": n_items,
-        "cache": str(cache),
-        "device": str(getattr(enc, "device", "cpu")),
-        **timing,
-    }
-    if "items_per_s" in timing:
-        print(
-            f"      {n_items} items in {timing['encode_s']:.1f} s ({timing['items_per_s']:.1f}/s)"
-        )
-    else:
+    info = encoder_info(enc, ds, cache, timing)
+    if info["cached"]:
         print(f"      read from cache {cache}")
+    else:
+        print(
+            f"      {info['n_items']} items in {info['encode_s']:.1f} s "
+            f"({info['items_per_s']:.1f}/s)"
+        )
     print(f"[3/3] fit, ingest into {', '.join(args.backends)}, search with rerank, report ...")
-    results, paths = run_bench(
-        cache, args.out, extra={"encoder": encoder_info}, **_bench_settings(args)
-    )
+    results, paths = run_bench(cache, args.out, extra={"encoder": info}, **_bench_settings(args))
     if not args.no_compare:
         _compact_compare(cache, args.out, paths)
     print(paths["markdown"].read_text())
