@@ -311,6 +311,7 @@ def _ingest_shards(args: argparse.Namespace) -> int:
         f"{r.workers} workers, writers: {r.writers}); {r.stored} stored"
     )
     if args.report:
+        os.makedirs(os.path.dirname(args.report) or ".", exist_ok=True)
         with open(args.report, "w") as f:
             json.dump(r.to_dict(), f, indent=2)
     return 0

@@ -183,3 +183,23 @@ def test_results_json_keys_equal_the_readme_table(tmp_path: Path) -> None:
     undocumented = [k for k in leaves if not any(r.match(k) for r in regexes.values())]
     absent = [p for p, r in regexes.items() if not any(r.match(k) for k in leaves)]
     assert len(patterns) > 40 and undocumented == [] and absent == []
+
+
+def test_readme_leaves_no_untracked_files(scratch: Path) -> None:
+    """Run last: what the blocks and commands above wrote (into the scratch folder that stands
+    for a checkout's root) is ignored by the repository's .gitignore, so ``git status`` of a
+    checkout where a user runs them stays clean."""
+    import shutil
+
+    if shutil.which("git") is None or not (REPO / ".gitignore").is_file():
+        pytest.skip("needs git and the repository's .gitignore")
+    written = sorted(p.name + ("/" if p.is_dir() else "") for p in scratch.iterdir())
+    if not written:
+        pytest.skip("no README block or command ran in this session")
+    r = subprocess.run(
+        ["git", "-C", str(REPO), "check-ignore", "--no-index", "--verbose", "--non-matching",
+         *written],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    tracked = [ln.split("\t")[1] for ln in r.stdout.splitlines() if ln.startswith("::")]
+    assert r.returncode in (0, 1) and written and tracked == [], (written, r.stderr)
