@@ -262,8 +262,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from .index import HashIndex
 
     if args.engine == "ray" or os.path.isdir(args.embeddings):
+        if args.scoring == "cosine":
+            raise ValueError(
+                "--scoring cosine is not available for a directory of shards (--engine ray) "
+                "yet: ingest one .npy/.npz file into memory:// or file://"
+            )
         return _ingest_shards(args)
     h = load_hasher(args.hasher)
+    store = _store_for_scoring(args.store, h, args.scoring)
     x = _load_array(args.embeddings, "db_x")
     ids = np.load(args.ids) if args.ids else np.arange(args.id_start, args.id_start + len(x))
     payloads = None
@@ -271,8 +277,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         with open(args.payloads) as f:
             payloads = [json.loads(line) if line.strip() != "null" else None for line in f]
     t = time.perf_counter()
-    with HashIndex(args.store, h) as index:
-        n = index.add(x, ids, payloads, batch_size=args.batch_size)
+    with HashIndex(store, h) as index:
+        n = index.add(x, ids, payloads, batch_size=args.batch_size, scoring=args.scoring)
         total = len(index)
     dt = time.perf_counter() - t
     print(f"ingested {n} vectors into {args.store} in {dt:.1f} s ({n / dt:,.0f}/s); {total} stored")
@@ -317,6 +323,27 @@ def _ingest_shards(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_for_scoring(uri: str, hasher: Any, scoring: str) -> Any:
+    """Open the store at ``uri``; for ``scoring="cosine"`` check first (before anything is
+    created) that it keeps the per-vector factors and that the hasher computes them."""
+    from .stores.registry import open_store
+
+    store = open_store(uri)
+    if scoring == "cosine" and not store.supports_corrections:
+        store.close()
+        raise ValueError(
+            f"--scoring cosine needs a store that keeps the per-vector cosine factors "
+            f"(memory://, file://); {uri} ({type(store).__name__}) does not yet"
+        )
+    if scoring == "cosine" and not hasattr(hasher, "correction"):
+        store.close()
+        raise ValueError(
+            f"--scoring cosine needs a linear hasher (hashing-baseline, itq, lsh); "
+            f"{type(hasher).__name__} has no cosine factors"
+        )
+    return store
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     """Search a store with query embeddings; prints ids and distances (or JSON)."""
     import json
@@ -330,9 +357,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         q = q[None, :]
     q = q[: args.limit_queries] if args.limit_queries else q
     flt = json.loads(args.filter) if args.filter else None
-    from .stores.registry import open_store
-
-    store = open_store(args.store)
+    if args.no_rerank and args.scoring == "cosine":
+        raise ValueError("--scoring cosine reranks the candidates; it cannot go with --no-rerank")
+    store = _store_for_scoring(args.store, h, args.scoring)
     if store.read_meta() is None:  # a read command never creates a collection
         store.close()
         raise ValueError(
@@ -346,6 +373,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             rerank=not args.no_rerank,
             filter=flt,
             with_payloads=args.payloads,
+            scoring=args.scoring,
         )
     if args.json:
         pls: list[Any] = list(res.payloads) if res.payloads else [None] * len(res.ids)
@@ -370,6 +398,8 @@ _SEED = "random seed (default 0)"
 _OVERSAMPLES = "Hamming top-(O x k) before the rerank, one run per O (default: 1 2 5 10 20)"
 _OUT = "output folder"
 _HASHER_FILE = "a hasher file written by `hashplug fit` (.safetensors)"
+#: the nearest-neighbour scorings of HashIndex.search (README "Nearest-neighbour scoring")
+_SCORINGS = ("asymmetric", "cosine")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -539,6 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--id-start", type=int, default=0, help="first consecutive id (default 0)")
     i.add_argument("--payloads", help="JSON lines, one object (or null) per vector")
     i.add_argument("--batch-size", type=int, default=50_000, help="rows per hashed/written batch")
+    i.add_argument(
+        "--scoring", default="asymmetric", choices=list(_SCORINGS),
+        help="cosine: require the per-vector factors that `search --scoring cosine` needs "
+        "(local stores keep them whenever they fit; normalise the rows); default asymmetric",
+    )  # fmt: skip
     _add_shard_args(i)
     i.add_argument("--item-column", help="Parquet column of raw items, encoded with --encoder")
     i.add_argument("--encoder", help="encoder spec for --item-column (GPU actors when present)")
@@ -563,6 +598,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Hamming top-(oversample x k) reranked by the asymmetric distance (default 10)",
     )  # fmt: skip
     s.add_argument("--no-rerank", action="store_true", help="the store's Hamming order only")
+    s.add_argument(
+        "--scoring", default="asymmetric", choices=list(_SCORINGS),
+        help="rerank by asymmetric distance (default; class-level mAP) or by estimated cosine "
+        "(nearest neighbours; memory:// and file:// stores); distances are then 1 - cosine",
+    )  # fmt: skip
     s.add_argument("--filter", help='a JSON object of equalities, e.g. {"color": "red"}')
     s.add_argument("--payloads", action="store_true", help="print each hit's payload too")
     s.add_argument("--limit-queries", type=int, default=0, help="use the first N queries (0: all)")
