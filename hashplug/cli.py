@@ -93,7 +93,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job: real encoder on real labelled data -> fit -> ingest -> search -> report."""
     from .bench.run import run_bench
-    from .bench.sources import embed_split, load_source
+    from .bench.sources import embed_split, encoder_info, load_source
     from .encoders import load_encoder
 
     t0 = time.perf_counter()
@@ -105,25 +105,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     enc = load_encoder(args.encoder)
     print(f"[2/3] encoding with {enc.name} ...")
     ds, cache, timing = embed_split(split, enc, cache_dir=args.cache, batch_size=args.batch_size)
-    n_items = len(split.db_items) + len(split.q_items)
-    encoder_info = {
-        "name": enc.name,
-        "dim": int(ds.db_x.shape[1]),
-        "n_items": n_items,
-        "cache": str(cache),
-        "device": str(getattr(enc, "device", "cpu")),
-        **timing,
-    }
-    if "items_per_s" in timing:
-        print(
-            f"      {n_items} items in {timing['encode_s']:.1f} s ({timing['items_per_s']:.1f}/s)"
-        )
-    else:
+    info = encoder_info(enc, ds, cache, timing)
+    if info["cached"]:
         print(f"      read from cache {cache}")
+    else:
+        print(
+            f"      {info['n_items']} items in {info['encode_s']:.1f} s "
+            f"({info['items_per_s']:.1f}/s)"
+        )
     print(f"[3/3] fit, ingest into {', '.join(args.backends)}, search with rerank, report ...")
-    results, paths = run_bench(
-        cache, args.out, extra={"encoder": encoder_info}, **_bench_settings(args)
-    )
+    results, paths = run_bench(cache, args.out, extra={"encoder": info}, **_bench_settings(args))
     if not args.no_compare:
         _compact_compare(cache, args.out, paths)
     print(paths["markdown"].read_text())
@@ -271,8 +262,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from .index import HashIndex
 
     if args.engine == "ray" or os.path.isdir(args.embeddings):
+        if args.scoring == "cosine":
+            raise ValueError(
+                "--scoring cosine is not available for a directory of shards (--engine ray) "
+                "yet: ingest one .npy/.npz file into memory:// or file://"
+            )
         return _ingest_shards(args)
     h = load_hasher(args.hasher)
+    store = _store_for_scoring(args.store, h, args.scoring)
     x = _load_array(args.embeddings, "db_x")
     ids = np.load(args.ids) if args.ids else np.arange(args.id_start, args.id_start + len(x))
     payloads = None
@@ -280,8 +277,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         with open(args.payloads) as f:
             payloads = [json.loads(line) if line.strip() != "null" else None for line in f]
     t = time.perf_counter()
-    with HashIndex(args.store, h) as index:
-        n = index.add(x, ids, payloads, batch_size=args.batch_size)
+    with HashIndex(store, h) as index:
+        n = index.add(x, ids, payloads, batch_size=args.batch_size, scoring=args.scoring)
         total = len(index)
     dt = time.perf_counter() - t
     print(f"ingested {n} vectors into {args.store} in {dt:.1f} s ({n / dt:,.0f}/s); {total} stored")
@@ -320,9 +317,31 @@ def _ingest_shards(args: argparse.Namespace) -> int:
         f"{r.workers} workers, writers: {r.writers}); {r.stored} stored"
     )
     if args.report:
+        os.makedirs(os.path.dirname(args.report) or ".", exist_ok=True)
         with open(args.report, "w") as f:
             json.dump(r.to_dict(), f, indent=2)
     return 0
+
+
+def _store_for_scoring(uri: str, hasher: Any, scoring: str) -> Any:
+    """Open the store at ``uri``; for ``scoring="cosine"`` check first (before anything is
+    created) that it keeps the per-vector factors and that the hasher computes them."""
+    from .stores.registry import open_store
+
+    store = open_store(uri)
+    if scoring == "cosine" and not store.supports_corrections:
+        store.close()
+        raise ValueError(
+            f"--scoring cosine needs a store that keeps the per-vector cosine factors "
+            f"(memory://, file://); {uri} ({type(store).__name__}) does not yet"
+        )
+    if scoring == "cosine" and not hasattr(hasher, "correction"):
+        store.close()
+        raise ValueError(
+            f"--scoring cosine needs a linear hasher (hashing-baseline, itq, lsh); "
+            f"{type(hasher).__name__} has no cosine factors"
+        )
+    return store
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -338,9 +357,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         q = q[None, :]
     q = q[: args.limit_queries] if args.limit_queries else q
     flt = json.loads(args.filter) if args.filter else None
-    from .stores.registry import open_store
-
-    store = open_store(args.store)
+    if args.no_rerank and args.scoring == "cosine":
+        raise ValueError("--scoring cosine reranks the candidates; it cannot go with --no-rerank")
+    store = _store_for_scoring(args.store, h, args.scoring)
     if store.read_meta() is None:  # a read command never creates a collection
         store.close()
         raise ValueError(
@@ -354,6 +373,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             rerank=not args.no_rerank,
             filter=flt,
             with_payloads=args.payloads,
+            scoring=args.scoring,
         )
     if args.json:
         pls: list[Any] = list(res.payloads) if res.payloads else [None] * len(res.ids)
@@ -378,6 +398,8 @@ _SEED = "random seed (default 0)"
 _OVERSAMPLES = "Hamming top-(O x k) before the rerank, one run per O (default: 1 2 5 10 20)"
 _OUT = "output folder"
 _HASHER_FILE = "a hasher file written by `hashplug fit` (.safetensors)"
+#: the nearest-neighbour scorings of HashIndex.search (README "Nearest-neighbour scoring")
+_SCORINGS = ("asymmetric", "cosine")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -547,6 +569,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--id-start", type=int, default=0, help="first consecutive id (default 0)")
     i.add_argument("--payloads", help="JSON lines, one object (or null) per vector")
     i.add_argument("--batch-size", type=int, default=50_000, help="rows per hashed/written batch")
+    i.add_argument(
+        "--scoring", default="asymmetric", choices=list(_SCORINGS),
+        help="cosine: require the per-vector factors that `search --scoring cosine` needs "
+        "(local stores keep them whenever they fit; normalise the rows); default asymmetric",
+    )  # fmt: skip
     _add_shard_args(i)
     i.add_argument("--item-column", help="Parquet column of raw items, encoded with --encoder")
     i.add_argument("--encoder", help="encoder spec for --item-column (GPU actors when present)")
@@ -571,6 +598,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Hamming top-(oversample x k) reranked by the asymmetric distance (default 10)",
     )  # fmt: skip
     s.add_argument("--no-rerank", action="store_true", help="the store's Hamming order only")
+    s.add_argument(
+        "--scoring", default="asymmetric", choices=list(_SCORINGS),
+        help="rerank by asymmetric distance (default; class-level mAP) or by estimated cosine "
+        "(nearest neighbours; memory:// and file:// stores); distances are then 1 - cosine",
+    )  # fmt: skip
     s.add_argument("--filter", help='a JSON object of equalities, e.g. {"color": "red"}')
     s.add_argument("--payloads", action="store_true", help="print each hit's payload too")
     s.add_argument("--limit-queries", type=int, default=0, help="use the first N queries (0: all)")

@@ -115,12 +115,17 @@ class HashIndex:
         *,
         batch_size: int = 50_000,
         progress: bool = True,
+        scoring: str = "asymmetric",
     ) -> int:
         """Hash ``data`` (embeddings (n, d), or raw items with an encoder) and upsert by ``ids``.
 
         Everything is validated before the first write; returns the number of items written.
+        Stores that keep the ``scoring="cosine"`` factors (the local ones) get them for every
+        item whose factors fit float16; ``scoring="cosine"`` requires them for every item (a
+        ``ValueError`` on other stores or hashers, or factors beyond float16: normalise the rows).
         """
         batch_size = _positive_int(batch_size, "batch_size")
+        cosine = _check_index_scoring(scoring, self, True, "local")
         x = self._embeddings(data)
         n = len(x)
         try:
@@ -132,7 +137,7 @@ class HashIndex:
             codes = np.empty((n, self.hasher.n_bits // 8), np.uint8)
             for s in range(0, n, batch_size):
                 codes[s : s + batch_size] = self.hasher.encode(x[s : s + batch_size])
-            corr = self._corrections(x, n, batch_size)
+            corr = self._corrections(x, n, batch_size, required=cosine)
             self.store.validate_upsert(id_arr, codes, pl)
         except ValueError as e:
             raise ValueError(f"{e} (nothing was written)") from e
@@ -162,13 +167,26 @@ class HashIndex:
             bar.close()
         return n
 
-    def _corrections(self, x: Any, n: int, batch_size: int) -> NDArray[np.float32] | None:
-        """The ``scoring="cosine"`` factors of ``x`` when the store keeps them, else None."""
+    def _corrections(
+        self, x: Any, n: int, batch_size: int, required: bool = False
+    ) -> NDArray[np.float32] | None:
+        """The ``scoring="cosine"`` factors of ``x`` when the store keeps them, else None.
+
+        Rows whose factors overflow float16 (large embedding norms) become NaN (no factors),
+        or a ``ValueError`` when ``required``."""
         if not self.store.supports_corrections or not hasattr(self.hasher, "correction"):
             return None
         out = np.empty((n, 2), np.float32)
         for s in range(0, n, batch_size):
             out[s : s + batch_size] = self.hasher.correction(x[s : s + batch_size])
+        big = ~(np.abs(out) <= np.finfo(np.float16).max).all(axis=1)
+        if big.any() and required:
+            raise ValueError(
+                f"{int(big.sum())} of {n} vectors (first row {int(np.argmax(big))}) have "
+                "scoring='cosine' factors beyond float16: normalise the rows (cosine needs "
+                "unit-norm embeddings)"
+            )
+        out[big] = np.nan
         return out
 
     def delete(self, ids: ArrayLike) -> None:
@@ -265,7 +283,8 @@ class HashIndex:
                 raise ValueError(
                     f"{miss.size} candidates (ids {miss[:5].tolist()}) have no stored corrections "
                     "for scoring='cosine': they were written without them (before this store "
-                    "kept them, or not through HashIndex.add); add them again"
+                    "kept them, not through HashIndex.add, or with factors beyond float16 from "
+                    "unnormalised rows); add them again with scoring='cosine'"
                 )
             corr[valid] = got[inv.reshape(-1)]
         ids, d = rerank_codes(u, c_ids, c_codes, k, scoring="cosine", candidate_corrections=corr)

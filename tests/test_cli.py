@@ -28,3 +28,48 @@ def test_version_and_every_option_documented(capsys):
         if not a.help and not isinstance(a, argparse._HelpAction)
     ]
     assert undocumented == []
+
+
+def test_scoring_cosine_through_ingest_and_search(tmp_path, fmnist, capsys):
+    """--scoring cosine on a file:// store gives HashIndex's cosine results; on a store that
+    cannot keep the factors it is one line on stderr, exit 2, and nothing is created."""
+    import json
+
+    import numpy as np
+
+    import hashplug
+
+    x = fmnist["db_x"][:2000] / np.linalg.norm(fmnist["db_x"][:2000], axis=1, keepdims=True)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "q.npy", x[:4])
+    hf, store = str(tmp_path / "h.safetensors"), f"file://{tmp_path / 'codes'}"
+    common = ["--hasher", hf, "--store", store]
+    assert main(["fit", "--embeddings", str(tmp_path / "x.npy"), "--bits", "64", "--out", hf]) == 0
+    argv = ["ingest", *common, "--embeddings", str(tmp_path / "x.npy"), "--scoring", "cosine"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    search = ["search", *common, "--queries", str(tmp_path / "q.npy"), "--json"]
+    assert main([*search, "--scoring", "cosine"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    h = hashplug.load_hasher(hf)
+    want = hashplug.HashIndex(store, h).search(x[:4], k=10, scoring="cosine")
+    assert [r["ids"] for r in got] == want.ids.tolist()
+    np.testing.assert_allclose([r["distances"] for r in got], want.distances, rtol=1e-6)
+    assert [r["ids"][0] for r in got] == [0, 1, 2, 3]
+    assert main(search) == 0  # the default, asymmetric, still reads the same store
+    assert len(json.loads(capsys.readouterr().out)) == 4
+
+    lance = f"lancedb://{tmp_path / 'lake'}/docs"
+    bad = [
+        (["ingest", "--hasher", hf, "--store", lance, "--embeddings", str(tmp_path / "x.npy"),
+          "--scoring", "cosine"], "needs a store that keeps"),
+        (["search", *common, "--queries", str(tmp_path / "q.npy"), "--scoring", "cosine",
+          "--no-rerank"], "cannot go with --no-rerank"),
+        (["ingest", *common, "--embeddings", str(tmp_path), "--scoring", "cosine"],
+         "not available for a directory of shards"),
+    ]  # fmt: skip
+    for argv, why in bad:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert why in err and err.count("\n") == 1 and err.startswith("hashplug: error: ")
+    assert not (tmp_path / "lake" / "docs.lance").exists()

@@ -159,6 +159,37 @@ def test_index_cosine_errors(rng: np.random.Generator) -> None:
         idx.search(x[:2], scoring="hamming")
 
 
+def test_large_norms_ingest_without_factors_unless_cosine_is_asked(
+    rng: np.random.Generator,
+) -> None:
+    """Factors beyond float16 (norm ~ 1e4) no longer block an asymmetric add on a local store."""
+    from hashplug import HashIndex, LocalStore
+
+    x = rng.standard_normal((200, 16)).astype(np.float32) * 3000 + 500
+    h = HashingBaseline(8).fit(x)
+    assert np.abs(h.correction(x)).max() > 65504
+    idx = HashIndex("memory://", h)
+    with pytest.raises(ValueError, match=r"beyond float16: normalise.*nothing was written"):
+        idx.add(x, np.arange(200), progress=False, scoring="cosine")
+    assert len(idx) == 0
+    assert idx.add(x, np.arange(200), progress=False) == 200
+    res = idx.search(x[:3], k=5)
+    assert res.ids.shape == (3, 5) and np.isfinite(res.distances).all()
+    with pytest.raises(ValueError, match="beyond float16 from unnormalised rows"):
+        idx.search(x[:2], scoring="cosine")
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    h = HashingBaseline(8).fit(xn)
+    idx = HashIndex("memory://", h)
+    idx.add(xn, np.arange(200), progress=False, scoring="cosine")
+    assert idx.search(xn[:2], scoring="cosine").ids.shape == (2, 10)
+
+    class NoCorrections(LocalStore):
+        supports_corrections = False
+
+    with pytest.raises(ValueError, match="NoCorrections.*cannot store"):
+        HashIndex(NoCorrections(), h).add(xn, np.arange(200), progress=False, scoring="cosine")
+
+
 def test_allocation_round_trip_and_estimator(rng: np.random.Generator, tmp_path) -> None:  # type: ignore[no-untyped-def]
     x = rng.standard_normal((400, 40)).astype(np.float32) * np.linspace(3, 0.3, 40)
     alloc = [[4, 3], [4, 2], [12, 1]]  # 12 + 8 + 12 = 32 bits on 20 directions

@@ -28,6 +28,7 @@ __all__ = [
     "SOURCES",
     "load_source",
     "embed_split",
+    "encoder_info",
     "fashion_mnist",
     "image_folder",
     "audio_folder",
@@ -310,8 +311,9 @@ def embed_split(
     cache_dir: str | os.PathLike[str] | None = None,
     batch_size: int = 64,
     progress: bool = True,
-) -> tuple[EmbeddingSet, Path, dict[str, float]]:
-    """Encode database and query items; returns the set, its cached ``.npz`` path and timings.
+) -> tuple[EmbeddingSet, Path, dict[str, Any]]:
+    """Encode database and query items; returns the set, its cached ``.npz`` path and timings
+    (``encode_s``, ``items_per_s``: ``None`` when read from the cache; ``cached``: a bool).
 
     The cache file is keyed by the items, the labels and ``encoder.name``, so a second run with
     the same data and encoder reads it instead of encoding again.
@@ -321,7 +323,7 @@ def embed_split(
     name = str(getattr(encoder, "name", type(encoder).__name__))
     path = cache / f"{split.name}-{_cache_key(split, name)}.npz"
     if path.is_file():
-        return load_embeddings(path), path, {"cached": 1.0}
+        return load_embeddings(path), path, {"encode_s": None, "items_per_s": None, "cached": True}
     fn = {
         "image": "encode_images",
         "audio": "encode_audio",
@@ -341,4 +343,24 @@ def embed_split(
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, db_x=x[:n_db], db_y=split.db_y, q_x=x[n_db:], q_y=split.q_y, info=np.array(info))
     os.replace(tmp, path)
-    return load_embeddings(path), path, {"encode_s": dt, "items_per_s": len(items) / dt}
+    timing = {"encode_s": dt, "items_per_s": len(items) / dt, "cached": False}
+    return load_embeddings(path), path, timing
+
+
+def encoder_info(
+    encoder: Any, ds: EmbeddingSet, cache: Path, timing: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``encoder`` record of ``results.json``: spec, dimension, items, throughput, cache.
+
+    ``encode_s`` and ``items_per_s`` are ``None`` when the embeddings were read from the cache.
+    """
+    return {
+        "name": str(getattr(encoder, "name", type(encoder).__name__)),
+        "dim": int(ds.db_x.shape[1]),
+        "n_items": int(ds.db_x.shape[0] + ds.q_x.shape[0]),
+        "device": str(getattr(encoder, "device", "cpu")),
+        "cache": str(cache),
+        "encode_s": timing["encode_s"],
+        "items_per_s": timing["items_per_s"],
+        "cached": bool(timing["cached"]),
+    }

@@ -252,7 +252,8 @@ class Hasher(ABC):
         """Write the fitted hasher as one safetensors file whose header holds the JSON spec.
 
         Arrays go in the safetensors body; the spec, format version and fingerprint in its
-        metadata. No pickle: the file loads with numpy and safetensors alone.
+        metadata. No pickle: the file loads with numpy and safetensors alone. Missing parent
+        folders are created.
         """
         from safetensors.numpy import save_file
 
@@ -270,6 +271,7 @@ class Hasher(ABC):
         if self._encoder_spec is not None:  # absent otherwise: files without one are unchanged
             header["encoder"] = self._encoder_spec
         p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(p.name + ".tmp")
         save_file(arrays, str(tmp), metadata={_META_KEY: json.dumps(header, sort_keys=True)})
         os.replace(tmp, p)

@@ -380,6 +380,7 @@ class AttachedIndex:
             float(np.percentile(eng_ms, 50)), 1e-9
         )
         if out is not None:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
             Path(out).write_text(json.dumps(report, indent=2))
         return report
 

@@ -147,7 +147,8 @@ class LocalStore(Store):
         corrections: ArrayLike | None = None,
     ) -> None:
         """Insert or replace items; ``corrections`` (n, 2): their ``scoring="cosine"`` factors,
-        kept as float16 (4 bytes per vector). Items written without them have none."""
+        kept as float16 (4 bytes per vector). Items written without them, or with a row of NaN,
+        have none."""
         new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
         copied = [_copy_payload(p) for p in new_pl]
         new_corr = _check_corr(corrections, new_ids.size)
@@ -290,10 +291,11 @@ def _check_corr(corr: ArrayLike | None, n: int) -> NDArray[np.float16]:
         raise ValueError(
             f"corrections must be a float array of shape ({n}, 2), got {a.dtype} {a.shape}"
         )
-    if not np.isfinite(a).all():
-        raise ValueError("corrections contain NaN or inf")
+    none = np.isnan(a).all(axis=1)  # a row of NaN: this item has no factors
+    if not np.isfinite(a[~none]).all():
+        raise ValueError("corrections contain inf, or NaN in part of a row")
     out = a.astype(np.float16)
-    if not np.isfinite(out).all():
+    if not np.isfinite(out[~none]).all():
         raise ValueError("corrections overflow float16 (|value| > 65504)")
     return out
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -56,7 +58,18 @@ from ._columns import (
     _vector_index,
 )
 
-__all__ = ["LanceDBStore", "META_KEY", "RESERVED_COLUMNS"]
+__all__ = ["LanceDBStore", "META_KEY", "RESERVED_COLUMNS", "WRITE_ATTEMPTS"]
+
+#: Attempts of one upsert when other writers commit or add payload columns at the same time.
+WRITE_ATTEMPTS = 10
+
+
+def _concurrent_write(e: BaseException) -> bool:
+    """Whether ``e`` is LanceDB's answer to another writer's concurrent commit: a commit
+    conflict, or a payload column (or index) that another writer added meanwhile."""
+    msg = str(e).lower()
+    return "conflict" in msg or "already exists" in msg
+
 
 #: Schema-metadata key that holds ``CollectionMeta.to_json()``.
 META_KEY = b"hashplug"
@@ -276,12 +289,22 @@ class LanceDBStore(HitsStore):
             try:
                 tbl = db.create_table(self.table_name, schema=schema)
             except ValueError as e:
+                if "already exists" in str(e):  # another process created it first: use theirs
+                    self._tbl = None
+                    other = self.read_meta()
+                    if other is not None:
+                        other.check_compatible(meta, where=f"collection {self.name!r}")
+                        return
                 raise ValueError(f"cannot create LanceDB table {self.name!r}: {e}") from e
             except OSError as e:
                 raise StoreError(f"cannot create LanceDB table {self.name!r}: {e}") from e
             # A BTree on id makes lookups, deletes and merge_insert's join fast; kept up to date
-            # by optimize().
-            tbl.create_index("id", config=BTree())
+            # by optimize(). A writer that created the table at the same time may build it too.
+            try:
+                tbl.create_index("id", config=BTree())
+            except (ValueError, RuntimeError, OSError) as e:
+                if not _concurrent_write(e):
+                    raise
             self._tbl = tbl
             self._writes = 0
 
@@ -300,42 +323,69 @@ class LanceDBStore(HitsStore):
         codes: ArrayLike,
         payloads: Sequence[Payload | None] | None = None,
     ) -> None:
-        """Insert or replace rows (LanceDB ``merge_insert`` on ``id``); validated before writing."""
+        """Insert or replace rows (LanceDB ``merge_insert`` on ``id``); validated before writing.
+
+        Writers in other processes may add payload columns or commit at the same time: on a
+        commit conflict or a column that appeared meanwhile, the schema is read again and the
+        write repeated (upserts by id are idempotent), up to :data:`WRITE_ATTEMPTS` times.
+        """
         new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
         with self._lock:
-            tbl = self._require_table()
+            for attempt in range(WRITE_ATTEMPTS):
+                tbl = self._require_table()
+                try:
+                    self._write(tbl, new_ids, new_codes, new_pl, fresh=attempt > 0)
+                    break
+                except (ValueError, RuntimeError, OSError) as e:
+                    if attempt == WRITE_ATTEMPTS - 1 or not _concurrent_write(e):
+                        raise
+                time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+            if new_ids.size:
+                self._after_write(tbl)
+
+    def _write(
+        self,
+        tbl: Any,
+        new_ids: NDArray[np.int64],
+        new_codes: NDArray[np.uint8],
+        new_pl: list[Payload | None],
+        fresh: bool = False,
+    ) -> None:
+        """One attempt of :meth:`upsert`: add the payload columns it needs, then merge.
+
+        ``fresh``: read the latest table version first (a retry after another writer's commit,
+        whatever ``read_consistency_interval`` says)."""
+        if fresh and hasattr(tbl, "checkout_latest"):
+            tbl.checkout_latest()
+        schema = tbl.schema
+        existing = _payload_fields(schema)
+        columns, to_add = _payload_column_values(new_pl, existing, self.payload_columns)
+        if new_ids.size == 0:
+            return
+        if to_add:
+            tbl.add_columns([pa.field(k, t) for k, t in to_add.items()])
             schema = tbl.schema
-            existing = _payload_fields(schema)
-            columns, to_add = _payload_column_values(new_pl, existing, self.payload_columns)
-            if new_ids.size == 0:
-                return
-            if to_add:
-                tbl.add_columns([pa.field(k, t) for k, t in to_add.items()])
-                schema = tbl.schema
-            n_bytes = new_codes.shape[1]
-            data: dict[str, pa.Array] = {
-                "id": pa.array(new_ids, pa.int64()),
-                "code": pa.FixedSizeListArray.from_arrays(
-                    pa.array(new_codes.reshape(-1), pa.uint8()), n_bytes
-                ),
-                "payload": pa.array(
-                    [None if p is None else _dumps(p) for p in new_pl], pa.string()
-                ),
-            }
-            for f in schema:
-                if f.name not in data:
-                    vals = columns.get(f.name)
-                    data[f.name] = (
-                        pa.nulls(new_ids.size, f.type) if vals is None else pa.array(vals, f.type)
-                    )
-            batch = pa.Table.from_arrays([data[f.name] for f in schema], schema=schema)
-            (
-                tbl.merge_insert("id")
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute(batch)
-            )
-            self._after_write(tbl)
+        n_bytes = new_codes.shape[1]
+        data: dict[str, pa.Array] = {
+            "id": pa.array(new_ids, pa.int64()),
+            "code": pa.FixedSizeListArray.from_arrays(
+                pa.array(new_codes.reshape(-1), pa.uint8()), n_bytes
+            ),
+            "payload": pa.array([None if p is None else _dumps(p) for p in new_pl], pa.string()),
+        }
+        for f in schema:
+            if f.name not in data:
+                vals = columns.get(f.name)
+                data[f.name] = (
+                    pa.nulls(new_ids.size, f.type) if vals is None else pa.array(vals, f.type)
+                )
+        batch = pa.Table.from_arrays([data[f.name] for f in schema], schema=schema)
+        (
+            tbl.merge_insert("id")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(batch)
+        )
 
     def delete(self, ids: ArrayLike) -> None:
         """Delete rows by id; ids that are not stored are ignored."""
@@ -356,6 +406,15 @@ class LanceDBStore(HitsStore):
         vector index (those rows are scanned by every search), half of the id index.
         """
         self._writes += 1
+        try:
+            self._maintain(tbl)
+        except (ValueError, RuntimeError, OSError) as e:
+            if not _concurrent_write(e):
+                raise
+            # another writer is building or compacting the same index: the rows are stored,
+            # and the next write looks again
+
+    def _maintain(self, tbl: Any) -> None:
         indices = list(tbl.list_indices())
         vec = _vector_index(indices)
         if vec is None and self.index != "none":
