@@ -31,6 +31,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "HashIndex": "hashplug.index",
     "SearchResult": "hashplug.index",
+    "default_oversample": "hashplug.index",
     "Store": "hashplug.stores",
     "LocalStore": "hashplug.stores",
     "CollectionMeta": "hashplug.stores",

@@ -594,8 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--queries", required=True, help=".npy, or .npz with q_x")
     s.add_argument("--k", type=int, default=10, help="results per query (default 10)")
     s.add_argument(
-        "--oversample", type=int, default=10,
-        help="Hamming top-(oversample x k) reranked by the asymmetric distance (default 10)",
+        "--oversample", type=int, default=None,
+        help="Hamming top-(oversample x k) reranked by the asymmetric distance (default: "
+        "max(10, sqrt(N)/5) for N codes)",
     )  # fmt: skip
     s.add_argument("--no-rerank", action="store_true", help="the store's Hamming order only")
     s.add_argument(

@@ -129,3 +129,28 @@ def test_cli_search_never_creates_a_collection(tmp_path, capsys):
     )
     assert rc == 2 and "no hashplug collection" in capsys.readouterr().err
     assert not missing.exists()
+
+
+def test_default_oversample_grows_with_the_collection():
+    from hashplug import default_oversample
+
+    assert default_oversample(0, 10) == 10 and default_oversample(2_000, 10) == 10
+    grows = [default_oversample(n, 10) for n in (10**5, 10**6, 10**7, 10**8)]
+    assert grows == sorted(grows) and grows[0] > 10, grows
+    assert default_oversample(10**8, 10) * 10 <= 16_384  # every engine's most candidates
+    assert default_oversample(10**8, 5000) == 10  # never below the old fixed 10
+
+
+def test_search_default_uses_the_rule_and_sees_new_rows(rng):
+    x = rng.normal(size=(20_000, 32)).astype(np.float32)
+    index = HashIndex("memory://", HashingBaseline(16).fit(x))
+    index.add(x[:100], ids=np.arange(100))
+    index.search(x[:2], k=5)  # caches the size (100)
+    index.add(x[100:], ids=np.arange(100, 20_000))
+    over = hashplug.default_oversample(20_000, 5)
+    assert over > 10
+    got = index.search(x[:20], k=5)
+    want = index.search(x[:20], k=5, oversample=over)
+    assert np.array_equal(got.ids, want.ids)
+    narrow = index.search(x[:20], k=5, oversample=10)
+    assert not np.array_equal(got.ids, narrow.ids)  # 50 vs 150 candidates
