@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -196,8 +197,8 @@ class HashIndex:
         ``queries``: embeddings (Q, d) or one (d,), or raw items with an encoder.
         ``rerank=False`` returns the store's Hamming order (distances = Hamming as float).
         ``rescore="local"`` reranks here with the Numba kernel (every store);
-        ``rescore="store"`` (alias ``"qdrant"``) asks the store to rerank server-side (stores
-        with ``search_rescored``: Qdrant's binary quantization with rescoring): same distances up
+        ``rescore="store"`` asks the store to rerank server-side (stores with
+        ``supports_rescoring``: Qdrant's binary quantization with rescoring): same distances up
         to the store's float rounding, no codes shipped back.
         ``scoring="cosine"``: rerank by the nearest-neighbour estimator (README "Nearest-neighbour
         scoring") with the per-vector factors the store keeps (stores with
@@ -209,11 +210,16 @@ class HashIndex:
 
         k = _positive_int(k, "k")
         oversample = _positive_int(oversample, "oversample", MAX_OVERSAMPLE)
-        if rescore not in ("local", "store", "qdrant"):
-            raise ValueError(f"rescore must be 'local', 'store' or 'qdrant', got {rescore!r}")
+        if rescore == "qdrant":  # the old vendor alias
+            warnings.warn(
+                "rescore='qdrant' is deprecated; use rescore='store'", DeprecationWarning, 2
+            )
+            rescore = "store"
+        if rescore not in ("local", "store"):
+            raise ValueError(f"rescore must be 'local' or 'store', got {rescore!r}")
         cosine = _check_index_scoring(scoring, self, rerank, rescore)
         native = rerank and rescore != "local"
-        if native and not hasattr(self.store, "search_rescored"):
+        if native and not self.store.supports_rescoring:
             raise ValueError(
                 f"{type(self.store).__name__} cannot rescore server-side; use rescore='local'"
             )

@@ -255,3 +255,20 @@ def test_shared_memory_name_is_safe_for_a_writer_and_readers():
     assert errors == []
     assert reader.count() == 10_000
     writer.drop()
+
+
+def test_a_capability_flag_without_its_methods_fails_at_class_definition():
+    with pytest.raises(TypeError, match="supports_rescoring.*search_rescored"):
+
+        class Claims(LocalStore):
+            supports_rescoring = True
+
+    with pytest.raises(TypeError, match="supports_native_index.*create_index"):
+
+        class Claims2(LocalStore):
+            supports_native_index = True
+
+    class NoCorrections(LocalStore):  # turning a flag off is always allowed
+        supports_corrections = False
+
+    assert not NoCorrections.supports_corrections and LocalStore.supports_corrections

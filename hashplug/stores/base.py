@@ -25,6 +25,7 @@ from ..codes import HAMMING_PAD, as_packed, check_n_bits
 from ..errors import HasherMismatchError, StoreError
 
 __all__ = [
+    "CAPABILITY_METHODS",
     "CollectionMeta",
     "Store",
     "HitsStore",
@@ -315,6 +316,14 @@ def sort_hits(
     return out_i, out_d
 
 
+#: Capability flag -> the methods a store declaring it must implement (beyond the base class).
+CAPABILITY_METHODS: dict[str, tuple[str, ...]] = {
+    "supports_rescoring": ("search_rescored",),
+    "supports_native_index": ("create_index", "index_info"),
+    "supports_corrections": ("lookup_corrections",),
+}
+
+
 class Store(ABC):
     """One collection of packed codes in one database.
 
@@ -332,13 +341,31 @@ class Store(ABC):
     #: cut-off included. Otherwise HashIndex asks for a margin beyond the cut-off and cuts by
     #: (distance, id) itself (see ``HashIndex.search``).
     ordered_ties: ClassVar[bool] = False
-    #: True when the store has ``search_rescored`` (server-side asymmetric rescoring).
+    # Capability flags: core code and the conformance suite read these, never ``hasattr``.
+    # A subclass that sets one to True without the methods it names fails at class definition.
+    #: True when the store has ``search_rescored(query_logits, k, oversample, filter)``:
+    #: server-side asymmetric rescoring (``HashIndex.search(rescore="store")``).
     supports_rescoring: ClassVar[bool] = False
+    #: True when the store builds an engine index on demand: ``create_index()`` and
+    #: ``index_info()`` (LanceDB's IVF_FLAT); benchmarks build it after ingest.
+    supports_native_index: ClassVar[bool] = False
     #: True when the collection outlives the object (reopening the same name finds the data).
     persistent: ClassVar[bool] = True
     #: True when ``upsert`` takes ``corrections=`` (per-vector factors of ``scoring="cosine"``)
     #: and :meth:`lookup_corrections` returns them.
     supports_corrections: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for flag, methods in CAPABILITY_METHODS.items():
+            if not getattr(cls, flag, False):
+                continue
+            for m in methods:
+                impl = getattr(cls, m, None)
+                if not callable(impl) or impl is getattr(Store, m, None):
+                    raise TypeError(
+                        f"{cls.__name__} declares {flag} = True but does not implement {m}()"
+                    )
 
     def __init__(self) -> None:
         self.meta: CollectionMeta | None = None
@@ -474,6 +501,10 @@ class Store(ABC):
 
         Attach's ``sync`` uses it to find codes whose source rows are gone."""
         raise NotImplementedError(f"{type(self).__name__} cannot list its ids")
+
+    def finish_writes(self) -> None:  # noqa: B027 - optional hook
+        """One maintenance pass after bulk writes by other processes (parallel ingest): an
+        engine index build or compaction where the store has one; nothing by default."""
 
     @abstractmethod
     def drop(self) -> None:
