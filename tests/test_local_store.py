@@ -5,18 +5,31 @@ import pytest
 
 import hashplug
 from hashplug.stores import LocalStore, StoreError, open_store
-from hashplug.testing import StoreConformance, make_meta, random_codes
+from hashplug.testing import (
+    ConcurrencyConformance,
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    RescoringConformance,
+    StoreConformance,
+    make_meta,
+    random_codes,
+)
 from hashplug.testing.faults import WriterKillConformance
 
 
-class TestMemoryStore(StoreConformance):
+class TestMemoryStore(
+    CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+):
     @pytest.fixture
     def make_store(self, request):
         prefix = f"{request.node.name}-{id(request)}"
         return lambda name: open_store(f"memory://{prefix}-{name}")
 
 
-class TestFileStore(StoreConformance):
+class TestFileStore(
+    CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+):
     n_bits = 72  # a width that is not a multiple of 64 bits
 
     @pytest.fixture
@@ -272,3 +285,33 @@ def test_a_capability_flag_without_its_methods_fails_at_class_definition():
         supports_corrections = False
 
     assert not NoCorrections.supports_corrections and LocalStore.supports_corrections
+
+
+def test_the_suite_catches_flags_and_mixins_that_disagree():
+    class Skips(CoreConformance, PayloadConformance, ConcurrencyConformance):
+        pass
+
+    class Claims(
+        CoreConformance,
+        PayloadConformance,
+        PersistenceConformance,
+        ConcurrencyConformance,
+        RescoringConformance,
+    ):
+        pass
+
+    class Right(
+        CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+    ):
+        pass
+
+    shared, private = open_store("memory://flags-check"), LocalStore()
+    assert shared.persistent and not private.persistent
+    with pytest.raises(AssertionError, match="persistent but Skips does not compose Persistence"):
+        Skips().test_declared_capabilities_match_the_mixins_run(shared)
+    with pytest.raises(AssertionError, match="composes RescoringConformance but LocalStore"):
+        Claims().test_declared_capabilities_match_the_mixins_run(shared)
+    with pytest.raises(AssertionError, match="composes PersistenceConformance but LocalStore"):
+        Right().test_declared_capabilities_match_the_mixins_run(private)
+    Right().test_declared_capabilities_match_the_mixins_run(shared)
+    StoreConformance().test_declared_capabilities_match_the_mixins_run(private)  # skips there

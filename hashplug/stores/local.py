@@ -61,6 +61,8 @@ class LocalStore(Store):
         self._shared = name
         self._files = StoreFiles(self.path, lock_timeout) if self.path is not None else None
         self._token: Any = None
+        if path is None and name is None:  # private memory: gone with the object
+            self.persistent = False  # type: ignore[misc]
         if name is not None:  # every object on one shared name takes the same lock
             self._lock = _MEMORY_LOCKS.setdefault(name, self._lock)
         if name is not None and name in _MEMORY:
