@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from tqdm.auto import tqdm
 
-from ._validate import sigmoid
+from ._validate import check_positive_int, sigmoid
 from .encoders._items import _is_audio_tuple
 from .encoders.base import Encoder
 from .hashers.base import Hasher
@@ -121,7 +121,7 @@ class HashIndex:
 
         Everything is validated before the first write; returns the number of items written.
         """
-        batch_size = _positive_int(batch_size, "batch_size")
+        batch_size = check_positive_int(batch_size, "batch_size")
         x = self._embeddings(data)
         n = len(x)
         try:
@@ -208,8 +208,8 @@ class HashIndex:
         """
         from .rerank import rerank as rerank_codes
 
-        k = _positive_int(k, "k")
-        oversample = _positive_int(oversample, "oversample", MAX_OVERSAMPLE)
+        k = check_positive_int(k, "k")
+        oversample = check_positive_int(oversample, "oversample", MAX_OVERSAMPLE)
         if rescore == "qdrant":  # the old vendor alias
             warnings.warn(
                 "rescore='qdrant' is deprecated; use rescore='store'", DeprecationWarning, 2
@@ -337,15 +337,6 @@ _COUNT_CHECK = 4096
 #: Most candidates ``HashIndex`` asks an engine for when it widens the margin for ties (Milvus
 #: caps a search at 16384).
 MAX_MARGIN_LIMIT = 16_384
-
-
-def _positive_int(v: Any, what: str, most: int | None = None) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise ValueError(f"{what} must be a positive int, got {type(v).__name__} {v!r}")
-    if v <= 0 or (most is not None and v > most):
-        bound = f" and at most {most}" if most is not None else ""
-        raise ValueError(f"{what} must be >= 1{bound}, got {v}")
-    return int(v)
 
 
 def _check_index_scoring(scoring: str, index: HashIndex, rerank: bool, rescore: str) -> bool:

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .._validate import check_positive_int
 from ..codes import HAMMING_PAD, as_packed, check_n_bits
 from ..errors import HasherMismatchError, StoreError
 
@@ -42,6 +43,7 @@ __all__ = [
     "MatchNothing",
     "check_ids",
     "check_payloads",
+    "check_positive_int",
     "sort_hits",
 ]
 
@@ -560,8 +562,7 @@ class Store(ABC):
 
     def _check_query(self, query_codes: ArrayLike, limit: int) -> NDArray[np.uint8]:
         meta = self._require_open()
-        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit <= 0:
-            raise ValueError(f"limit must be a positive int, got {limit!r}")
+        check_positive_int(limit, "limit")
         return as_packed(query_codes, meta.n_bits)
 
 

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from hashplug.stores.base import HAMMING_PAD, Payload, StoreError
+from hashplug.stores.base import HAMMING_PAD, Payload, StoreError, check_positive_int
 
 __all__ = [
     "META_KEY",
@@ -119,15 +119,7 @@ def query_tanh(query_logits: ArrayLike, n_bits: int) -> NDArray[np.float32]:
 
 
 def check_rescore_args(k: Any, oversample: Any) -> tuple[int, int]:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise ValueError(f"k must be a positive int, got {k!r}")
-    if (
-        isinstance(oversample, bool)
-        or not isinstance(oversample, (int, np.integer))
-        or oversample < 1
-    ):
-        raise ValueError(f"oversample must be an int >= 1, got {oversample!r}")
-    return int(k), int(oversample)
+    return check_positive_int(k, "k"), check_positive_int(oversample, "oversample")
 
 
 #: Qdrant Edge only: top-level boolean payload values are also stored as "true"/"false" strings
