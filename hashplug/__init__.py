@@ -31,6 +31,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "HashIndex": "hashplug.index",
     "SearchResult": "hashplug.index",
+    "Hits": "hashplug.results",
+    "CodeHits": "hashplug.results",
+    "ScoredHits": "hashplug.results",
     "Store": "hashplug.stores",
     "LocalStore": "hashplug.stores",
     "CollectionMeta": "hashplug.stores",

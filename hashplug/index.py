@@ -234,7 +234,7 @@ class HashIndex:
             n_items = max(1, self.store.count())
             k, limit = min(k, n_items), min(limit, n_items)
         if native:
-            ids, dist = self.store.search_rescored(u, k, oversample, filter)  # type: ignore[attr-defined]
+            ids, dist = self.store.search_rescored(u, k, oversample, filter)
         elif rerank and cosine:
             c_ids, _, c_codes = self._coarse(qcodes, limit, filter)
             v = self.hasher.cosine_query(q)  # type: ignore[attr-defined]

@@ -24,10 +24,14 @@ from numpy.typing import ArrayLike, NDArray
 from .._validate import check_positive_int
 from ..codes import HAMMING_PAD, as_packed, check_n_bits
 from ..errors import HasherMismatchError, StoreError
+from ..results import CodeHits, Hits, ScoredHits
 
 __all__ = [
     "CAPABILITY_METHODS",
     "CollectionMeta",
+    "CodeHits",
+    "Hits",
+    "ScoredHits",
     "Store",
     "HitsStore",
     "StoreError",
@@ -297,9 +301,7 @@ def dict_filter_matches(payload: Payload | None, flt: DictFilter) -> bool:
     return True
 
 
-def sort_hits(
-    ids: NDArray[np.int64], dist: NDArray[np.int32], limit: int
-) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+def sort_hits(ids: NDArray[np.int64], dist: NDArray[np.int32], limit: int) -> Hits:
     """Order each row by (distance, id), drop duplicate ids, pad to ``limit`` with (-1, HAMMING_PAD).
 
     Adapters call it on whatever their engine returned, so that every store orders ties the same.
@@ -315,7 +317,7 @@ def sort_hits(
         order = np.lexsort((i, d))[:limit]
         out_i[r, : order.size] = i[order]
         out_d[r, : order.size] = d[order]
-    return out_i, out_d
+    return Hits(out_i, out_d)
 
 
 #: Capability flag -> the methods a store declaring it must implement (beyond the base class).
@@ -427,19 +429,19 @@ class Store(ABC):
         """Insert or replace items: an id that exists is replaced, never duplicated."""
 
     @abstractmethod
-    def search(
-        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+    def search(self, query_codes: ArrayLike, limit: int, filter: Filter | None = None) -> Hits:
         """Coarse symmetric search: per query the ``limit`` nearest codes by Hamming distance.
 
-        Returns ``(ids int64 (Q, limit), hamming int32 (Q, limit))`` ascending by (distance, id);
-        slots beyond the number of matching items hold id -1 and distance :data:`HAMMING_PAD`.
+        Returns :class:`Hits` ``(ids int64 (Q, limit), distances int32 (Q, limit))``, Hamming,
+        ascending by (distance, id) (a named tuple: ``ids, dist = store.search(...)`` works); slots
+        beyond the number of matching items hold id -1 and distance :data:`HAMMING_PAD`.
         """
 
     def search_with_codes(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
-        """Like :meth:`search`, plus the hits' codes ``(Q, limit, n_bytes)`` (zeros for padding).
+    ) -> CodeHits:
+        """Like :meth:`search`, plus the hits' codes ``(Q, limit, n_bytes)`` (zeros for padding),
+        as :class:`CodeHits` ``(ids, distances, codes)``.
 
         The default runs :meth:`search` then one batched :meth:`lookup_codes`; adapters whose
         engine returns the stored vectors with the hits override it.
@@ -460,7 +462,7 @@ class Store(ABC):
                 ids = np.where(lost, -1, ids)
                 dist = np.where(lost, HAMMING_PAD, dist).astype(np.int32)
         codes = codes_u[inverse].reshape(ids.shape + (meta.n_bytes,))
-        return ids, dist, codes
+        return CodeHits(ids, dist, codes)
 
     @abstractmethod
     def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
@@ -475,6 +477,22 @@ class Store(ABC):
             f"{type(self).__name__} ({self.name}) does not store the per-vector corrections "
             "that scoring='cosine' needs (yet); use a local store (memory://, file://) or "
             "scoring='asymmetric'"
+        )
+
+    def search_rescored(
+        self,
+        query_logits: ArrayLike,
+        k: int,
+        oversample: int = 10,
+        filter: Filter | None = None,
+    ) -> ScoredHits:
+        """Server-side asymmetric search: the engine takes the Hamming top ``k * oversample`` and
+        reranks it by Σ|b - p|, p = sigmoid(``query_logits``) (Q, n_bits); padding (-1, +inf).
+
+        Only stores with :attr:`supports_rescoring`; the others raise ValueError.
+        """
+        raise ValueError(
+            f"{type(self).__name__} ({self.name}) cannot rescore server-side; use rescore='local'"
         )
 
     def get_codes(self, ids: ArrayLike) -> NDArray[np.uint8]:
@@ -549,12 +567,10 @@ class Store(ABC):
     ) -> tuple[NDArray[np.int64], NDArray[np.uint8], list[Payload | None]]:
         return self.validate_upsert(ids, codes, payloads)
 
-    def _padding(
-        self, q: int, limit: int
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
+    def _padding(self, q: int, limit: int) -> CodeHits:
         """An all-padding result (no item matched)."""
         meta = self._require_open()
-        return (
+        return CodeHits(
             np.full((q, limit), -1, np.int64),
             np.full((q, limit), HAMMING_PAD, np.int32),
             np.zeros((q, limit, meta.n_bytes), np.uint8),
@@ -585,23 +601,21 @@ class HitsStore(Store):
         """(ids, hamming, codes or None): :meth:`search`'s result, plus the hits' codes
         ``(Q, limit, n_bytes)`` (zeros for padding) when ``with_codes``."""
 
-    def search(
-        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+    def search(self, query_codes: ArrayLike, limit: int, filter: Filter | None = None) -> Hits:
         if isinstance(normalize_filter(filter), MatchNothing):
             q = self._check_query(query_codes, limit)
             ids, dist, _ = self._padding(q.shape[0], limit)
         else:
             ids, dist, _ = self._hits(query_codes, limit, _no_empty(filter), False)
-        return ids, dist
+        return Hits(ids, dist)
 
     def search_with_codes(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
+    ) -> CodeHits:
         if isinstance(normalize_filter(filter), MatchNothing):
             q = self._check_query(query_codes, limit)
             return self._padding(q.shape[0], limit)
         ids, dist, codes = self._hits(query_codes, limit, _no_empty(filter), True)
         if codes is None:
             raise StoreError(f"{type(self).__name__}._hits returned no codes for with_codes=True")
-        return ids, dist, codes
+        return CodeHits(ids, dist, codes)

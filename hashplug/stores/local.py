@@ -16,8 +16,10 @@ from numpy.typing import ArrayLike, NDArray
 from ._localfiles import StoreFiles
 from .base import (
     HAMMING_PAD,
+    CodeHits,
     CollectionMeta,
     Filter,
+    Hits,
     MatchNothing,
     Payload,
     Store,
@@ -207,15 +209,13 @@ class LocalStore(Store):
             for r, f in zip(rows.tolist(), found.tolist(), strict=True)
         ]
 
-    def search(
-        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+    def search(self, query_codes: ArrayLike, limit: int, filter: Filter | None = None) -> Hits:
         ids, dist, _ = self.search_with_codes(query_codes, limit, filter)
-        return ids, dist
+        return Hits(ids, dist)
 
     def search_with_codes(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
+    ) -> CodeHits:
         from ..rerank import hamming_topk
 
         q = self._check_query(query_codes, limit)
@@ -234,7 +234,7 @@ class LocalStore(Store):
             out_i[:, :kk] = np.where(valid, st_ids[np.maximum(rows, 0)], -1)
             out_d[:, :kk] = np.where(valid, dist, HAMMING_PAD)
             out_c[:, :kk] = np.where(valid[..., None], st_codes[np.maximum(rows, 0)], 0)
-        return out_i, out_d, out_c
+        return CodeHits(out_i, out_d, out_c)
 
     def delete(self, ids: ArrayLike) -> None:
         self._require_open()

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from ..codes import hamming_distances
-from ..stores.base import HAMMING_PAD, HasherMismatchError, Store
+from ..stores.base import HAMMING_PAD, CodeHits, HasherMismatchError, Hits, Store
 from ._conformance_base import (
     ConformanceBase,
     MakeStore,
@@ -79,6 +79,17 @@ class CoreConformance(ConformanceBase):
                 f"{type(self).__name__} composes {mixin.__name__} but "
                 f"{type(store).__name__}.{flag} is False"
             )
+
+    def test_results_are_named_tuples(self, store: Store) -> None:
+        ids, codes = self._fill(store, 20)
+        res = store.search(codes[:2], 5)
+        assert isinstance(res, Hits) and res.ids is res[0] and res.distances is res[1]
+        got_i, got_d = res  # plain unpacking keeps working
+        assert got_i.shape == got_d.shape == (2, 5)
+        full = store.search_with_codes(codes[:2], 5, filter={"color": []})  # matches nothing
+        assert isinstance(full, CodeHits) and (full.ids == -1).all()
+        assert full.codes.shape == (2, 5, self.n_bits // 8)
+        np.testing.assert_array_equal(store.search_with_codes(codes[:2], 5).ids, got_i)
 
     # -- metadata -----------------------------------------------------------------------------
     def test_open_creates_then_remembers_meta(self, make_store: MakeStore) -> None:

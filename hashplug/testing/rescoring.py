@@ -15,7 +15,7 @@ import pytest
 from numpy.typing import NDArray
 
 from .._validate import sigmoid
-from ..stores.base import Store
+from ..stores.base import ScoredHits, Store
 from ._conformance_base import ConformanceBase, MakeStore
 
 __all__ = ["RescoringConformance", "asymmetric_reference"]
@@ -54,7 +54,9 @@ class RescoringConformance(ConformanceBase):
         ids, codes = self._fill(store)
         u, k = self._logits(6), 10
         over = -(-ids.size // k)  # every item is a candidate
-        got_i, got_d = store.search_rescored(u, k, over)  # type: ignore[attr-defined]
+        res = store.search_rescored(u, k, over)
+        assert isinstance(res, ScoredHits)
+        got_i, got_d = res
         assert got_i.shape == got_d.shape == (6, k)
         assert got_i.dtype == np.int64 and got_d.dtype == np.float32
         exact, tol = asymmetric_reference(u, codes), self._tolerance(u)
@@ -70,7 +72,7 @@ class RescoringConformance(ConformanceBase):
         self._require(store, "supports_rescoring", "RescoringConformance")
         ids, codes = self._fill(store, 30)
         u = self._logits(3, seed=1)
-        got_i, got_d = store.search_rescored(u, 12, 3, filter={"color": "red"})  # type: ignore[attr-defined]
+        got_i, got_d = store.search_rescored(u, 12, 3, filter={"color": "red"})
         red = ids[::3]
         exact, tol = asymmetric_reference(u, codes[::3]), self._tolerance(u)
         for r in range(3):
@@ -90,7 +92,7 @@ class RescoringConformance(ConformanceBase):
             ((np.full_like(u, np.nan), 5, 2), "NaN"),
         ):
             with pytest.raises(ValueError, match=msg):
-                store.search_rescored(*args)  # type: ignore[attr-defined]
+                store.search_rescored(*args)
 
     def test_index_rescore_store_equals_the_local_rerank(self, make_store: MakeStore) -> None:
         rng = np.random.default_rng(5)

@@ -40,6 +40,7 @@ from pymilvus import DataType, MilvusClient
 
 from hashplug.stores.base import (
     HAMMING_PAD,
+    CodeHits,
     CollectionMeta,
     Filter,
     HasherMismatchError,
@@ -615,7 +616,7 @@ class MilvusStore(HitsStore):
 
     def search_with_codes(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
+    ) -> CodeHits:
         layout = self._require_layout()
         if not layout["words"] and self.is_lite:
             # Milvus Lite 2.5 crashes when a search outputs a binary vector: one batched get.

@@ -24,7 +24,13 @@ from urllib.parse import parse_qsl
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from hashplug.stores.base import HAMMING_PAD, Payload, StoreError, check_positive_int
+from hashplug.stores.base import (
+    HAMMING_PAD,
+    Payload,
+    ScoredHits,
+    StoreError,
+    check_positive_int,
+)
 
 __all__ = [
     "META_KEY",
@@ -231,9 +237,7 @@ def hits_from_points(
     return order_rows(rows, limit, HAMMING_PAD, np.int32, n_bits // 8 if with_vector else None)
 
 
-def rescored_from_points(
-    res: list[list[Any]], n_bits: int, k: int
-) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+def rescored_from_points(res: list[list[Any]], n_bits: int, k: int) -> ScoredHits:
     """Rescored hits -> (ids (Q, k), asym (Q, k)), ties by smaller id, padding (-1, +inf)."""
     rows = []
     for hits in res:
@@ -241,4 +245,4 @@ def rescored_from_points(
         scores = np.fromiter((p.score for p in hits), dtype=np.float64, count=len(hits))
         rows.append((ids, asym_from_scores(scores, n_bits), None))
     ids_o, dist_o, _ = order_rows(rows, k, np.inf, np.float32)
-    return ids_o, dist_o
+    return ScoredHits(ids_o, dist_o)
