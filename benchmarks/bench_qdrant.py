@@ -15,7 +15,7 @@ copies are near but not exact duplicates.
   store.search+codes    QdrantEdgeStore.search_with_codes (stored vectors returned and packed)
   bare native rescore   shard.query with rescore on: limit k, oversampling O, query tanh(u/2)
   HashIndex local       HashIndex.search(k, oversample): hashing + search_with_codes + Numba rerank
-  HashIndex native      HashIndex.search(rescore="qdrant"): hashing + QdrantEdgeStore.search_rescored
+  HashIndex native      HashIndex.search(rescore="store"): hashing + QdrantEdgeStore.search_rescored
 
 Quality: Recall@10 against the exhaustive asymmetric search (numpy, float64,
 Σp + (1 - 2p)·b, ties by smaller id) of all q_x queries over the 20000 db_x codes, at
@@ -50,7 +50,7 @@ def _local_search(index: HashIndex, x: np.ndarray, k: int, oversample: int) -> n
 
 
 def _native_search(index: HashIndex, x: np.ndarray, k: int, oversample: int) -> np.ndarray:
-    return index.search(x, k=k, oversample=oversample, rescore="qdrant").ids
+    return index.search(x, k=k, oversample=oversample, rescore="store").ids
 
 
 def _exhaustive(p: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,13 +11,18 @@ from numpy.typing import NDArray
 __all__ = ["as_matrix", "check_finite", "check_positive_int", "iter_batches", "sigmoid"]
 
 
-def check_positive_int(value: Any, what: str) -> int:
-    """Return ``value`` as int, or raise ValueError unless it is an int (or numpy integer) > 0.
+def check_positive_int(value: Any, what: str, most: int | None = None) -> int:
+    """Return ``value`` as int, or raise ValueError unless it is an int (or numpy integer) > 0
+    (and at most ``most`` when given).
 
-    ``bool`` is refused (``True`` is not a count), and so are floats, even integral ones.
+    ``bool`` is refused (``True`` is not a count), and so are floats, even integral ones. The one
+    check of every count argument (k, limit, oversample, batch sizes ...) in core and adapters.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{what} must be a positive int, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{what} must be a positive int, got {type(value).__name__} {value!r}")
+    if value <= 0 or (most is not None and value > most):
+        bound = f" and at most {most}" if most is not None else ""
+        raise ValueError(f"{what} must be a positive int{bound}, got {value!r}")
     return int(value)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from tqdm.auto import tqdm
 
-from ._validate import sigmoid
+from ._validate import check_positive_int, sigmoid
 from .encoders._items import _is_audio_tuple
 from .encoders.base import Encoder
 from .hashers.base import Hasher
@@ -127,7 +128,7 @@ class HashIndex:
         item whose factors fit float16; ``scoring="cosine"`` requires them for every item (a
         ``ValueError`` on other stores or hashers, or factors beyond float16: normalise the rows).
         """
-        batch_size = _positive_int(batch_size, "batch_size")
+        batch_size = check_positive_int(batch_size, "batch_size")
         cosine = _check_index_scoring(scoring, self, True, "local")
         x = self._embeddings(data)
         n = len(x)
@@ -223,8 +224,8 @@ class HashIndex:
         ``queries``: embeddings (Q, d) or one (d,), or raw items with an encoder.
         ``rerank=False`` returns the store's Hamming order (distances = Hamming as float).
         ``rescore="local"`` reranks here with the Numba kernel (every store);
-        ``rescore="store"`` (alias ``"qdrant"``) asks the store to rerank server-side (stores
-        with ``search_rescored``: Qdrant's binary quantization with rescoring): same distances up
+        ``rescore="store"`` asks the store to rerank server-side (stores with
+        ``supports_rescoring``: Qdrant's binary quantization with rescoring): same distances up
         to the store's float rounding, no codes shipped back.
         ``scoring="cosine"``: rerank by the nearest-neighbour estimator (README "Nearest-neighbour
         scoring") with the per-vector factors the store keeps (stores with
@@ -234,14 +235,19 @@ class HashIndex:
         """
         from .rerank import rerank as rerank_codes
 
-        k = _positive_int(k, "k")
+        k = check_positive_int(k, "k")
         if oversample is not None:
-            oversample = _positive_int(oversample, "oversample", MAX_OVERSAMPLE)
-        if rescore not in ("local", "store", "qdrant"):
-            raise ValueError(f"rescore must be 'local', 'store' or 'qdrant', got {rescore!r}")
+            oversample = check_positive_int(oversample, "oversample", MAX_OVERSAMPLE)
+        if rescore == "qdrant":  # the old vendor alias
+            warnings.warn(
+                "rescore='qdrant' is deprecated; use rescore='store'", DeprecationWarning, 2
+            )
+            rescore = "store"
+        if rescore not in ("local", "store"):
+            raise ValueError(f"rescore must be 'local' or 'store', got {rescore!r}")
         cosine = _check_index_scoring(scoring, self, rerank, rescore)
         native = rerank and rescore != "local"
-        if native and not hasattr(self.store, "search_rescored"):
+        if native and not self.store.supports_rescoring:
             raise ValueError(
                 f"{type(self.store).__name__} cannot rescore server-side; use rescore='local'"
             )
@@ -258,7 +264,7 @@ class HashIndex:
             n_items = max(1, self.store.count())
             k, limit = min(k, n_items), min(limit, n_items)
         if native:
-            ids, dist = self.store.search_rescored(u, k, oversample, filter)  # type: ignore[attr-defined]
+            ids, dist = self.store.search_rescored(u, k, oversample, filter)
         elif rerank and cosine:
             c_ids, _, c_codes = self._coarse(qcodes, limit, filter)
             v = self.hasher.cosine_query(q)  # type: ignore[attr-defined]
@@ -385,15 +391,6 @@ def default_oversample(n: int, k: int) -> int:
     """
     grow = min(math.ceil(math.sqrt(max(0, n)) / 5), MAX_MARGIN_LIMIT // max(1, k))
     return min(max(10, grow), MAX_OVERSAMPLE)
-
-
-def _positive_int(v: Any, what: str, most: int | None = None) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise ValueError(f"{what} must be a positive int, got {type(v).__name__} {v!r}")
-    if v <= 0 or (most is not None and v > most):
-        bound = f" and at most {most}" if most is not None else ""
-        raise ValueError(f"{what} must be >= 1{bound}, got {v}")
-    return int(v)
 
 
 def _check_index_scoring(scoring: str, index: HashIndex, rerank: bool, rescore: str) -> bool:

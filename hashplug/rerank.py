@@ -84,6 +84,7 @@ from ._kernels.heap import _merge_kernel
 from ._kernels.two_stage import _two_stage_kernel
 from ._validate import check_positive_int, sigmoid
 from .codes import HAMMING_PAD
+from .results import ScoredHits
 
 __all__ = [
     "HAMMING_PAD",
@@ -277,7 +278,7 @@ def rerank(
     *,
     scoring: str = "asymmetric",
     candidate_corrections: ArrayLike | None = None,
-) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+) -> ScoredHits:
     """Exact asymmetric top-k of each query's own candidate list.
 
     ``scoring="cosine"``: the nearest-neighbour estimator instead. ``query_probs`` are then the
@@ -308,13 +309,13 @@ def rerank(
     elif candidate_corrections is not None:
         raise ValueError("candidate_corrections are used by scoring='cosine' only")
     if nq == 0 or nc == 0:
-        return out_i, out_d
+        return ScoredHits(out_i, out_d)
     if cosine:
         with _threads_for(nq * nc):
             d, i = cosine_rerank(p, ci, cc, corr, k)
         out_i[:, : d.shape[1]] = i
         out_d[:, : d.shape[1]] = d
-        return out_i, out_d
+        return ScoredHits(out_i, out_d)
     kk = min(k, nc)
     d = np.full((nq, kk), np.inf, np.float32)
     i = np.full((nq, kk), -1, np.int64)
@@ -330,7 +331,7 @@ def rerank(
             d[q], i[q] = _dedup_topk(p[q], ci[q], ccw_q, no_rows, ccw_q, no_ids, nbytes, kk)
     out_i[:, :kk] = i
     out_d[:, :kk] = d
-    return out_i, out_d
+    return ScoredHits(out_i, out_d)
 
 
 def _rerank_rows_checked(
@@ -381,7 +382,7 @@ def rerank_rows(
     k: int,
     *,
     ids: ArrayLike | None = None,
-) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+) -> ScoredHits:
     """:func:`rerank` with the gather fused: candidates are row numbers into a code matrix.
 
     ``candidate_rows`` (Q, C) int: rows of ``codes`` (N, n_bytes), -1 for padding; ``ids`` (N,)
@@ -398,7 +399,7 @@ def rerank_rows(
     out_i, out_d = _padded(nq, k)
     nc = rows.shape[1]
     if nq == 0 or nc == 0:  # (an empty matrix still gets its rows checked)
-        return out_i, out_d
+        return ScoredHits(out_i, out_d)
     kk = min(k, nc)
     d = np.full((nq, kk), np.inf, np.float32)
     i = np.full((nq, kk), -1, np.int64)
@@ -406,7 +407,7 @@ def rerank_rows(
         _rerank_rows_checked(p, rows, _words(c), idv, nbytes, kk, d, i)
     out_i[:, :kk] = i
     out_d[:, :kk] = d
-    return out_i, out_d
+    return ScoredHits(out_i, out_d)
 
 
 def search_codes(
@@ -418,7 +419,7 @@ def search_codes(
     ids: ArrayLike | None = None,
     scoring: str = "asymmetric",
     corrections: ArrayLike | None = None,
-) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+) -> ScoredHits:
     """Asymmetric top-k over a code matrix, without materialising the (Q, N) distance matrix.
 
     ``scoring="cosine"``: rank by the nearest-neighbour estimator ``c * <u, 2b - 1> + e``
@@ -451,15 +452,15 @@ def search_codes(
     elif corrections is not None:
         raise ValueError("corrections are used by scoring='cosine' only")
     if nq == 0 or n == 0:
-        return out_i, out_d
+        return ScoredHits(out_i, out_d)
     if cosine:
-        return _cosine_codes(p, c, corr, idv, k, c_keep, out_i, out_d)
+        return ScoredHits(*_cosine_codes(p, c, corr, idv, k, c_keep, out_i, out_d))
     with _threads_for(nq * n):
         d, i = _search(p, _words(c), idv, ids is not None, ids_sorted, nbytes, n_bits, k, c_keep)
     kk = d.shape[1]
     out_i[:, :kk] = i
     out_d[:, :kk] = d
-    return out_i, out_d
+    return ScoredHits(out_i, out_d)
 
 
 def _cosine_codes(

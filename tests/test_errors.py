@@ -63,6 +63,14 @@ def test_positive_int_check(bad):
         check_positive_int(bad, "widgets")
 
 
+def test_positive_int_check_bounds_and_is_the_one_check():
+    with pytest.raises(ValueError, match=r"k must be a positive int and at most 10, got 11"):
+        check_positive_int(11, "k", most=10)
+    assert check_positive_int(10, "k", most=10) == 10
+    index = importlib.import_module("hashplug.index")
+    assert not hasattr(index, "_positive_int")  # no private copy left
+
+
 def test_positive_int_check_accepts_numpy_ints():
     assert check_positive_int(np.int32(7), "k") == 7 and type(check_positive_int(3, "k")) is int
 

@@ -100,7 +100,8 @@ def test_store_side_rescoring_is_refused_where_the_store_cannot(small):
     with pytest.raises(ValueError, match="cannot rescore server-side"):
         index.search(x[:2], k=3, rescore="store")
     with pytest.raises(ValueError, match="cannot rescore server-side"):
-        index.search(x[:2], k=3, rescore="qdrant")
+        with pytest.warns(DeprecationWarning, match="rescore='store'"):
+            index.search(x[:2], k=3, rescore="qdrant")
     with pytest.raises(ValueError, match="rescore must be"):
         index.search(x[:2], k=3, rescore="milvus")
     assert index.search(x[:2], k=3, rescore="local").ids.shape == (2, 3)

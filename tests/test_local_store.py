@@ -5,18 +5,31 @@ import pytest
 
 import hashplug
 from hashplug.stores import LocalStore, StoreError, open_store
-from hashplug.testing import StoreConformance, make_meta, random_codes
+from hashplug.testing import (
+    ConcurrencyConformance,
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    RescoringConformance,
+    StoreConformance,
+    make_meta,
+    random_codes,
+)
 from hashplug.testing.faults import WriterKillConformance
 
 
-class TestMemoryStore(StoreConformance):
+class TestMemoryStore(
+    CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+):
     @pytest.fixture
     def make_store(self, request):
         prefix = f"{request.node.name}-{id(request)}"
         return lambda name: open_store(f"memory://{prefix}-{name}")
 
 
-class TestFileStore(StoreConformance):
+class TestFileStore(
+    CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+):
     n_bits = 72  # a width that is not a multiple of 64 bits
 
     @pytest.fixture
@@ -255,3 +268,50 @@ def test_shared_memory_name_is_safe_for_a_writer_and_readers():
     assert errors == []
     assert reader.count() == 10_000
     writer.drop()
+
+
+def test_a_capability_flag_without_its_methods_fails_at_class_definition():
+    with pytest.raises(TypeError, match="supports_rescoring.*search_rescored"):
+
+        class Claims(LocalStore):
+            supports_rescoring = True
+
+    with pytest.raises(TypeError, match="supports_native_index.*create_index"):
+
+        class Claims2(LocalStore):
+            supports_native_index = True
+
+    class NoCorrections(LocalStore):  # turning a flag off is always allowed
+        supports_corrections = False
+
+    assert not NoCorrections.supports_corrections and LocalStore.supports_corrections
+
+
+def test_the_suite_catches_flags_and_mixins_that_disagree():
+    class Skips(CoreConformance, PayloadConformance, ConcurrencyConformance):
+        pass
+
+    class Claims(
+        CoreConformance,
+        PayloadConformance,
+        PersistenceConformance,
+        ConcurrencyConformance,
+        RescoringConformance,
+    ):
+        pass
+
+    class Right(
+        CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+    ):
+        pass
+
+    shared, private = open_store("memory://flags-check"), LocalStore()
+    assert shared.persistent and not private.persistent
+    with pytest.raises(AssertionError, match="persistent but Skips does not compose Persistence"):
+        Skips().test_declared_capabilities_match_the_mixins_run(shared)
+    with pytest.raises(AssertionError, match="composes RescoringConformance but LocalStore"):
+        Claims().test_declared_capabilities_match_the_mixins_run(shared)
+    with pytest.raises(AssertionError, match="composes PersistenceConformance but LocalStore"):
+        Right().test_declared_capabilities_match_the_mixins_run(private)
+    Right().test_declared_capabilities_match_the_mixins_run(shared)
+    StoreConformance().test_declared_capabilities_match_the_mixins_run(private)  # skips there

@@ -459,3 +459,19 @@ def test_default_row_ids_are_one_cached_read_only_array():
         want = R.search_codes(p, c, 10, candidates=cand, ids=np.arange(3000))
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_kernel_results_are_named_tuples(rng):
+    from hashplug.results import ScoredHits
+
+    codes = rng.integers(0, 256, (50, 8), dtype=np.uint8)
+    p = rng.random((3, 64)).astype(np.float32)
+    res = R.search_codes(p, codes, 4)
+    assert isinstance(res, ScoredHits) and res.ids is res[0] and res.distances.dtype == np.float32
+    ids, dist = R.search_codes(p, codes, 4, candidates=20)
+    cand = np.tile(np.arange(50), (3, 1))
+    again = R.rerank(p, cand, codes[cand], 4)
+    assert isinstance(again, ScoredHits)
+    np.testing.assert_array_equal(again.ids, res.ids)
+    rows = R.rerank_rows(p, cand, codes, 4)
+    assert isinstance(rows, ScoredHits) and rows.ids.shape == ids.shape == (3, 4)

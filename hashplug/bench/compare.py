@@ -251,9 +251,8 @@ class _HashplugRunner:
         t = time.perf_counter()
         index = HashIndex(uri, hasher)
         index.add(data.db_x, np.arange(data.n, dtype=np.int64), progress=False)
-        build = getattr(index.store, "create_index", None)
-        if callable(build):
-            build()
+        if index.store.supports_native_index:
+            index.store.create_index()  # type: ignore[attr-defined]
         originals: NDArray[np.float32] | None = None
         if self.originals:
             if self.engine == "memory":

@@ -84,13 +84,7 @@ def _open_index(store: str, hasher: Hasher, encoder: str | None, options: dict[s
 
 def _finish(index: Any) -> None:
     """One maintenance pass after parallel writers (LanceDB: index build / compaction)."""
-    st = index.store
-    if hasattr(st, "optimize") and hasattr(st, "index_info"):
-        due = getattr(st, "index", "none") != "none" and st.index_info() is None
-        if due and st.count() >= getattr(st, "index_min_rows", 0):
-            st.create_index()
-        else:
-            st.optimize()
+    index.store.finish_writes()
 
 
 def ingest(

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .._validate import check_positive_int
 from .worker import ChunkWorker, Job
 
 __all__ = ["run_chunks", "ray_session", "ENGINES"]
@@ -60,8 +61,7 @@ def run_chunks(
     """Run every chunk of ``job``; yield the workers' summary batches as they complete."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    check_positive_int(workers, "workers")
     if not job.chunks:
         return
     if engine == "local":

@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
+from .._validate import check_positive_int
 from ..hashers import Hasher, load_hasher
 from ..index import HashIndex
 from ..stores.base import CollectionMeta, HasherMismatchError, Store
@@ -267,8 +268,7 @@ class AttachedIndex:
         asymmetric rerank (no originals read). ``filter``: the code store's filter (payload dict or
         its engine's native filter).
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+        k = check_positive_int(k, "k")
         if rescore not in ("originals", "codes"):
             raise ValueError(f"rescore must be 'originals' or 'codes', got {rescore!r}")
         q = np.asarray(queries, dtype=np.float32)

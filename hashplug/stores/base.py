@@ -21,11 +21,17 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .._validate import check_positive_int
 from ..codes import HAMMING_PAD, as_packed, check_n_bits
 from ..errors import HasherMismatchError, StoreError
+from ..results import CodeHits, Hits, ScoredHits
 
 __all__ = [
+    "CAPABILITY_METHODS",
     "CollectionMeta",
+    "CodeHits",
+    "Hits",
+    "ScoredHits",
     "Store",
     "HitsStore",
     "StoreError",
@@ -41,6 +47,7 @@ __all__ = [
     "MatchNothing",
     "check_ids",
     "check_payloads",
+    "check_positive_int",
     "sort_hits",
 ]
 
@@ -294,9 +301,7 @@ def dict_filter_matches(payload: Payload | None, flt: DictFilter) -> bool:
     return True
 
 
-def sort_hits(
-    ids: NDArray[np.int64], dist: NDArray[np.int32], limit: int
-) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+def sort_hits(ids: NDArray[np.int64], dist: NDArray[np.int32], limit: int) -> Hits:
     """Order each row by (distance, id), drop duplicate ids, pad to ``limit`` with (-1, HAMMING_PAD).
 
     Adapters call it on whatever their engine returned, so that every store orders ties the same.
@@ -312,7 +317,15 @@ def sort_hits(
         order = np.lexsort((i, d))[:limit]
         out_i[r, : order.size] = i[order]
         out_d[r, : order.size] = d[order]
-    return out_i, out_d
+    return Hits(out_i, out_d)
+
+
+#: Capability flag -> the methods a store declaring it must implement (beyond the base class).
+CAPABILITY_METHODS: dict[str, tuple[str, ...]] = {
+    "supports_rescoring": ("search_rescored",),
+    "supports_native_index": ("create_index", "index_info"),
+    "supports_corrections": ("lookup_corrections",),
+}
 
 
 class Store(ABC):
@@ -332,13 +345,31 @@ class Store(ABC):
     #: cut-off included. Otherwise HashIndex asks for a margin beyond the cut-off and cuts by
     #: (distance, id) itself (see ``HashIndex.search``).
     ordered_ties: ClassVar[bool] = False
-    #: True when the store has ``search_rescored`` (server-side asymmetric rescoring).
+    # Capability flags: core code and the conformance suite read these, never ``hasattr``.
+    # A subclass that sets one to True without the methods it names fails at class definition.
+    #: True when the store has ``search_rescored(query_logits, k, oversample, filter)``:
+    #: server-side asymmetric rescoring (``HashIndex.search(rescore="store")``).
     supports_rescoring: ClassVar[bool] = False
+    #: True when the store builds an engine index on demand: ``create_index()`` and
+    #: ``index_info()`` (LanceDB's IVF_FLAT); benchmarks build it after ingest.
+    supports_native_index: ClassVar[bool] = False
     #: True when the collection outlives the object (reopening the same name finds the data).
     persistent: ClassVar[bool] = True
     #: True when ``upsert`` takes ``corrections=`` (per-vector factors of ``scoring="cosine"``)
     #: and :meth:`lookup_corrections` returns them.
     supports_corrections: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for flag, methods in CAPABILITY_METHODS.items():
+            if not getattr(cls, flag, False):
+                continue
+            for m in methods:
+                impl = getattr(cls, m, None)
+                if not callable(impl) or impl is getattr(Store, m, None):
+                    raise TypeError(
+                        f"{cls.__name__} declares {flag} = True but does not implement {m}()"
+                    )
 
     def __init__(self) -> None:
         self.meta: CollectionMeta | None = None
@@ -398,19 +429,19 @@ class Store(ABC):
         """Insert or replace items: an id that exists is replaced, never duplicated."""
 
     @abstractmethod
-    def search(
-        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+    def search(self, query_codes: ArrayLike, limit: int, filter: Filter | None = None) -> Hits:
         """Coarse symmetric search: per query the ``limit`` nearest codes by Hamming distance.
 
-        Returns ``(ids int64 (Q, limit), hamming int32 (Q, limit))`` ascending by (distance, id);
-        slots beyond the number of matching items hold id -1 and distance :data:`HAMMING_PAD`.
+        Returns :class:`Hits` ``(ids int64 (Q, limit), distances int32 (Q, limit))``, Hamming,
+        ascending by (distance, id) (a named tuple: ``ids, dist = store.search(...)`` works); slots
+        beyond the number of matching items hold id -1 and distance :data:`HAMMING_PAD`.
         """
 
     def search_with_codes(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
-        """Like :meth:`search`, plus the hits' codes ``(Q, limit, n_bytes)`` (zeros for padding).
+    ) -> CodeHits:
+        """Like :meth:`search`, plus the hits' codes ``(Q, limit, n_bytes)`` (zeros for padding),
+        as :class:`CodeHits` ``(ids, distances, codes)``.
 
         The default runs :meth:`search` then one batched :meth:`lookup_codes`; adapters whose
         engine returns the stored vectors with the hits override it.
@@ -431,7 +462,7 @@ class Store(ABC):
                 ids = np.where(lost, -1, ids)
                 dist = np.where(lost, HAMMING_PAD, dist).astype(np.int32)
         codes = codes_u[inverse].reshape(ids.shape + (meta.n_bytes,))
-        return ids, dist, codes
+        return CodeHits(ids, dist, codes)
 
     @abstractmethod
     def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
@@ -446,6 +477,22 @@ class Store(ABC):
             f"{type(self).__name__} ({self.name}) does not store the per-vector corrections "
             "that scoring='cosine' needs (yet); use a local store (memory://, file://) or "
             "scoring='asymmetric'"
+        )
+
+    def search_rescored(
+        self,
+        query_logits: ArrayLike,
+        k: int,
+        oversample: int = 10,
+        filter: Filter | None = None,
+    ) -> ScoredHits:
+        """Server-side asymmetric search: the engine takes the Hamming top ``k * oversample`` and
+        reranks it by Σ|b - p|, p = sigmoid(``query_logits``) (Q, n_bits); padding (-1, +inf).
+
+        Only stores with :attr:`supports_rescoring`; the others raise ValueError.
+        """
+        raise ValueError(
+            f"{type(self).__name__} ({self.name}) cannot rescore server-side; use rescore='local'"
         )
 
     def get_codes(self, ids: ArrayLike) -> NDArray[np.uint8]:
@@ -474,6 +521,10 @@ class Store(ABC):
 
         Attach's ``sync`` uses it to find codes whose source rows are gone."""
         raise NotImplementedError(f"{type(self).__name__} cannot list its ids")
+
+    def finish_writes(self) -> None:  # noqa: B027 - optional hook
+        """One maintenance pass after bulk writes by other processes (parallel ingest): an
+        engine index build or compaction where the store has one; nothing by default."""
 
     @abstractmethod
     def drop(self) -> None:
@@ -516,12 +567,10 @@ class Store(ABC):
     ) -> tuple[NDArray[np.int64], NDArray[np.uint8], list[Payload | None]]:
         return self.validate_upsert(ids, codes, payloads)
 
-    def _padding(
-        self, q: int, limit: int
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
+    def _padding(self, q: int, limit: int) -> CodeHits:
         """An all-padding result (no item matched)."""
         meta = self._require_open()
-        return (
+        return CodeHits(
             np.full((q, limit), -1, np.int64),
             np.full((q, limit), HAMMING_PAD, np.int32),
             np.zeros((q, limit, meta.n_bytes), np.uint8),
@@ -529,8 +578,7 @@ class Store(ABC):
 
     def _check_query(self, query_codes: ArrayLike, limit: int) -> NDArray[np.uint8]:
         meta = self._require_open()
-        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit <= 0:
-            raise ValueError(f"limit must be a positive int, got {limit!r}")
+        check_positive_int(limit, "limit")
         return as_packed(query_codes, meta.n_bits)
 
 
@@ -553,23 +601,21 @@ class HitsStore(Store):
         """(ids, hamming, codes or None): :meth:`search`'s result, plus the hits' codes
         ``(Q, limit, n_bytes)`` (zeros for padding) when ``with_codes``."""
 
-    def search(
-        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+    def search(self, query_codes: ArrayLike, limit: int, filter: Filter | None = None) -> Hits:
         if isinstance(normalize_filter(filter), MatchNothing):
             q = self._check_query(query_codes, limit)
             ids, dist, _ = self._padding(q.shape[0], limit)
         else:
             ids, dist, _ = self._hits(query_codes, limit, _no_empty(filter), False)
-        return ids, dist
+        return Hits(ids, dist)
 
     def search_with_codes(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
+    ) -> CodeHits:
         if isinstance(normalize_filter(filter), MatchNothing):
             q = self._check_query(query_codes, limit)
             return self._padding(q.shape[0], limit)
         ids, dist, codes = self._hits(query_codes, limit, _no_empty(filter), True)
         if codes is None:
             raise StoreError(f"{type(self).__name__}._hits returned no codes for with_codes=True")
-        return ids, dist, codes
+        return CodeHits(ids, dist, codes)

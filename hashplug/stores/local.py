@@ -16,8 +16,10 @@ from numpy.typing import ArrayLike, NDArray
 from ._localfiles import StoreFiles
 from .base import (
     HAMMING_PAD,
+    CodeHits,
     CollectionMeta,
     Filter,
+    Hits,
     MatchNothing,
     Payload,
     Store,
@@ -61,6 +63,8 @@ class LocalStore(Store):
         self._shared = name
         self._files = StoreFiles(self.path, lock_timeout) if self.path is not None else None
         self._token: Any = None
+        if path is None and name is None:  # private memory: gone with the object
+            self.persistent = False  # type: ignore[misc]
         if name is not None:  # every object on one shared name takes the same lock
             self._lock = _MEMORY_LOCKS.setdefault(name, self._lock)
         if name is not None and name in _MEMORY:
@@ -206,15 +210,13 @@ class LocalStore(Store):
             for r, f in zip(rows.tolist(), found.tolist(), strict=True)
         ]
 
-    def search(
-        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
+    def search(self, query_codes: ArrayLike, limit: int, filter: Filter | None = None) -> Hits:
         ids, dist, _ = self.search_with_codes(query_codes, limit, filter)
-        return ids, dist
+        return Hits(ids, dist)
 
     def search_with_codes(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
+    ) -> CodeHits:
         from ..rerank import hamming_topk
 
         q = self._check_query(query_codes, limit)
@@ -233,7 +235,7 @@ class LocalStore(Store):
             out_i[:, :kk] = np.where(valid, st_ids[np.maximum(rows, 0)], -1)
             out_d[:, :kk] = np.where(valid, dist, HAMMING_PAD)
             out_c[:, :kk] = np.where(valid[..., None], st_codes[np.maximum(rows, 0)], 0)
-        return out_i, out_d, out_c
+        return CodeHits(out_i, out_d, out_c)
 
     def delete(self, ids: ArrayLike) -> None:
         self._require_open()

@@ -121,6 +121,7 @@ class LanceDBStore(HitsStore):
 
     schemes: ClassVar[tuple[str, ...]] = ("lancedb",)
     returns_codes: ClassVar[bool] = True
+    supports_native_index: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -460,6 +461,15 @@ class LanceDBStore(HitsStore):
             elif id_index[0].num_unindexed_rows:
                 tbl.optimize()  # bring the id index up to date as well
             self._writes = 0
+
+    def finish_writes(self) -> None:
+        """After parallel writers: build the index if it is due (see ``index``), else
+        :meth:`optimize` (compaction, new rows into the indices)."""
+        due = self.index != "none" and self.index_info() is None
+        if due and self.count() >= self.index_min_rows:
+            self.create_index()
+        else:
+            self.optimize()
 
     def index_info(self) -> dict[str, Any] | None:
         """The vector index on ``code`` (type, metric, indexed/unindexed rows) or None."""

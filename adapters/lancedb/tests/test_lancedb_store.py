@@ -13,11 +13,20 @@ from hashplug_lancedb import LanceDBStore
 from hashplug.codes import hamming_distances, pack_bits
 from hashplug.stores.base import HAMMING_PAD, CollectionMeta, HasherMismatchError, StoreError
 from hashplug.stores.registry import open_store
-from hashplug.testing import StoreConformance, make_meta, random_codes
+from hashplug.testing import (
+    ConcurrencyConformance,
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    make_meta,
+    random_codes,
+)
 from hashplug.testing.faults import WriterKillConformance
 
 
-class TestLanceDBConformance(StoreConformance):
+class TestLanceDBConformance(
+    CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+):
     late_refusal = {"t": "a str where the column is int64"}
 
     @pytest.fixture
@@ -25,7 +34,9 @@ class TestLanceDBConformance(StoreConformance):
         return lambda name: LanceDBStore(tmp_path / "db", name)
 
 
-class TestLanceDBConformanceIndexed(StoreConformance):
+class TestLanceDBConformanceIndexed(
+    CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+):
     """The same contract with an IVF_FLAT index (nprobes covers every partition: exact)."""
 
     late_refusal = {"t": "a str where the column is int64"}

@@ -46,7 +46,7 @@ from hashplug.sources.source import (
     as_source_ids,
     choose_vector_field,
 )
-from hashplug.stores.base import StoreError
+from hashplug.stores.base import StoreError, check_positive_int
 
 from ._filters import literal
 from ._retry import short_error
@@ -334,10 +334,7 @@ class MilvusSource(Source):
     def scan(self, batch_size: int) -> Iterator[tuple[NDArray[Any], NDArray[np.float32]]]:
         """Batches of ``batch_size`` rows in primary-key order, read in pages that Milvus can
         return at Strong consistency (so other clients' writes are seen)."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = check_positive_int(batch_size, "batch_size")
         self.skipped = 0
         keys: list[Any] = []
         vecs: list[NDArray[np.float32]] = []

@@ -39,6 +39,8 @@ from numpy.typing import ArrayLike, NDArray
 from pymilvus import DataType, MilvusClient
 
 from hashplug.stores.base import (
+    HAMMING_PAD,
+    CodeHits,
     CollectionMeta,
     Filter,
     HasherMismatchError,
@@ -47,6 +49,7 @@ from hashplug.stores.base import (
     Store,
     StoreError,
     as_ids,
+    check_positive_int,
     sort_hits,
 )
 
@@ -215,8 +218,7 @@ class MilvusStore(HitsStore):
         if str(consistency_level).lower() not in levels:
             raise ValueError(f"consistency_level must be one of {CONSISTENCY_LEVELS}")
         for nm, v in (("nlist", nlist), ("nprobe", nprobe), ("batch_size", batch_size)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{nm} must be a positive int, got {v!r}")
+            check_positive_int(v, nm)
         if not 1 <= payload_max_length <= 65_535:
             raise ValueError("payload_max_length must be in [1, 65535] (Milvus' VARCHAR limit)")
         if timeout <= 0 or connect_timeout <= 0:
@@ -614,7 +616,7 @@ class MilvusStore(HitsStore):
 
     def search_with_codes(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8]]:
+    ) -> CodeHits:
         layout = self._require_layout()
         if not layout["words"] and self.is_lite:
             # Milvus Lite 2.5 crashes when a search outputs a binary vector: one batched get.
@@ -640,7 +642,7 @@ class MilvusStore(HitsStore):
         if self.index == "BIN_IVF_FLAT":
             params["params"] = {"nprobe": int(self.nprobe)}
         out_i = np.full((nq, limit), -1, np.int64)
-        out_d = np.full((nq, limit), np.iinfo(np.int32).max, np.int32)
+        out_d = np.full((nq, limit), HAMMING_PAD, np.int32)
         out_c = np.zeros((nq, limit, nb), np.uint8) if with_codes else None
         per_call = max(1, min(_MAX_NQ, _MAX_HITS_PER_CALL // topk))
         for s in range(0, nq, per_call):
@@ -668,7 +670,7 @@ class MilvusStore(HitsStore):
                     ) from e
                 raise
             raw_i = np.full((len(data), topk), -1, np.int64)
-            raw_d = np.full((len(data), topk), np.iinfo(np.int32).max, np.int32)
+            raw_d = np.full((len(data), topk), HAMMING_PAD, np.int32)
             raw_c = np.zeros((len(data), topk, nb), np.uint8) if with_codes else None
             for r, hits in enumerate(res):
                 m = len(hits.ids)

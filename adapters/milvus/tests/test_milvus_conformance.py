@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 from hashplug_milvus import MilvusStore
 
-from hashplug.testing import StoreConformance
+from hashplug.testing import (
+    ConcurrencyConformance,
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+)
 from hashplug.testing.faults import WriterKillConformance
 
 
@@ -31,7 +36,9 @@ def _factory(
 TOO_BIG = {"t": "x" * 70_000}
 
 
-class TestServerConformance(StoreConformance):
+class TestServerConformance(
+    CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+):
     """Milvus 2.3.5 standalone server, BIN_FLAT, codes returned with the search (int64 words)."""
 
     late_refusal = TOO_BIG
@@ -41,7 +48,9 @@ class TestServerConformance(StoreConformance):
         yield from _factory(lambda n: MilvusStore(milvus_server.uri, fresh_name(n)), cleanup)
 
 
-class TestLiteConformance(StoreConformance):
+class TestLiteConformance(
+    CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+):
     """Milvus Lite 2.5.1 (a local .db file), through the milvus+lite:// URI."""
 
     late_refusal = TOO_BIG
@@ -53,7 +62,9 @@ class TestLiteConformance(StoreConformance):
         )
 
 
-class TestLiteNoWordsConformance(StoreConformance):
+class TestLiteNoWordsConformance(
+    CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+):
     """Milvus Lite without the int64 copy: search, then one batched get of the codes."""
 
     late_refusal = TOO_BIG
@@ -67,7 +78,9 @@ class TestLiteNoWordsConformance(StoreConformance):
         )
 
 
-class TestDockerConformance(StoreConformance):
+class TestDockerConformance(
+    CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+):
     """Milvus standalone from docker/milvus/docker-compose.yml (skipped without a Docker engine)."""
 
     @pytest.fixture

@@ -24,7 +24,13 @@ from urllib.parse import parse_qsl
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from hashplug.stores.base import HAMMING_PAD, Payload, StoreError
+from hashplug.stores.base import (
+    HAMMING_PAD,
+    Payload,
+    ScoredHits,
+    StoreError,
+    check_positive_int,
+)
 
 __all__ = [
     "META_KEY",
@@ -119,15 +125,7 @@ def query_tanh(query_logits: ArrayLike, n_bits: int) -> NDArray[np.float32]:
 
 
 def check_rescore_args(k: Any, oversample: Any) -> tuple[int, int]:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise ValueError(f"k must be a positive int, got {k!r}")
-    if (
-        isinstance(oversample, bool)
-        or not isinstance(oversample, (int, np.integer))
-        or oversample < 1
-    ):
-        raise ValueError(f"oversample must be an int >= 1, got {oversample!r}")
-    return int(k), int(oversample)
+    return check_positive_int(k, "k"), check_positive_int(oversample, "oversample")
 
 
 #: Qdrant Edge only: top-level boolean payload values are also stored as "true"/"false" strings
@@ -239,9 +237,7 @@ def hits_from_points(
     return order_rows(rows, limit, HAMMING_PAD, np.int32, n_bits // 8 if with_vector else None)
 
 
-def rescored_from_points(
-    res: list[list[Any]], n_bits: int, k: int
-) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+def rescored_from_points(res: list[list[Any]], n_bits: int, k: int) -> ScoredHits:
     """Rescored hits -> (ids (Q, k), asym (Q, k)), ties by smaller id, padding (-1, +inf)."""
     rows = []
     for hits in res:
@@ -249,4 +245,4 @@ def rescored_from_points(
         scores = np.fromiter((p.score for p in hits), dtype=np.float64, count=len(hits))
         rows.append((ids, asym_from_scores(scores, n_bits), None))
     ids_o, dist_o, _ = order_rows(rows, k, np.inf, np.float32)
-    return ids_o, dist_o
+    return ScoredHits(ids_o, dist_o)

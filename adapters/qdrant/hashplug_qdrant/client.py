@@ -32,7 +32,15 @@ from numpy.typing import ArrayLike, NDArray
 from qdrant_client import QdrantClient
 from qdrant_client import models as m
 
-from hashplug.stores.base import CollectionMeta, Filter, HitsStore, Payload, StoreError, as_ids
+from hashplug.stores.base import (
+    CollectionMeta,
+    Filter,
+    HitsStore,
+    Payload,
+    ScoredHits,
+    StoreError,
+    as_ids,
+)
 from hashplug.stores.registry import split_uri
 from hashplug.stores.retry import RetryPolicy
 
@@ -545,7 +553,7 @@ class QdrantStore(HitsStore):
         filter: Filter | None = None,
         *,
         exact_ties: bool = True,
-    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    ) -> ScoredHits:
         """Native asymmetric search (see ``QdrantEdgeStore.search_rescored``): Qdrant takes the
         quantized Hamming top ``k * oversample`` and rescores it with t = tanh(u / 2) against the
         stored ±1 vectors; returns ``(ids (Q, k), asym (Q, k))``, asym = (n_bits - s·t) / 2.
@@ -559,7 +567,7 @@ class QdrantStore(HitsStore):
             quantization=m.QuantizationSearchParams(rescore=True, oversampling=factor)
         )
         if t.shape[0] == 0:
-            return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+            return ScoredHits(np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
         res = self._query(t, limit, params, filter, with_vector=False)
         return rescored_from_points(res, meta.n_bits, k)
 

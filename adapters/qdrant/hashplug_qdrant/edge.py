@@ -32,6 +32,7 @@ from hashplug.stores.base import (
     Filter,
     HitsStore,
     Payload,
+    ScoredHits,
     StoreError,
     as_ids,
 )
@@ -424,7 +425,7 @@ class QdrantEdgeStore(HitsStore):
         filter: Filter | None = None,
         *,
         exact_ties: bool = True,
-    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    ) -> ScoredHits:
         """Native asymmetric search: Qdrant picks the Hamming top ``k * oversample`` on the
         quantized vectors and rescores them against the stored ±1 vectors with t = tanh(u / 2).
 
@@ -448,7 +449,7 @@ class QdrantEdgeStore(HitsStore):
             quantization=qe.QuantizationSearchParams(rescore=True, oversampling=factor)
         )
         if t.shape[0] == 0:
-            return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+            return ScoredHits(np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
         res = self._query(t, limit, params, filter, with_vector=False)
         return rescored_from_points(res, meta.n_bits, k)
 

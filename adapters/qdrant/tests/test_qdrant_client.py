@@ -29,11 +29,25 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from hashplug.stores.base import StoreError
 from hashplug.stores.registry import open_store
-from hashplug.testing import StoreConformance, make_meta, random_codes
+from hashplug.testing import (
+    ConcurrencyConformance,
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    RescoringConformance,
+    make_meta,
+    random_codes,
+)
 from hashplug.testing.faults import WriterKillConformance
 
 
-class TestQdrantLocalModeConformance(StoreConformance):
+class TestQdrantLocalModeConformance(
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    ConcurrencyConformance,
+    RescoringConformance,
+):
     """The shared Store contract on qdrant-client's local mode (persisted to a folder)."""
 
     @pytest.fixture

@@ -25,11 +25,25 @@ from qdrant_client import models as m
 from hashplug.codes import hamming_distances, unpack_signs
 from hashplug.stores.base import HAMMING_PAD, StoreError
 from hashplug.stores.registry import open_store
-from hashplug.testing import StoreConformance, make_meta, random_codes
+from hashplug.testing import (
+    ConcurrencyConformance,
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    RescoringConformance,
+    make_meta,
+    random_codes,
+)
 from hashplug.testing.faults import WriterKillConformance
 
 
-class TestQdrantEdgeConformance(StoreConformance):
+class TestQdrantEdgeConformance(
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    ConcurrencyConformance,
+    RescoringConformance,
+):
     """The shared Store contract on a real Qdrant Edge shard (Float16 ±1 vectors + 1-bit BQ)."""
 
     @pytest.fixture
@@ -37,10 +51,17 @@ class TestQdrantEdgeConformance(StoreConformance):
         return lambda name: QdrantEdgeStore(tmp_path / name)
 
 
-class TestQdrantEdgeConformanceFloat32(StoreConformance):
+class TestQdrantEdgeConformanceFloat32(
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    ConcurrencyConformance,
+    RescoringConformance,
+):
     """The same contract with Float32 storage (what native rescoring needs for exact float32)."""
 
     n_bits = 128
+    rescoring_float16 = False  # float32 storage: distances within 1e-4
     n_items = 120
 
     @pytest.fixture

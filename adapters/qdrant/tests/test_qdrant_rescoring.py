@@ -154,7 +154,7 @@ def test_hash_index_on_qdrant_edge(real_codes, tmp_path: Path) -> None:
     assert len(idx) == 2000
     res = idx.search(q, k=10, oversample=10)
     assert res.ids.shape == (20, 10) and (res.ids >= 0).all()
-    nat = idx.search(q, k=10, oversample=10, rescore="qdrant")
+    nat = idx.search(q, k=10, oversample=10, rescore="store")
     assert nat.ids.shape == (20, 10)
     # Each native distance is the asymmetric distance of its own item (float16 storage rounds
     # t); the two candidate sets may differ at near-ties, so ids agree mostly, not always.

@@ -20,7 +20,15 @@ from hashplug_qdrant import QdrantStore
 from qdrant_client import models as m
 
 from hashplug.stores.base import StoreError
-from hashplug.testing import StoreConformance, make_meta, random_codes
+from hashplug.testing import (
+    ConcurrencyConformance,
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    RescoringConformance,
+    make_meta,
+    random_codes,
+)
 
 _FIXTURES = Path(__file__).resolve().parents[3] / "docker" / "qdrant" / "pytest_qdrant.py"
 
@@ -51,7 +59,13 @@ def _server_store(server: dict, name: str, **kw) -> QdrantStore:
     return QdrantStore(name, **opts)
 
 
-class TestQdrantServerConformance(StoreConformance):
+class TestQdrantServerConformance(
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    ConcurrencyConformance,
+    RescoringConformance,
+):
     """The shared Store contract against a real Qdrant server over REST."""
 
     @pytest.fixture
@@ -60,7 +74,13 @@ class TestQdrantServerConformance(StoreConformance):
         return lambda name: _server_store(qdrant_server, f"t{prefix}_{name}")
 
 
-class TestQdrantServerConformanceGrpc(StoreConformance):
+class TestQdrantServerConformanceGrpc(
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    ConcurrencyConformance,
+    RescoringConformance,
+):
     """The same over gRPC."""
 
     n_items = 120
