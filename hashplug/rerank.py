@@ -63,8 +63,10 @@ fewer queries than threads) and honour ``numba.set_num_threads``; results do not
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numba
 import numpy as np
@@ -161,10 +163,34 @@ def _row_ids(n: int) -> NDArray[np.int64]:
     return _ROW_IDS[:n]
 
 
+#: id(array) -> (weak reference, sorted) for read-only id arrays already checked.
+_CHECKED_IDS: dict[int, tuple[weakref.ref[NDArray[np.int64]], bool]] = {}
+
+
+def _forget(key: int) -> Any:
+    """The weak reference's callback: drop the entry when its array is freed."""
+    return lambda _ref: _CHECKED_IDS.pop(key, None)
+
+
 def _check_ids(ids: ArrayLike | None, n: int) -> tuple[NDArray[np.int64], bool]:
-    """Row ids (default arange); returns (ids int64, whether they are non-decreasing)."""
+    """Row ids (default arange); returns (ids int64, whether they are non-decreasing).
+
+    A read-only int64 array that owns its data (as a store's snapshot keeps them) is checked
+    once, not on every search (two O(N) passes: 20 ms at 10M ids)."""
     if ids is None:
         return _row_ids(n), True
+    frozen = (
+        isinstance(ids, np.ndarray)
+        and ids.dtype == np.int64
+        and ids.shape == (n,)
+        and ids.flags.owndata
+        and ids.flags.c_contiguous
+        and not ids.flags.writeable
+    )
+    if frozen:
+        hit = _CHECKED_IDS.get(id(ids))
+        if hit is not None and hit[0]() is ids:
+            return ids, hit[1]  # type: ignore[return-value]
     a = np.asarray(ids)
     if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
         raise ValueError(f"ids must be an integer array, got dtype {a.dtype}")
@@ -173,7 +199,10 @@ def _check_ids(ids: ArrayLike | None, n: int) -> tuple[NDArray[np.int64], bool]:
     a = np.ascontiguousarray(a, dtype=np.int64)
     if n and a.min() < 0:
         raise ValueError("ids must be non-negative (-1 marks padding in results)")
-    return a, bool(n < 2 or np.all(a[1:] >= a[:-1]))
+    srt = bool(n < 2 or np.all(a[1:] >= a[:-1]))
+    if frozen:
+        _CHECKED_IDS[id(a)] = (weakref.ref(a, _forget(id(a))), srt)
+    return a, srt
 
 
 def _check_id_matrix(a: ArrayLike, nq: int, what: str) -> NDArray[np.int64]:

@@ -475,3 +475,26 @@ def test_kernel_results_are_named_tuples(rng):
     np.testing.assert_array_equal(again.ids, res.ids)
     rows = R.rerank_rows(p, cand, codes, 4)
     assert isinstance(rows, ScoredHits) and rows.ids.shape == ids.shape == (3, 4)
+
+
+def test_read_only_ids_are_checked_once_and_writable_ones_every_time():
+    """A frozen id array is validated on first use only; writable arrays are always checked."""
+    rng = np.random.default_rng(2)
+    c = rng.integers(0, 256, (500, 8), dtype=np.uint8)
+    p = rng.random((2, 64), dtype=np.float32)
+    ids = np.arange(500, dtype=np.int64)[::-1].copy()
+    ids.flags.writeable = False
+    first = R.search_codes(p, c, 5, ids=ids)
+    assert id(ids) in R._CHECKED_IDS and R._CHECKED_IDS[id(ids)][1] is False  # not sorted
+    again = R.search_codes(p, c, 5, ids=ids)
+    np.testing.assert_array_equal(first[0], again[0])
+    bad = ids.copy()
+    bad[3] = -5
+    with pytest.raises(ValueError, match="non-negative"):
+        R.search_codes(p, c, 5, ids=bad)  # writable: checked on every call
+    key = id(ids)
+    del ids, first, again
+    import gc
+
+    gc.collect()
+    assert key not in R._CHECKED_IDS or R._CHECKED_IDS[key][0]() is None

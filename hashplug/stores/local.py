@@ -224,6 +224,7 @@ class LocalStore(Store):
         out_i, out_d, out_c = self._padding(q.shape[0], limit)
         st = self._snapshot()
         st_ids, st_codes = st["ids"], st["codes"]
+        st_ids.flags.writeable = False  # states are copied on write: the kernel checks ids once
         if mask_of is not None:
             mask = np.array([bool(mask_of(p)) for p in st["payloads"]], dtype=bool)
             st_ids, st_codes = st_ids[mask], st_codes[mask]
