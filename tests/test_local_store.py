@@ -315,3 +315,37 @@ def test_the_suite_catches_flags_and_mixins_that_disagree():
         Right().test_declared_capabilities_match_the_mixins_run(private)
     Right().test_declared_capabilities_match_the_mixins_run(shared)
     StoreConformance().test_declared_capabilities_match_the_mixins_run(private)  # skips there
+
+
+def test_vectorised_dict_filter_equals_the_reference_meaning():
+    """LocalStore's column masks give exactly dict_filter_matches on every kind of value."""
+    from hashplug.stores._columns import PayloadColumns
+    from hashplug.stores.base import dict_filter_matches, normalize_filter
+
+    values = [True, False, 0, 1, 1.0, 2, 2.5, "1", "a", "", None, [1], {"x": 1}, 2**62,
+              float(2**62), -7]  # fmt: skip (NaN cannot be stored: payloads are JSON)
+    rng = np.random.default_rng(4)
+    payloads = [
+        None if rng.random() < 0.1
+        else {k: values[rng.integers(len(values))] for k in ("a", "b") if rng.random() < 0.8}
+        for _ in range(400)
+    ]
+    cols = PayloadColumns(payloads)
+    cases = [{"a": v} for v in values if v is not None and not isinstance(v, (list, dict))]
+    cases += [{"a": None}, {"a": [1, "a"]}, {"a": True, "b": [2.5, 2**62]}, {"b": None, "a": 0}]
+    for flt in cases:
+        norm = normalize_filter(flt)
+        want = np.array([dict_filter_matches(p, norm) for p in payloads])
+        np.testing.assert_array_equal(cols.mask(norm), want, err_msg=str(flt))
+    store = LocalStore()
+    store.open(make_meta(64))
+    store.upsert(np.arange(400), random_codes(400), payloads)
+    q = random_codes(1, seed=9)
+    for flt in ({"a": 1}, {"a": None}):
+        ids, _ = store.search(q, 400, filter=flt)
+        norm = normalize_filter(flt)
+        want = {i for i, p in enumerate(payloads) if dict_filter_matches(p, norm)}
+        assert set(ids[0][ids[0] >= 0].tolist()) == want
+    store.upsert(np.array([0]), random_codes(1), [{"a": "new"}])  # a new state: new columns
+    ids, _ = store.search(q, 400, filter={"a": "new"})
+    assert 0 in ids[0].tolist()

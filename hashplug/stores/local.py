@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._columns import PayloadColumns
 from ._localfiles import StoreFiles
 from .base import (
     HAMMING_PAD,
@@ -63,6 +64,7 @@ class LocalStore(Store):
         self._shared = name
         self._files = StoreFiles(self.path, lock_timeout) if self.path is not None else None
         self._token: Any = None
+        self._columns: PayloadColumns | None = None
         if path is None and name is None:  # private memory: gone with the object
             self.persistent = False  # type: ignore[misc]
         if name is not None:  # every object on one shared name takes the same lock
@@ -214,6 +216,13 @@ class LocalStore(Store):
         ids, dist, _ = self.search_with_codes(query_codes, limit, filter)
         return Hits(ids, dist)
 
+    def _columns_of(self, payloads: list[Payload | None]) -> PayloadColumns:
+        """The payload columns of this state (payload lists are replaced, never changed, on write)."""
+        cols = self._columns
+        if cols is None or cols.payloads is not payloads:
+            cols = self._columns = PayloadColumns(payloads)
+        return cols
+
     def search_with_codes(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
     ) -> CodeHits:
@@ -226,7 +235,11 @@ class LocalStore(Store):
         st_ids, st_codes = st["ids"], st["codes"]
         st_ids.flags.writeable = False  # states are copied on write: the kernel checks ids once
         if mask_of is not None:
-            mask = np.array([bool(mask_of(p)) for p in st["payloads"]], dtype=bool)
+            norm = normalize_filter(filter)
+            if isinstance(norm, Mapping):
+                mask = self._columns_of(st["payloads"]).mask(norm)  # type: ignore[arg-type]
+            else:
+                mask = np.array([bool(mask_of(p)) for p in st["payloads"]], dtype=bool)
             st_ids, st_codes = st_ids[mask], st_codes[mask]
         n = st_ids.size
         if n and q.shape[0]:
