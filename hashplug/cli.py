@@ -201,14 +201,11 @@ def _compact_compare(
 
 
 def _load_array(path: str, *keys: str) -> np.ndarray:
-    """An .npy array, or the first of ``keys`` (then "x", "embeddings") found in an .npz."""
-    if not path.endswith(".npz"):
-        return np.load(path)
-    with np.load(path) as d:
-        for k in (*keys, "x", "embeddings"):
-            if k in d.files:
-                return d[k]
-        raise ValueError(f"{path} has none of the arrays {list(keys)} (has {d.files})")
+    """An .npy array, or the first of ``keys`` (then "x", "embeddings") found in an .npz;
+    memory-mapped where the file allows (see :func:`hashplug._npfiles.open_array`)."""
+    from ._npfiles import open_array
+
+    return open_array(path, *keys)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:

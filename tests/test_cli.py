@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from hashplug.cli import main
@@ -73,3 +74,21 @@ def test_scoring_cosine_through_ingest_and_search(tmp_path, fmnist, capsys):
         err = capsys.readouterr().err
         assert why in err and err.count("\n") == 1 and err.startswith("hashplug: error: ")
     assert not (tmp_path / "lake" / "docs.lance").exists()
+
+
+def test_embedding_files_are_memory_mapped_where_they_can_be(tmp_path):
+    """.npy and np.savez members map read-only (ingest reads batch by batch); compressed read whole."""
+    from hashplug._npfiles import open_array
+
+    x = np.random.default_rng(0).normal(size=(50, 12)).astype(np.float32)
+    np.save(tmp_path / "a.npy", x)
+    np.savez(tmp_path / "b.npz", q_x=x[:3], db_x=x)
+    np.savez_compressed(tmp_path / "c.npz", db_x=x)
+    for name, mapped in (("a.npy", True), ("b.npz", True), ("c.npz", False)):
+        a = open_array(str(tmp_path / name), "db_x")
+        assert isinstance(a, np.memmap) == mapped, name
+        np.testing.assert_array_equal(a, x)
+        if mapped:
+            assert not a.flags.writeable
+    with pytest.raises(ValueError, match=r"has none of the arrays \['train_x'\]"):
+        open_array(str(tmp_path / "b.npz"), "train_x")
