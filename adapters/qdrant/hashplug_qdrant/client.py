@@ -38,14 +38,13 @@ from hashplug.stores.base import (
     Payload,
     StoreError,
 )
-from hashplug.stores.registry import split_uri
 from hashplug.stores.retry import RetryPolicy
+from hashplug.stores.uri import parse_uri, to_bool, to_finite_float
 
 from ._common import (
     DATATYPES,
     META_KEY,
     encode_payload,
-    parse_query_options,
 )
 from .base import QdrantBase
 from .filters import to_client_filter
@@ -57,15 +56,15 @@ T = TypeVar("T")
 #: ``path`` value that selects local mode in memory (shared by the stores of this process).
 MEMORY = ":memory:"
 
-_URI_OPTIONS: dict[str, type] = {
-    "https": bool,
-    "grpc": bool,
+_URI_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "https": to_bool,
+    "grpc": to_bool,
     "grpc_port": int,
     "prefix": str,
     "timeout": int,
     "datatype": str,
     "retries": int,
-    "backoff": float,
+    "backoff": to_finite_float,
     "shard_number": int,
     "replication_factor": int,
     "hnsw_m": int,
@@ -277,9 +276,8 @@ class QdrantStore(QdrantBase):
     def from_uri(cls, uri: str, **options: Any) -> QdrantStore:
         """``qdrant://host:6333/docs?https=true``, ``qdrant+local://./qdrant/docs``,
         ``qdrant+local://:memory:/docs``; keyword options override URI options."""
-        scheme, rest = split_uri(uri)
-        location, _, query = rest.partition("?")
-        opts = parse_query_options(query, _URI_OPTIONS)
+        parsed = parse_uri(uri, _URI_OPTIONS)
+        scheme, location, opts = parsed.scheme, parsed.location, parsed.options
         if scheme == "qdrant+local":
             head, _, coll = location.rstrip("/").rpartition("/")
             if not head or not coll:

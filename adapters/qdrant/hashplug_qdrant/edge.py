@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,13 +33,12 @@ from hashplug.stores.base import (
     Payload,
     StoreError,
 )
-from hashplug.stores.registry import split_uri
+from hashplug.stores.uri import parse_uri, to_bool
 
 from ._common import (
     DATATYPES,
     META_FILE,
     encode_payload,
-    parse_query_options,
 )
 from .base import QdrantBase
 from .filters import to_edge_filter
@@ -48,9 +47,9 @@ __all__ = ["QdrantEdgeStore", "edge_config"]
 
 _UPSERT_BATCH = 4096
 _RETRIEVE_BATCH = 8192
-_URI_OPTIONS: dict[str, type] = {
+_URI_OPTIONS: dict[str, Callable[[str], Any]] = {
     "datatype": str,
-    "optimize_on_close": bool,
+    "optimize_on_close": to_bool,
     "max_search_threads": int,
 }
 _DTYPES = {
@@ -159,15 +158,14 @@ class QdrantEdgeStore(QdrantBase):
     @classmethod
     def from_uri(cls, uri: str, **options: Any) -> QdrantEdgeStore:
         """``qdrant-edge://./data/shard``, ``qdrant-edge:///abs/shard?datatype=float32``."""
-        scheme, rest = split_uri(uri)
-        if scheme not in cls.schemes:
-            raise ValueError(f"QdrantEdgeStore handles qdrant-edge://, not {scheme}://")
-        location, _, query = rest.partition("?")
+        parsed = parse_uri(uri, _URI_OPTIONS)
+        if parsed.scheme not in cls.schemes:
+            raise ValueError(f"QdrantEdgeStore handles qdrant-edge://, not {parsed.scheme}://")
+        location, opts = parsed.location, parsed.options
         if not location:
             raise ValueError(
                 "qdrant-edge:// needs a shard directory, e.g. qdrant-edge://./data/docs"
             )
-        opts = parse_query_options(query, _URI_OPTIONS)
         opts.update(options)
         return cls(location, **opts)
 
