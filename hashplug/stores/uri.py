@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-__all__ = ["ParsedURI", "split_uri", "parse_uri"]
+__all__ = ["ParsedURI", "split_uri", "parse_uri", "to_bool", "to_finite_float"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -19,6 +23,22 @@ def split_uri(uri: str) -> tuple[str, str]:
         )
     scheme, rest = uri.split("://", 1)
     return scheme.lower(), rest
+
+
+def to_bool(value: str) -> bool:
+    """URI option converter: ``1/true/yes/on`` -> True, ``0/false/no/off`` -> False."""
+    v = value.strip().lower()
+    if v not in _TRUE | _FALSE:
+        raise ValueError(f"{value!r} is not a bool (true/false)")
+    return v in _TRUE
+
+
+def to_finite_float(value: str) -> float:
+    """URI option converter: a finite float."""
+    x = float(value)
+    if not math.isfinite(x):
+        raise ValueError(f"{value!r} is not a finite number")
+    return x
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,9 @@ distance and binary quantization (1 bit per dimension, XOR + popcount, kept in R
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from itertools import chain
 from typing import Any
-from urllib.parse import parse_qsl
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -49,7 +47,6 @@ __all__ = [
     "hits_from_points",
     "rescored_from_points",
     "check_rescore_args",
-    "parse_query_options",
 ]
 
 #: Collection-metadata key (qdrant-client) that holds ``CollectionMeta.to_json()``.
@@ -183,40 +180,6 @@ def order_rows(
         if out_c is not None and codes is not None:
             out_c[r, :m] = codes[order]
     return out_i, out_d, out_c
-
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def parse_query_options(query: str, allowed: Mapping[str, type]) -> dict[str, Any]:
-    """``a=1&b=true`` -> typed options, ValueError naming unknown keys or bad values."""
-    out: dict[str, Any] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
-        if key not in allowed:
-            raise ValueError(
-                f"unknown option {key!r} in store URI; known: {', '.join(sorted(allowed))}"
-            )
-        kind = allowed[key]
-        try:
-            if kind is bool:
-                v = value.strip().lower()
-                if v not in _TRUE | _FALSE:
-                    raise ValueError(value)
-                out[key] = v in _TRUE
-            elif kind is int:
-                out[key] = int(value)
-            elif kind is float:
-                out[key] = float(value)
-                if not math.isfinite(out[key]):
-                    raise ValueError(value)
-            else:
-                out[key] = value
-        except ValueError as e:
-            raise ValueError(
-                f"option {key}={value!r} in store URI is not a valid {kind.__name__}"
-            ) from e
-    return out
 
 
 def hits_from_points(

@@ -23,40 +23,30 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 from qdrant_client import QdrantClient
 from qdrant_client import models as m
 
 from hashplug.stores.base import (
     CollectionMeta,
     Filter,
-    HitsStore,
     Payload,
-    ScoredHits,
     StoreError,
-    as_ids,
 )
-from hashplug.stores.registry import split_uri
 from hashplug.stores.retry import RetryPolicy
+from hashplug.stores.uri import parse_uri, to_bool, to_finite_float
 
 from ._common import (
     DATATYPES,
     META_KEY,
-    check_rescore_args,
-    codes_to_vectors,
-    decode_payload,
     encode_payload,
-    hits_from_points,
-    parse_query_options,
-    query_tanh,
-    rescored_from_points,
-    vectors_to_codes,
 )
+from .base import QdrantBase
 from .filters import to_client_filter
 
 __all__ = ["QdrantStore", "MEMORY"]
@@ -66,15 +56,15 @@ T = TypeVar("T")
 #: ``path`` value that selects local mode in memory (shared by the stores of this process).
 MEMORY = ":memory:"
 
-_URI_OPTIONS: dict[str, type] = {
-    "https": bool,
-    "grpc": bool,
+_URI_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "https": to_bool,
+    "grpc": to_bool,
     "grpc_port": int,
     "prefix": str,
     "timeout": int,
     "datatype": str,
     "retries": int,
-    "backoff": float,
+    "backoff": to_finite_float,
     "shard_number": int,
     "replication_factor": int,
     "hnsw_m": int,
@@ -175,7 +165,7 @@ def _is_transient(e: BaseException) -> bool:
     return False
 
 
-class QdrantStore(HitsStore):
+class QdrantStore(QdrantBase):
     """A Qdrant collection of hashplug codes, through qdrant-client.
 
     Parameters
@@ -286,9 +276,8 @@ class QdrantStore(HitsStore):
     def from_uri(cls, uri: str, **options: Any) -> QdrantStore:
         """``qdrant://host:6333/docs?https=true``, ``qdrant+local://./qdrant/docs``,
         ``qdrant+local://:memory:/docs``; keyword options override URI options."""
-        scheme, rest = split_uri(uri)
-        location, _, query = rest.partition("?")
-        opts = parse_query_options(query, _URI_OPTIONS)
+        parsed = parse_uri(uri, _URI_OPTIONS)
+        scheme, location, opts = parsed.scheme, parsed.location, parsed.options
         if scheme == "qdrant+local":
             head, _, coll = location.rstrip("/").rpartition("/")
             if not head or not coll:
@@ -408,22 +397,19 @@ class QdrantStore(HitsStore):
     def _batch(self) -> int:
         return 4096 if self._local is not None else 1024
 
-    def upsert(
+    def _upsert_points(
         self,
-        ids: ArrayLike,
-        codes: ArrayLike,
-        payloads: Sequence[Payload | None] | None = None,
+        ids: NDArray[np.int64],
+        vectors: NDArray[np.float32],
+        payloads: Sequence[Payload | None],
     ) -> None:
-        new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
-        meta = self._require_open()
-        vectors = codes_to_vectors(new_codes, meta.n_bits)
         b = self._batch
-        for s in range(0, new_ids.size, b):
-            e = min(s + b, new_ids.size)
+        for s in range(0, ids.size, b):
+            e = min(s + b, ids.size)
             points = [
                 m.PointStruct(id=int(i), vector=v, payload=encode_payload(p))
                 for i, v, p in zip(
-                    new_ids[s:e].tolist(), vectors[s:e].tolist(), new_pl[s:e], strict=True
+                    ids[s:e].tolist(), vectors[s:e].tolist(), payloads[s:e], strict=True
                 )
             ]
             # Upsert by id is idempotent, so a retried batch never duplicates anything.
@@ -431,7 +417,9 @@ class QdrantStore(HitsStore):
                 "upsert", lambda c, pts=points: c.upsert(self.collection, points=pts, wait=True)
             )
 
-    def _retrieve(self, ids: NDArray[np.int64], vectors: bool, payload: bool) -> dict[int, Any]:
+    def _retrieve(
+        self, ids: NDArray[np.int64], with_vector: bool, with_payload: bool
+    ) -> dict[int, Any]:
         got: dict[int, Any] = {}
         b = self._batch * 4
         for s in range(0, ids.size, b):
@@ -439,41 +427,17 @@ class QdrantStore(HitsStore):
             recs = self._call(
                 "retrieve",
                 lambda c, ch=chunk: c.retrieve(
-                    self.collection, ids=ch, with_payload=payload, with_vectors=vectors
+                    self.collection, ids=ch, with_payload=with_payload, with_vectors=with_vector
                 ),
             )
             for r in recs:
                 got[int(r.id)] = r
         return got
 
-    def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
-        meta = self._require_open()
-        q = np.asarray(ids, dtype=np.int64).reshape(-1)
-        out = np.zeros((q.size, meta.n_bytes), np.uint8)
-        found = np.zeros(q.size, bool)
-        valid = q[q >= 0]
-        if valid.size == 0:
-            return out, found
-        got = self._retrieve(np.unique(valid), vectors=True, payload=False)
-        rows = [i for i, v in enumerate(q.tolist()) if v in got]
-        if rows:
-            out[rows] = vectors_to_codes([got[int(q[i])].vector for i in rows], meta.n_bits)
-            found[rows] = True
-        return out, found
-
-    def get_payloads(self, ids: ArrayLike) -> list[Payload | None]:
-        self._require_open()
-        q = np.asarray(ids, dtype=np.int64).reshape(-1)
-        valid = q[q >= 0]
-        got = self._retrieve(np.unique(valid), vectors=False, payload=True) if valid.size else {}
-        return [decode_payload(got[i].payload) if i in got else None for i in q.tolist()]
-
-    def delete(self, ids: ArrayLike) -> None:
-        self._require_open()
-        q = np.unique(as_ids(ids))
+    def _delete_points(self, ids: NDArray[np.int64]) -> None:
         b = self._batch * 4
-        for s in range(0, q.size, b):
-            sel = m.PointIdsList(points=q[s : s + b].tolist())
+        for s in range(0, ids.size, b):
+            sel = m.PointIdsList(points=ids[s : s + b].tolist())
             self._call(
                 "delete",
                 lambda c, sel=sel: c.delete(self.collection, points_selector=sel, wait=True),
@@ -485,37 +449,34 @@ class QdrantStore(HitsStore):
         res = self._call("count", lambda c: c.count(self.collection, exact=True))
         return int(res.count)
 
-    def iter_ids(self, batch_size: int = 50_000) -> Iterator[NDArray[np.int64]]:
-        self._require_open()
-        offset = None
-        while True:
-            recs, offset = self._call(
-                "scroll",
-                lambda c, o=offset: c.scroll(
-                    self.collection,
-                    offset=o,
-                    limit=max(1, int(batch_size)),
-                    with_payload=False,
-                    with_vectors=False,
-                ),
-            )
-            if recs:
-                yield np.array([int(r.id) for r in recs], np.int64)
-            if offset is None or not recs:
-                return
+    def _scroll(self, offset: Any, limit: int) -> tuple[list[Any], Any]:
+        return self._call(
+            "scroll",
+            lambda c: c.scroll(
+                self.collection,
+                offset=offset,
+                limit=limit,
+                with_payload=False,
+                with_vectors=False,
+            ),
+        )
 
     # -- search ----------------------------------------------------------------------------------
     def _query(
         self,
         vectors: NDArray[np.float32],
         limit: int,
-        params: m.SearchParams,
+        rescore: bool,
+        oversampling: float,
         filter: Filter | None,
         with_vector: bool,
     ) -> list[list[Any]]:
         flt = to_client_filter(filter)
-        if self.is_local_mode:
-            params = None  # type: ignore[assignment]  # local mode is exact; it warns on params
+        params = None  # local mode is exact; it warns on params
+        if not self.is_local_mode:
+            params = m.SearchParams(
+                quantization=m.QuantizationSearchParams(rescore=rescore, oversampling=oversampling)
+            )
         reqs = [
             m.QueryRequest(
                 query=v,
@@ -529,47 +490,6 @@ class QdrantStore(HitsStore):
         ]
         res = self._call("query", lambda c: c.query_batch_points(self.collection, requests=reqs))
         return [r.points for r in res]
-
-    def _hits(
-        self, query_codes: ArrayLike, limit: int, filter: Filter | None, with_vector: bool
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
-        q = self._check_query(query_codes, limit)
-        meta = self._require_open()
-        if q.shape[0] == 0:
-            empty = np.zeros((0, limit), np.int64)
-            codes = np.zeros((0, limit, meta.n_bytes), np.uint8) if with_vector else None
-            return empty, empty.astype(np.int32), codes
-        params = m.SearchParams(
-            quantization=m.QuantizationSearchParams(rescore=False, oversampling=1.0)
-        )
-        res = self._query(codes_to_vectors(q, meta.n_bits), int(limit), params, filter, with_vector)
-        return hits_from_points(res, meta.n_bits, int(limit), with_vector)
-
-    def search_rescored(
-        self,
-        query_logits: ArrayLike,
-        k: int,
-        oversample: int = 10,
-        filter: Filter | None = None,
-        *,
-        exact_ties: bool = True,
-    ) -> ScoredHits:
-        """Native asymmetric search (see ``QdrantEdgeStore.search_rescored``): Qdrant takes the
-        quantized Hamming top ``k * oversample`` and rescores it with t = tanh(u / 2) against the
-        stored ±1 vectors; returns ``(ids (Q, k), asym (Q, k))``, asym = (n_bits - s·t) / 2.
-        In local mode the search is exact (local mode has no quantization), so it equals the
-        exhaustive asymmetric search."""
-        k, oversample = check_rescore_args(k, oversample)
-        meta = self._require_open()
-        t = query_tanh(query_logits, meta.n_bits)
-        limit, factor = (k * oversample, 1.0) if exact_ties else (k, float(oversample))
-        params = m.SearchParams(
-            quantization=m.QuantizationSearchParams(rescore=True, oversampling=factor)
-        )
-        if t.shape[0] == 0:
-            return ScoredHits(np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
-        res = self._query(t, limit, params, filter, with_vector=False)
-        return rescored_from_points(res, meta.n_bits, k)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def drop(self) -> None:

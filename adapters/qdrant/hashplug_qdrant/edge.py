@@ -19,47 +19,37 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import qdrant_edge as qe
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
 from hashplug.stores.base import (
     CollectionMeta,
     Filter,
-    HitsStore,
     Payload,
-    ScoredHits,
     StoreError,
-    as_ids,
 )
-from hashplug.stores.registry import split_uri
+from hashplug.stores.uri import parse_uri, to_bool
 
 from ._common import (
     DATATYPES,
     META_FILE,
-    check_rescore_args,
-    codes_to_vectors,
-    decode_payload,
     encode_payload,
-    hits_from_points,
-    parse_query_options,
-    query_tanh,
-    rescored_from_points,
-    vectors_to_codes,
 )
+from .base import QdrantBase
 from .filters import to_edge_filter
 
 __all__ = ["QdrantEdgeStore", "edge_config"]
 
 _UPSERT_BATCH = 4096
 _RETRIEVE_BATCH = 8192
-_URI_OPTIONS: dict[str, type] = {
+_URI_OPTIONS: dict[str, Callable[[str], Any]] = {
     "datatype": str,
-    "optimize_on_close": bool,
+    "optimize_on_close": to_bool,
     "max_search_threads": int,
 }
 _DTYPES = {
@@ -126,7 +116,7 @@ def _edge_error(what: str, path: str, e: BaseException) -> StoreError:
     return StoreError(f"Qdrant Edge shard {path}: {what} failed: {msg}")
 
 
-class QdrantEdgeStore(HitsStore):
+class QdrantEdgeStore(QdrantBase):
     """A Qdrant Edge shard directory holding one collection of hashplug codes.
 
     Parameters
@@ -168,15 +158,14 @@ class QdrantEdgeStore(HitsStore):
     @classmethod
     def from_uri(cls, uri: str, **options: Any) -> QdrantEdgeStore:
         """``qdrant-edge://./data/shard``, ``qdrant-edge:///abs/shard?datatype=float32``."""
-        scheme, rest = split_uri(uri)
-        if scheme not in cls.schemes:
-            raise ValueError(f"QdrantEdgeStore handles qdrant-edge://, not {scheme}://")
-        location, _, query = rest.partition("?")
+        parsed = parse_uri(uri, _URI_OPTIONS)
+        if parsed.scheme not in cls.schemes:
+            raise ValueError(f"QdrantEdgeStore handles qdrant-edge://, not {parsed.scheme}://")
+        location, opts = parsed.location, parsed.options
         if not location:
             raise ValueError(
                 "qdrant-edge:// needs a shard directory, e.g. qdrant-edge://./data/docs"
             )
-        opts = parse_query_options(query, _URI_OPTIONS)
         opts.update(options)
         return cls(location, **opts)
 
@@ -255,26 +244,21 @@ class QdrantEdgeStore(HitsStore):
             self._shard()
 
     # -- data ------------------------------------------------------------------------------------
-    def upsert(
+    def _upsert_points(
         self,
-        ids: ArrayLike,
-        codes: ArrayLike,
-        payloads: Sequence[Payload | None] | None = None,
+        ids: NDArray[np.int64],
+        vectors: NDArray[np.float32],
+        payloads: Sequence[Payload | None],
     ) -> None:
-        new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
-        meta = self._require_open()
-        if new_ids.size == 0:
-            return
-        vectors = codes_to_vectors(new_codes, meta.n_bits)
         shard = self._shard()
         h = self._h
         with h.lock:
-            for s in range(0, new_ids.size, _UPSERT_BATCH):
-                e = min(s + _UPSERT_BATCH, new_ids.size)
+            for s in range(0, ids.size, _UPSERT_BATCH):
+                e = min(s + _UPSERT_BATCH, ids.size)
                 points = [
                     qe.Point(int(i), v, encode_payload(p, bool_shadow=True))
                     for i, v, p in zip(
-                        new_ids[s:e].tolist(), vectors[s:e].tolist(), new_pl[s:e], strict=True
+                        ids[s:e].tolist(), vectors[s:e].tolist(), payloads[s:e], strict=True
                     )
                 ]
                 try:
@@ -298,42 +282,12 @@ class QdrantEdgeStore(HitsStore):
                 got[int(r.id)] = r
         return got
 
-    def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
-        meta = self._require_open()
-        q = np.asarray(ids, dtype=np.int64).reshape(-1)
-        out = np.zeros((q.size, meta.n_bytes), np.uint8)
-        found = np.zeros(q.size, bool)
-        valid = q >= 0
-        if not valid.any():
-            return out, found
-        got = self._retrieve(np.unique(q[valid]), with_vector=True, with_payload=False)
-        rows = [i for i, v in enumerate(q.tolist()) if v in got]
-        if rows:
-            out[rows] = vectors_to_codes([got[int(q[i])].vector for i in rows], meta.n_bits)
-            found[rows] = True
-        return out, found
-
-    def get_payloads(self, ids: ArrayLike) -> list[Payload | None]:
-        self._require_open()
-        q = np.asarray(ids, dtype=np.int64).reshape(-1)
-        valid = q[q >= 0]
-        got = (
-            self._retrieve(np.unique(valid), with_vector=False, with_payload=True)
-            if valid.size
-            else {}
-        )
-        return [decode_payload(got[i].payload) if i in got else None for i in q.tolist()]
-
-    def delete(self, ids: ArrayLike) -> None:
-        self._require_open()
-        q = np.unique(as_ids(ids))
-        if q.size == 0:
-            return
+    def _delete_points(self, ids: NDArray[np.int64]) -> None:
         shard = self._shard()
         h = self._h
         with h.lock:
             try:
-                shard.update(qe.UpdateOperation.delete_points(q.tolist()))
+                shard.update(qe.UpdateOperation.delete_points(ids.tolist()))
             except Exception as e:  # noqa: BLE001
                 raise _edge_error("delete", str(self.path), e) from e
             h.dirty = True
@@ -350,37 +304,32 @@ class QdrantEdgeStore(HitsStore):
         except Exception as e:  # noqa: BLE001
             raise _edge_error("count", str(self.path), e) from e
 
-    def iter_ids(self, batch_size: int = 50_000) -> Iterator[NDArray[np.int64]]:
-        self._require_open()
-        offset = None
-        while True:
-            with self._h.lock:
-                try:
-                    recs, offset = self._shard().scroll(
-                        qe.ScrollRequest(
-                            offset=offset,
-                            limit=max(1, int(batch_size)),
-                            with_payload=False,
-                            with_vector=False,
-                        )
+    def _scroll(self, offset: Any, limit: int) -> tuple[list[Any], Any]:
+        with self._h.lock:
+            try:
+                recs, nxt = self._shard().scroll(
+                    qe.ScrollRequest(
+                        offset=offset, limit=limit, with_payload=False, with_vector=False
                     )
-                except Exception as e:  # noqa: BLE001
-                    raise _edge_error("scroll", str(self.path), e) from e
-            if recs:
-                yield np.array([int(r.id) for r in recs], np.int64)
-            if offset is None or not recs:
-                return
+                )
+            except Exception as e:  # noqa: BLE001
+                raise _edge_error("scroll", str(self.path), e) from e
+        return recs, nxt
 
     # -- search ----------------------------------------------------------------------------------
     def _query(
         self,
         vectors: NDArray[np.float32],
         limit: int,
-        params: qe.SearchParams,
+        rescore: bool,
+        oversampling: float,
         filter: Filter | None,
         with_vector: bool,
     ) -> list[list[Any]]:
         flt = to_edge_filter(filter)
+        params = qe.SearchParams(
+            quantization=qe.QuantizationSearchParams(rescore=rescore, oversampling=oversampling)
+        )
         reqs = [
             qe.QueryRequest(
                 limit=limit,
@@ -399,59 +348,6 @@ class QdrantEdgeStore(HitsStore):
             return shard.query_batch(qe.QueryBatchRequest(reqs))
         except Exception as e:  # noqa: BLE001
             raise _edge_error("query", str(self.path), e) from e
-
-    def _hits(
-        self, query_codes: ArrayLike, limit: int, filter: Filter | None, with_vector: bool
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
-        q = self._check_query(query_codes, limit)
-        meta = self._require_open()
-        n_q = q.shape[0]
-        if n_q == 0:
-            empty = np.zeros((0, limit), np.int64)
-            codes = np.zeros((0, limit, meta.n_bytes), np.uint8) if with_vector else None
-            return empty, empty.astype(np.int32), codes
-        # Quantized scores only (no rescoring, no oversampling): 1-bit BQ Dot = n - 2 * Hamming.
-        params = qe.SearchParams(
-            quantization=qe.QuantizationSearchParams(rescore=False, oversampling=1.0)
-        )
-        res = self._query(codes_to_vectors(q, meta.n_bits), int(limit), params, filter, with_vector)
-        return hits_from_points(res, meta.n_bits, int(limit), with_vector)
-
-    def search_rescored(
-        self,
-        query_logits: ArrayLike,
-        k: int,
-        oversample: int = 10,
-        filter: Filter | None = None,
-        *,
-        exact_ties: bool = True,
-    ) -> ScoredHits:
-        """Native asymmetric search: Qdrant picks the Hamming top ``k * oversample`` on the
-        quantized vectors and rescores them against the stored ±1 vectors with t = tanh(u / 2).
-
-        ``query_logits``: the hasher's calibrated query logits u (``hasher.query_logits``, whose
-        sigmoid is ``hasher.query``), (Q, n_bits) or (n_bits,). Returns ``(ids int64
-        (Q, k), asym float32 (Q, k))`` ascending by (distance, id), asym = Σ|b - p| =
-        (n_bits - s·t) / 2; padding is id -1 and distance +inf. ``exact_ties=True`` asks Qdrant
-        for all ``k * oversample`` rescored candidates (limit k·O, oversampling 1) so that ties at
-        the k-th place break by smaller id; ``False`` uses Qdrant's own oversampling (limit k,
-        oversampling O), which picks the same candidates but breaks a tie at the cut arbitrarily.
-        With ``datatype="float16"`` Qdrant rounds t to float16 before the dot product.
-        """
-        k, oversample = check_rescore_args(k, oversample)
-        meta = self._require_open()
-        t = query_tanh(query_logits, meta.n_bits)
-        if exact_ties:
-            limit, factor = k * oversample, 1.0
-        else:
-            limit, factor = k, float(oversample)
-        params = qe.SearchParams(
-            quantization=qe.QuantizationSearchParams(rescore=True, oversampling=factor)
-        )
-        if t.shape[0] == 0:
-            return ScoredHits(np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
-        res = self._query(t, limit, params, filter, with_vector=False)
-        return rescored_from_points(res, meta.n_bits, k)
 
     # -- maintenance -----------------------------------------------------------------------------
     def optimize(self) -> bool:

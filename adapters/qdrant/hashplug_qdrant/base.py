@@ -1,0 +1,170 @@
+"""QdrantBase: what QdrantStore and QdrantEdgeStore share, written once over their primitives.
+
+A backend implements ``_retrieve``, ``_query``, ``_upsert_points``, ``_delete_points`` and
+``_scroll`` (plus ``count``, ``read_meta``, ``_create``, ``drop``, ``close``); validation, the ±1
+vector encoding, payload conversion and result assembly live here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from hashplug.stores.base import Filter, HitsStore, Payload, ScoredHits, as_ids
+
+from ._common import (
+    check_rescore_args,
+    codes_to_vectors,
+    decode_payload,
+    hits_from_points,
+    query_tanh,
+    rescored_from_points,
+    vectors_to_codes,
+)
+
+__all__ = ["QdrantBase"]
+
+
+class QdrantBase(HitsStore):
+    """Base of the Qdrant stores: the public data and search methods over five primitives."""
+
+    # -- primitives ------------------------------------------------------------------------------
+    def _retrieve(
+        self, ids: NDArray[np.int64], with_vector: bool, with_payload: bool
+    ) -> dict[int, Any]:
+        """Records by id (absent ids missing); each has ``.vector`` and ``.payload``."""
+        raise NotImplementedError
+
+    def _query(
+        self,
+        vectors: NDArray[np.float32],
+        limit: int,
+        rescore: bool,
+        oversampling: float,
+        filter: Filter | None,
+        with_vector: bool,
+    ) -> list[list[Any]]:
+        """One scored point list per query vector (quantized scores unless ``rescore``)."""
+        raise NotImplementedError
+
+    def _upsert_points(
+        self,
+        ids: NDArray[np.int64],
+        vectors: NDArray[np.float32],
+        payloads: Sequence[Payload | None],
+    ) -> None:
+        """Write points (non-empty; ids unique, already checked)."""
+        raise NotImplementedError
+
+    def _delete_points(self, ids: NDArray[np.int64]) -> None:
+        """Delete points by id (non-empty, unique)."""
+        raise NotImplementedError
+
+    def _scroll(self, offset: Any, limit: int) -> tuple[list[Any], Any]:
+        """One page of ids: ``(records, next offset or None)``."""
+        raise NotImplementedError
+
+    # -- data ------------------------------------------------------------------------------------
+    def upsert(
+        self,
+        ids: ArrayLike,
+        codes: ArrayLike,
+        payloads: Sequence[Payload | None] | None = None,
+    ) -> None:
+        new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
+        meta = self._require_open()
+        if new_ids.size == 0:
+            return
+        self._upsert_points(new_ids, codes_to_vectors(new_codes, meta.n_bits), new_pl)
+
+    def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
+        meta = self._require_open()
+        q = np.asarray(ids, dtype=np.int64).reshape(-1)
+        out = np.zeros((q.size, meta.n_bytes), np.uint8)
+        found = np.zeros(q.size, bool)
+        valid = q[q >= 0]
+        if valid.size == 0:
+            return out, found
+        got = self._retrieve(np.unique(valid), with_vector=True, with_payload=False)
+        rows = [i for i, v in enumerate(q.tolist()) if v in got]
+        if rows:
+            out[rows] = vectors_to_codes([got[int(q[i])].vector for i in rows], meta.n_bits)
+            found[rows] = True
+        return out, found
+
+    def get_payloads(self, ids: ArrayLike) -> list[Payload | None]:
+        self._require_open()
+        q = np.asarray(ids, dtype=np.int64).reshape(-1)
+        valid = q[q >= 0]
+        got = (
+            self._retrieve(np.unique(valid), with_vector=False, with_payload=True)
+            if valid.size
+            else {}
+        )
+        return [decode_payload(got[i].payload) if i in got else None for i in q.tolist()]
+
+    def delete(self, ids: ArrayLike) -> None:
+        self._require_open()
+        q = np.unique(as_ids(ids))
+        if q.size:
+            self._delete_points(q)
+
+    def iter_ids(self, batch_size: int = 50_000) -> Iterator[NDArray[np.int64]]:
+        self._require_open()
+        offset = None
+        while True:
+            recs, offset = self._scroll(offset, max(1, int(batch_size)))
+            if recs:
+                yield np.array([int(r.id) for r in recs], np.int64)
+            if offset is None or not recs:
+                return
+
+    # -- search ----------------------------------------------------------------------------------
+    def _hits(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None, with_vector: bool
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
+        q = self._check_query(query_codes, limit)
+        meta = self._require_open()
+        if q.shape[0] == 0:
+            empty = np.zeros((0, limit), np.int64)
+            codes = np.zeros((0, limit, meta.n_bytes), np.uint8) if with_vector else None
+            return empty, empty.astype(np.int32), codes
+        # Quantized scores only (no rescoring, no oversampling): 1-bit BQ Dot = n - 2 * Hamming.
+        vectors = codes_to_vectors(q, meta.n_bits)
+        res = self._query(vectors, int(limit), False, 1.0, filter, with_vector)
+        return hits_from_points(res, meta.n_bits, int(limit), with_vector)
+
+    def search_rescored(
+        self,
+        query_logits: ArrayLike,
+        k: int,
+        oversample: int = 10,
+        filter: Filter | None = None,
+        *,
+        exact_ties: bool = True,
+    ) -> ScoredHits:
+        """Native asymmetric search: Qdrant picks the Hamming top ``k * oversample`` on the
+        quantized vectors and rescores them against the stored ±1 vectors with t = tanh(u / 2).
+
+        ``query_logits``: the hasher's calibrated query logits u (``hasher.query_logits``, whose
+        sigmoid is ``hasher.query``), (Q, n_bits) or (n_bits,). Returns ``(ids int64
+        (Q, k), asym float32 (Q, k))`` ascending by (distance, id), asym = Σ|b - p| =
+        (n_bits - s·t) / 2; padding is id -1 and distance +inf. ``exact_ties=True`` asks Qdrant
+        for all ``k * oversample`` rescored candidates (limit k·O, oversampling 1) so that ties at
+        the k-th place break by smaller id; ``False`` uses Qdrant's own oversampling (limit k,
+        oversampling O), which picks the same candidates but breaks a tie at the cut arbitrarily.
+        With ``datatype="float16"`` Qdrant rounds t to float16 before the dot product. In
+        qdrant-client's local mode the search is exact (no quantization), so it equals the
+        exhaustive asymmetric search.
+        """
+        k, oversample = check_rescore_args(k, oversample)
+        meta = self._require_open()
+        t = query_tanh(query_logits, meta.n_bits)
+        limit, factor = (k * oversample, 1.0) if exact_ties else (k, float(oversample))
+        if t.shape[0] == 0:
+            return ScoredHits(np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
+        res = self._query(t, limit, True, factor, filter, with_vector=False)
+        return rescored_from_points(res, meta.n_bits, k)
