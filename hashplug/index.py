@@ -261,7 +261,11 @@ class HashIndex:
             oversample = default_oversample(self._count(), k) if rerank else 1
         limit = k * (oversample if rerank else 1)
         if limit > _COUNT_CHECK:  # a huge k is cut to the collection size (no MemoryError)
-            n_items = max(1, self.store.count())
+            n_items = self._count()  # the size the default rule just read: no second round trip
+            if limit > n_items:  # the collection may have grown since: read it again to cut
+                self._size = None
+                n_items = self._count()
+            n_items = max(1, n_items)
             k, limit = min(k, n_items), min(limit, n_items)
         if native:
             ids, dist = self.store.search_rescored(u, k, oversample, filter)
