@@ -140,14 +140,34 @@ def test_input_dtypes_and_layouts_are_converted(rng):
     HashingBaseline(16).fit(x.astype(np.float16))
 
 
+@pytest.mark.parametrize("cls", [HashingBaseline, ITQ])
+def test_n_bits_above_dimension_pads_before_the_rotation(rng, cls, tmp_path):
+    x = blobs(rng)  # d = 48
+    h = cls(128).fit(x)
+    codes = h.encode(x)
+    assert codes.shape == (600, 16)
+    frac = np.unpackbits(codes, axis=1).mean(axis=0)
+    assert ((frac > 0.02) & (frac < 0.98)).all()  # no dead (zero-padded) bit
+    # All 48 components kept, spread over 128 bits by orthonormal rows: inner products of the
+    # centred rows are preserved, so the cosine estimator sees the whole embedding.
+    u = h.logits(x[:50]).astype(np.float64)
+    c = x[:50].astype(np.float64) - h.mean_
+    np.testing.assert_allclose(u @ u.T, c @ c.T, rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(h.projection_ @ h.projection_.T, np.eye(48), atol=1e-5)
+    h.save(tmp_path / "h.npz")
+    np.testing.assert_array_equal(type(h).load(tmp_path / "h.npz").encode(x), codes)
+    with pytest.raises(ValueError, match="48 PCA components.*at least 48 training samples"):
+        cls(128).fit(x[:40])
+
+
 def test_bad_input_errors(rng):
     x = blobs(rng)
     with pytest.raises(ValueError, match="multiple of 8"):
         HashingBaseline(12).fit(x)  # settings are checked by fit (scikit-learn style)
     with pytest.raises(ValueError, match="positive"):
         LSH(0).fit(x)
-    with pytest.raises(ValueError, match="embedding dimension"):
-        HashingBaseline(64).fit(x)
+    with pytest.raises(ValueError, match="embedding dimension 48: rotate=False"):
+        HashingBaseline(64, rotate=False).fit(x)
     with pytest.raises(ValueError, match="training samples"):
         ITQ(16).fit(x[:10])
     with pytest.raises(ValueError, match="empty"):

@@ -26,8 +26,12 @@ class HashingBaseline(LinearHasher):
     centred raw embedding with a random orthogonal (d, d) matrix and keeps its first ``n_bits``
     coordinates (equivalently, a random (d, n_bits) matrix with orthonormal columns).
 
+    ``n_bits`` may exceed the dimension d: the d components are padded with zeros to ``n_bits``
+    before the (n_bits, n_bits) rotation (a random orthogonal expansion; not with
+    ``rotate=False``, where each bit is one PCA direction).
+
     ``fit`` accepts one array or an iterable of (n_i, d) batches (larger than memory).
-    Fitted attributes: ``mean_``, ``components_`` (n_bits, d), ``explained_variance_``,
+    Fitted attributes: ``mean_``, ``components_`` (min(n_bits, d), d), ``explained_variance_``,
     ``rotation_`` (n_bits, n_bits), ``projection_`` (d, n_bits), ``n_samples_``, ``dim_``, and
     with ``calibration="per-bit"`` (the default; ``"none"`` is the paper's) ``query_scale_``.
     """
@@ -74,20 +78,28 @@ class HashingBaseline(LinearHasher):
         n_bits, seed = prm["n_bits"], prm["seed"]
         acc = streamed_moments(x, with_cov=prm["pca"] or prm["calibration"] == "per-bit")
         d = int(acc.dim or 0)
-        self._check_dims(d, acc.n, needs_pca=True)
+        k = self._pca_width(d, acc.n)
+        if k < n_bits and not prm["rotate"] and prm["pca"]:
+            raise ValueError(
+                f"n_bits={n_bits} is larger than the embedding dimension {d}: rotate=False keeps "
+                "one PCA direction per bit; use rotate=True (zero-padded rotation)"
+            )
+        rot = random_orthogonal(n_bits, seed=seed) if prm["rotate"] or not prm["pca"] else None
         if prm["pca"]:
-            comps, var = top_components(acc.cov, n_bits)
+            comps, var = top_components(acc.cov, k)
             self.components_ = comps.astype(np.float32)
             self.explained_variance_ = var.astype(np.float32)
             proj = comps.T
         else:
             self.components_ = None
             self.explained_variance_ = None
-            proj = random_orthogonal(d, n_bits, seed=seed)
+            # n_bits <= d: a random (d, n_bits) matrix with orthonormal columns; else the
+            # zero-padded embedding rotated by rot.
+            proj = random_orthogonal(d, n_bits, seed=seed) if k == n_bits else rot[:d]  # type: ignore[index]
         if prm["rotate"] and prm["pca"]:
-            rot = random_orthogonal(n_bits, seed=seed)
+            assert rot is not None
             self.rotation_ = rot.astype(np.float32)
-            proj = proj @ rot
+            proj = proj @ rot[:k]  # the first k rows: the components padded to n_bits, rotated
         else:
             self.rotation_ = None
         self.n_samples_ = acc.n

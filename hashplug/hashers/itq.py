@@ -22,7 +22,8 @@ class ITQ(LinearHasher):
     ``V^T B = U S W^T``, ``n_iter`` times from a seeded random rotation. ``fit`` keeps the training
     data in memory (an iterable of batches is concatenated). Fitted attributes: ``mean_``,
     ``components_``, ``rotation_``, ``projection_``, ``quantization_loss_`` (per iteration), and
-    ``query_scale_`` with ``calibration="per-bit"``.
+    ``query_scale_`` with ``calibration="per-bit"``. ``n_bits`` may exceed the dimension d: the
+    d components are padded with zeros to ``n_bits`` before the rotation is learned.
     """
 
     _arrays: ClassVar[tuple[str, ...]] = ("mean_", "projection_", "components_", "rotation_")
@@ -61,10 +62,14 @@ class ITQ(LinearHasher):
         if acc.n == 0:
             raise ValueError("no training data: fit needs at least one non-empty batch")
         d = int(acc.dim or 0)
-        self._check_dims(d, acc.n, needs_pca=True)
-        comps, _ = top_components(acc.cov, n_bits)
+        k = self._pca_width(d, acc.n)
+        comps, _ = top_components(acc.cov, k)
         mean = acc.mean
-        v = np.concatenate([(b.astype(np.float64) - mean) @ comps.T for b in batches])
+        v = np.zeros((acc.n, n_bits))  # n_bits > d: the k components padded with zeros
+        row = 0
+        for b in batches:
+            v[row : row + b.shape[0], :k] = (b.astype(np.float64) - mean) @ comps.T
+            row += b.shape[0]
         check_finite(v, "projected training embeddings")
         r = random_orthogonal(n_bits, seed=prm["seed"])
         self.quantization_loss_ = []
@@ -77,6 +82,6 @@ class ITQ(LinearHasher):
             r = u @ wt
         self.components_ = comps.astype(np.float32)
         self.rotation_ = r.astype(np.float32)
-        self._set_linear(mean, comps.T @ r)
+        self._set_linear(mean, comps.T @ r[:k])
         self._calibrate(acc)
         return self

@@ -97,14 +97,17 @@ class LinearHasher(Hasher):
         u = self.logits(a).astype(np.float64)
         return u, np.where(u > 0, 1.0, -1.0)
 
-    def _check_dims(self, d: int, n: int | None, *, needs_pca: bool) -> None:
-        n_bits = int(self.n_bits)
-        if needs_pca and n_bits > d:
+    def _pca_width(self, d: int, n: int | None) -> int:
+        """PCA components kept: ``min(n_bits, d)``; the fit needs at least that many rows.
+
+        The rule for ``n_bits > d`` (README "Hashers"): the PCA hashers pad the ``d``
+        components with zeros to ``n_bits`` before their (n_bits, n_bits) rotation, so every bit
+        mixes all components; codes with ``n_bits <= d`` are unchanged by the rule.
+        """
+        k = min(int(self.n_bits), d)
+        if n is not None and k > n:
             raise ValueError(
-                f"n_bits={self.n_bits} is larger than the embedding dimension {d}; "
-                "PCA cannot give more components than dimensions"
+                f"{k} PCA components (n_bits={self.n_bits}, dimension {d}) need at least {k} "
+                f"training samples, got {n}"
             )
-        if needs_pca and n is not None and n_bits > n:
-            raise ValueError(
-                f"n_bits={self.n_bits} is larger than the number of training samples {n}"
-            )
+        return k
