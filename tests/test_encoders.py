@@ -22,6 +22,7 @@ from hashplug.encoders import (
     load_encoder,
     register_encoder,
 )
+from hashplug.stores.uri import to_bool, to_int_at_least
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -50,6 +51,13 @@ def test_spec_parsing_and_canonical_form():
         EncoderSpec.parse("clap:x?fusion")
     with pytest.raises(ValueError, match="unknown option"):
         s.check_options(("fusion",))
+    # Options are typed by the same converters as store URIs (hashplug.stores.uri).
+    assert s.typed_options({"fusion": to_bool, "text": str}) == {"fusion": False, "text": "roberta"}
+    bad = EncoderSpec.parse("effnet:efficientnet-lite0?size=16")
+    with pytest.raises(ValueError, match="option size='16' in 'effnet' encoder spec.*>= 32"):
+        bad.typed_options({"size": to_int_at_least(32)})
+    with pytest.raises(ValueError, match="option size='16'.*>= 32"):
+        load_encoder("effnet:efficientnet-lite0?size=16")
     with pytest.raises(ValueError, match="non-empty"):
         EncoderSpec.parse("  ")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 from abc import ABC
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from .._validate import check_positive_int
 from ..errors import ModalityError, WeightsNotFoundError
+from ..stores.uri import convert_options
 from . import _items
 
 __all__ = [
@@ -64,12 +65,12 @@ class EncoderSpec:
 
     def check_options(self, known: Iterable[str]) -> None:
         """Raise ValueError naming unknown options."""
-        bad = sorted(set(self.options) - set(known))
-        if bad:
-            raise ValueError(
-                f"unknown option(s) {', '.join(bad)} for {self.prefix!r} encoders "
-                f"(known: {', '.join(sorted(known)) or 'none'})"
-            )
+        self.typed_options({k: str for k in known})
+
+    def typed_options(self, types: Mapping[str, Callable[[str], Any]]) -> dict[str, Any]:
+        """The options converted by ``types`` (name -> converter, as in
+        :func:`hashplug.stores.uri.parse_uri`); unknown or invalid ones raise ValueError."""
+        return convert_options(self.options.items(), types, f"{self.prefix!r} encoder spec")
 
     def __str__(self) -> str:
         out = f"{self.prefix}:{self.body}"
@@ -292,18 +293,6 @@ def _load_entry_points() -> None:
 
 
 # -- helpers for the built-in factories -----------------------------------------------------------------
-def flag(value: str | None, default: bool, what: str) -> bool:
-    """Parse a 0/1/true/false option."""
-    if value is None:
-        return default
-    v = value.strip().lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"option {what} must be 0 or 1, got {value!r}")
-
-
 def file_weights(body_part: str) -> Path | None:
     """``file=PATH`` (or a path to an existing file) -> absolute Path; else None."""
     raw = body_part[5:] if body_part.startswith("file=") else body_part

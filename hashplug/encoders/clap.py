@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..stores.uri import to_bool
 from ._runtime import hf_cache_dir, hf_cached_file, hf_offline, load_state_dict, resolve_device
-from .base import Encoder, EncoderSpec, WeightsNotFoundError, file_weights, flag
+from .base import Encoder, EncoderSpec, WeightsNotFoundError, file_weights
 
 __all__ = [
     "ClapEncoder",
@@ -65,12 +66,12 @@ def checkpoint_dirs() -> list[Path]:
 
 
 def from_spec(spec: EncoderSpec, **kwargs: Any) -> ClapEncoder:
-    spec.check_options(("fusion", "text"))
+    opts = spec.typed_options({"fusion": to_bool, "text": str})
     body = spec.body or f"{DEFAULT_AUDIO_MODEL}/{DEFAULT_CHECKPOINT}"
     amodel, _, ckpt = body.partition("/")
     ckpt = ckpt or DEFAULT_CHECKPOINT
-    fusion = flag(spec.options.get("fusion"), "fusion" in ckpt.lower(), "fusion")
-    text = spec.options.get("text", "roberta")
+    fusion = opts.get("fusion", "fusion" in ckpt.lower())
+    text = opts.get("text", "roberta")
     return ClapEncoder(amodel, ckpt, fusion=fusion, text=text, **kwargs)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..stores.uri import to_int_at_least
 from . import _items
 from ._runtime import half_on, load_state_dict, resolve_device
 from .base import Encoder, EncoderSpec, WeightsNotFoundError, file_weights
@@ -31,12 +32,10 @@ _STD = (0.229, 0.224, 0.225)
 
 
 def from_spec(spec: EncoderSpec, **kwargs: Any) -> EffNetEncoder:
-    spec.check_options(("size",))
+    opts = spec.typed_options({"size": to_int_at_least(32)})
     model, _, weights = (spec.body or DEFAULT_MODEL).partition("/")
-    size = spec.options.get("size", str(DEFAULT_SIZE))
-    if not size.isdigit() or int(size) < 32:
-        raise ValueError(f"effnet option size must be an integer >= 32, got {size!r}")
-    return EffNetEncoder(model, weights or None, size=int(size), **kwargs)
+    size = opts.get("size", DEFAULT_SIZE)
+    return EffNetEncoder(model, weights or None, size=size, **kwargs)
 
 
 class EffNetEncoder(Encoder):

@@ -13,9 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..stores.uri import to_bool
 from . import _items
 from ._runtime import half_on, hf_cache_dir, hf_cached_file, hf_offline, resolve_device
-from .base import Encoder, EncoderSpec, WeightsNotFoundError, file_weights, flag
+from .base import Encoder, EncoderSpec, WeightsNotFoundError, file_weights
 
 __all__ = ["OpenClipEncoder", "from_spec", "DEFAULT_MODEL", "DEFAULT_PRETRAINED"]
 
@@ -25,10 +26,10 @@ _SEED = 0  # random-init models are seeded so that their spec recreates them
 
 
 def from_spec(spec: EncoderSpec, **kwargs: Any) -> OpenClipEncoder:
-    spec.check_options(("quick_gelu",))
+    opts = spec.typed_options({"quick_gelu": to_bool})
     body = spec.body or f"{DEFAULT_MODEL}/{DEFAULT_PRETRAINED}"
     model, _, pretrained = body.partition("/")
-    quick = flag(spec.options.get("quick_gelu"), False, "quick_gelu")
+    quick = opts.get("quick_gelu", False)
     return OpenClipEncoder(model, pretrained, quick_gelu=quick, **kwargs)
 
 

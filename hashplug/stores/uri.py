@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-__all__ = ["ParsedURI", "split_uri", "parse_uri", "to_bool", "to_finite_float"]
+__all__ = [
+    "ParsedURI",
+    "split_uri",
+    "parse_uri",
+    "convert_options",
+    "to_bool",
+    "to_finite_float",
+    "to_int_at_least",
+]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -41,6 +49,37 @@ def to_finite_float(value: str) -> float:
     return x
 
 
+def to_int_at_least(lo: int) -> Callable[[str], int]:
+    """URI option converter factory: an integer ``>= lo``."""
+
+    def conv(value: str) -> int:
+        v = value.strip()
+        if not v.lstrip("-").isdigit() or int(v) < lo:
+            raise ValueError(f"{value!r} is not an integer >= {lo}")
+        return int(v)
+
+    return conv
+
+
+def convert_options(
+    pairs: Iterable[tuple[str, str]], types: Mapping[str, Callable[[str], Any]], where: str
+) -> dict[str, Any]:
+    """Convert ``key=value`` pairs with ``types`` (name -> converter); ``where`` names the source.
+
+    An option not in ``types``, or one its converter rejects, is a ``ValueError`` naming it.
+    """
+    opts: dict[str, Any] = {}
+    for key, value in pairs:
+        if key not in types:
+            known = ", ".join(sorted(types)) or "none"
+            raise ValueError(f"unknown option {key!r} in {where}; known: {known}")
+        try:
+            opts[key] = types[key](value)
+        except ValueError as e:
+            raise ValueError(f"option {key}={value!r} in {where} is not valid: {e}") from e
+    return opts
+
+
 @dataclass(frozen=True)
 class ParsedURI:
     """``scheme://location?options``: options converted by the caller's type table."""
@@ -57,14 +96,5 @@ def parse_uri(uri: str, types: Mapping[str, Callable[[str], Any]] | None = None)
     """
     scheme, rest = split_uri(uri)
     location, _, query = rest.partition("?")
-    opts: dict[str, Any] = {}
-    table = types or {}
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if key not in table:
-            known = ", ".join(sorted(table)) or "none"
-            raise ValueError(f"unknown option {key!r} in {uri!r}; known: {known}")
-        try:
-            opts[key] = table[key](value)
-        except ValueError as e:
-            raise ValueError(f"option {key}={value!r} in {uri!r} is not valid: {e}") from e
-    return ParsedURI(scheme, location, opts)
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return ParsedURI(scheme, location, convert_options(pairs, types or {}, repr(uri)))
