@@ -14,7 +14,7 @@ from hashplug.codes import hamming_distances
 
 R = importlib.import_module("hashplug.rerank")  # the module; hashplug.rerank is the function
 
-N_BITS = [8, 16, 24, 64, 72, 128]
+N_BITS = [8, 16, 24, 64, 72, 128, 192, 256]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -99,6 +99,24 @@ def test_search_codes_exact_equals_reference(prob):
     assert got_i.dtype == np.int64 and got_d.dtype == np.float32
     np.testing.assert_array_equal(got_i, ref_i)
     np.testing.assert_array_equal(got_d, ref_d)
+
+
+@pytest.mark.parametrize("n_bits", [128, 192, 256])
+def test_search_exact_multiword_prefilter_keeps_every_neighbour(n_bits, rng):
+    """Codes of 2, 3, 4 words are filtered by a two-plane bound before the full bound. Clustered
+    codes (the cut-off falls fast, most rows filtered) and uniform ones with continuous
+    probabilities (the cut-off close to the bulk: a bound too high drops true neighbours)."""
+    centres = rng.integers(0, 256, (20, n_bits // 8), dtype=np.uint8)
+    flips = np.packbits(rng.random((6000, n_bits)) < 0.08, axis=1)
+    clustered = centres[rng.integers(0, 20, 6000)] ^ flips
+    p_near = np.clip(np.unpackbits(centres[:4], axis=1) + rng.normal(0, 0.3, (4, n_bits)), 0, 1)
+    uniform = rng.integers(0, 256, (20_000, n_bits // 8), dtype=np.uint8)
+    for codes, p in ((clustered, p_near), (uniform, rng.random((10, n_bits)))):
+        p = p.astype(np.float32)
+        got_i, got_d = R.search_codes(p, codes, 10)
+        ref_i, ref_d = ref_search(p, codes, 10, None)
+        np.testing.assert_array_equal(got_i, ref_i)
+        np.testing.assert_array_equal(got_d, ref_d)
 
 
 @pytest.mark.parametrize("n_bits", [24, 64, 128])

@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .intrinsics import _NO_REFCOUNT, _leaf, popcount64
+from .intrinsics import _NO_REFCOUNT, _leaf, ctz64, popcount64
 
 _QMAX = 15  # 4 bit-planes of quantised weights
 _BIG = np.int64(1) << np.int64(40)
@@ -169,26 +169,91 @@ def _bound_block(flat, r0, n, q, p0, p1, p2, p3, smax, out):
     return msk
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _hi(x, p2, p3):
+    """The top two bit-planes' part of _qsum: a lower bound of it."""
+    return 4 * popcount64(x & p2) + 8 * popcount64(x & p3)
+
+
+@njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
+def _hi_block2(flat, r0, n, q, planes, smax):
+    """Mask of the two-word rows r0 + j (j < n) whose top-two-plane bound is <= smax."""
+    q0 = q[0]
+    q1 = q[1]
+    a2 = planes[0, 2]
+    a3 = planes[0, 3]
+    b2 = planes[1, 2]
+    b3 = planes[1, 3]
+    blk = flat[2 * r0 : 2 * (r0 + n)]
+    msk = np.uint64(0)
+    for j in range(n):
+        s = _hi(q0 ^ blk[2 * j], a2, a3) + _hi(q1 ^ blk[2 * j + 1], b2, b3)
+        msk |= np.uint64(s <= smax) << np.uint64(j)
+    return msk
+
+
+@njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
+def _hi_block4(flat, r0, n, q, planes, smax):
+    """_hi_block2 for four-word rows."""
+    q0 = q[0]
+    q1 = q[1]
+    q2 = q[2]
+    q3 = q[3]
+    a2 = planes[0, 2]
+    a3 = planes[0, 3]
+    b2 = planes[1, 2]
+    b3 = planes[1, 3]
+    c2 = planes[2, 2]
+    c3 = planes[2, 3]
+    d2 = planes[3, 2]
+    d3 = planes[3, 3]
+    blk = flat[4 * r0 : 4 * (r0 + n)]
+    msk = np.uint64(0)
+    for j in range(n):
+        i = 4 * j
+        s = (
+            _hi(q0 ^ blk[i], a2, a3)
+            + _hi(q1 ^ blk[i + 1], b2, b3)
+            + _hi(q2 ^ blk[i + 2], c2, c3)
+            + _hi(q3 ^ blk[i + 3], d2, d3)
+        )
+        msk |= np.uint64(s <= smax) << np.uint64(j)
+    return msk
+
+
 @_leaf
 def _bounds(cw, r0, n, qwords, planes, smax, out):
     """out[j] = quantised weight S of (hard code XOR row r0+j), for j < n <= 64; returns the mask
-    of the rows whose S <= smax (bit j: row r0+j)."""
+    of the rows whose S <= smax (bit j: row r0+j); out[j] is set only for those rows.
+
+    Codes of several words are filtered first by the top two bit-planes (``8 pc(x & p3) + 4
+    pc(x & p2) <= S``: half the popcounts, vectorised for 2 and 4 words); only the rows that
+    pass get the full sum.
+    """
     nw = cw.shape[1]
-    msk = np.uint64(0)
     if nw == 1:
         flat = cw.reshape(cw.shape[0])
         p = planes[0]
         return _bound_block(flat, r0, n, qwords[0], p[0], p[1], p[2], p[3], smax, out)
-    for j in range(n):
-        out[j] = 0
-    for w in range(nw):
-        q = qwords[w]
-        p0 = planes[w, 0]
-        p1 = planes[w, 1]
-        p2 = planes[w, 2]
-        p3 = planes[w, 3]
+    if nw == 2:
+        hmsk = _hi_block2(cw.reshape(cw.size), r0, n, qwords, planes, smax)
+    elif nw == 4:
+        hmsk = _hi_block4(cw.reshape(cw.size), r0, n, qwords, planes, smax)
+    else:
+        hmsk = np.uint64(0)
         for j in range(n):
-            out[j] += _qsum(q ^ cw[r0 + j, w], p0, p1, p2, p3)
-    for j in range(n):
-        msk |= np.uint64(out[j] <= smax) << np.uint64(j)
+            s = 0
+            for w in range(nw):
+                s += _hi(qwords[w] ^ cw[r0 + j, w], planes[w, 2], planes[w, 3])
+            hmsk |= np.uint64(s <= smax) << np.uint64(j)
+    msk = np.uint64(0)
+    while hmsk:
+        j = ctz64(hmsk)
+        hmsk &= hmsk - np.uint64(1)
+        s = 0
+        for w in range(nw):
+            p = planes[w]
+            s += _qsum(qwords[w] ^ cw[r0 + j, w], p[0], p[1], p[2], p[3])
+        out[j] = s
+        msk |= np.uint64(s <= smax) << np.uint64(j)
     return msk
