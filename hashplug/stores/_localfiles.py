@@ -1,19 +1,26 @@
-"""Crash-safe, multi-writer files behind ``file://`` (LocalStore).
+"""Crash-safe, multi-writer, append-only files behind ``file://`` (LocalStore).
 
 Layout of a store directory::
 
-    MANIFEST.json                      written last (atomic rename): names the current files
-    codes-<gen>.safetensors            ids + codes of generation <gen>
-    payloads-<gen>.json                payloads of generation <gen>
+    MANIFEST.json                      written last (atomic rename): meta + the list of segments
+    codes-<gen>.safetensors            one segment: ids + codes (+ corrections), or deleted ids
+    payloads-<gen>.json                the payloads of that segment's rows
     LOCK                               flock'ed by a writer for the length of one change
 
-A change writes new generation files (fsync'ed), then replaces the manifest (fsync'ed), then
-removes the files of older generations. A kill at any point leaves either the old or the new
-manifest, and each names complete files whose sizes and CRC-32 it records, so a reader sees
-one whole generation or a clear ``StoreError``. Writers take ``LOCK`` and reload the newest
-generation under it before applying their change, so several objects or processes writing one
-directory never lose each other's rows. Directories in the older layout (``meta.json``,
-``codes.safetensors``, ``payloads.json``) are read, and rewritten in this one at the next change.
+A change appends one segment (its own files, fsync'ed), then replaces the manifest (fsync'ed):
+an upsert writes only its rows, a delete only the deleted ids, so a bulk ingest writes each row
+about once (plus compactions), not the whole store per batch. Readers apply the segments in
+order (a later row of an id replaces an earlier one; a delete drops the earlier rows); a reader
+that already holds a prefix of the list applies only the new segments. When the list grows
+past ``MAX_SEGMENTS``, or the segments hold more than twice the live rows, the writer compacts:
+it writes the whole state as one segment. Files no manifest names are removed after a commit.
+
+A kill at any point leaves either the old or the new manifest, and each names complete files
+whose sizes and CRC-32 it records, so a reader sees one whole state or a clear ``StoreError``.
+Writers take ``LOCK`` and catch up with the newest manifest under it before appending, so
+several objects or processes writing one directory never lose each other's rows. Format 1
+manifests (one generation) and the oldest layout (``meta.json``, ``codes.safetensors``,
+``payloads.json``) are read, and rewritten in this format at the next change.
 """
 
 from __future__ import annotations
@@ -31,10 +38,12 @@ import numpy as np
 
 from .base import StoreError
 
-__all__ = ["StoreFiles"]
+__all__ = ["StoreFiles", "MAX_SEGMENTS"]
 
 MANIFEST = "MANIFEST.json"
-FORMAT = 1
+FORMAT = 2
+#: A commit that would list more segments than this compacts the store into one.
+MAX_SEGMENTS = 32
 
 try:  # POSIX
     import fcntl
@@ -91,45 +100,59 @@ class StoreFiles:
 
     # -- reading ---------------------------------------------------------------------------------
     def token(self) -> tuple[int, int, int] | None:
-        """Changes whenever a writer commits a generation (None: no manifest)."""
+        """Changes whenever a writer commits (None: no manifest)."""
         try:
             st = os.stat(self.path / MANIFEST)
         except FileNotFoundError:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def load(self) -> dict[str, Any] | None:
-        """``{"meta", "ids", "codes", "payloads", "gen"}`` of the current generation, or None."""
+    def manifest(self) -> dict[str, Any] | None:
+        """``{"meta", "gen", "segments"}`` of the current manifest, or None when there is none;
+        a format 1 manifest is read as one segment, with ``"old": True`` (rewrite it)."""
         mfile = self.path / MANIFEST
         if not mfile.exists():
-            return self._load_legacy()
+            return None
+        try:
+            man = json.loads(mfile.read_text())
+            fmt = int(man.get("format", 0))
+            if fmt > FORMAT:
+                raise StoreError(
+                    f"has format {fmt}; this hashplug reads format {FORMAT} (upgrade hashplug)"
+                )
+            if fmt >= 2:
+                return {"meta": man["meta"], "gen": int(man["gen"]), "segments": man["segments"]}
+            one = {**man["codes"], "payloads": man["payloads"]}
+            return {"meta": man["meta"], "gen": int(man["gen"]), "segments": [one], "old": True}
+        except Exception as e:  # noqa: BLE001 - json/OS errors all mean damage
+            raise StoreError(f"local store at {self.path} is damaged: {e}") from e
+
+    def read_segment(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """One segment's arrays and payloads (sizes and CRC-32 checked against ``entry``)."""
         from safetensors.numpy import load
 
         try:
-            man = json.loads(mfile.read_text())
-            if int(man.get("format", 0)) > FORMAT:
-                raise StoreError(
-                    f"local store at {self.path} has format {man['format']}; this hashplug "
-                    f"reads format {FORMAT} (upgrade hashplug)"
-                )
-            blobs = {}
-            for kind in ("codes", "payloads"):
-                entry = man[kind]
-                blob = (self.path / entry["file"]).read_bytes()
-                if len(blob) != entry["bytes"] or zlib.crc32(blob) != entry["crc32"]:
-                    raise StoreError(f"{entry['file']} does not match the manifest")
-                blobs[kind] = blob
-            arrays = load(blobs["codes"])
-            payloads = json.loads(blobs["payloads"])
-            meta = man["meta"]
-            gen = int(man["gen"])
-        except StoreError as e:
-            raise StoreError(f"local store at {self.path} is damaged: {e}") from e
+            blobs = []
+            for e in (entry, entry["payloads"]):
+                blob = (self.path / e["file"]).read_bytes()
+                if len(blob) != e["bytes"] or zlib.crc32(blob) != e["crc32"]:
+                    raise StoreError(f"{e['file']} does not match the manifest")
+                blobs.append(blob)
+            seg: dict[str, Any] = dict(load(blobs[0]))
+            seg["payloads"] = json.loads(blobs[1])
+        except FileNotFoundError:
+            raise  # a compaction removed it meanwhile: the caller reads the new manifest
         except Exception as e:  # noqa: BLE001 - json/safetensors/OS errors all mean damage
             raise StoreError(f"local store at {self.path} is damaged: {e}") from e
-        return self._checked(meta, arrays, payloads, gen)
+        ids = seg.get("ids", np.zeros(0, np.int64))
+        if len(seg["payloads"]) != ids.size or (
+            "codes" in seg and seg["codes"].shape[0] != ids.size
+        ):
+            raise StoreError(f"local store at {self.path} is inconsistent (sizes differ)")
+        return seg
 
-    def _load_legacy(self) -> dict[str, Any] | None:
+    def load_legacy(self) -> dict[str, Any] | None:
+        """The oldest layout as one segment (with its meta), or None."""
         mfile = self.path / "meta.json"
         if not mfile.exists():
             return None
@@ -137,59 +160,47 @@ class StoreFiles:
 
         try:
             meta = mfile.read_text()
-            arrays = load_file(str(self.path / "codes.safetensors"))
-            payloads = json.loads((self.path / "payloads.json").read_text())
+            seg: dict[str, Any] = dict(load_file(str(self.path / "codes.safetensors")))
+            seg["payloads"] = json.loads((self.path / "payloads.json").read_text())
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error type
             raise StoreError(f"local store at {self.path} is damaged: {e}") from e
-        return self._checked(meta, arrays, payloads, 0)
-
-    def _checked(
-        self, meta: str, arrays: dict[str, np.ndarray], payloads: Any, gen: int
-    ) -> dict[str, Any]:
-        from .base import CollectionMeta
-
-        n_bytes = CollectionMeta.from_json(meta).n_bytes
-        ids, codes = arrays.get("ids"), arrays.get("codes")
-        if (
-            ids is None
-            or codes is None
-            or codes.shape != (ids.size, n_bytes)
-            or not isinstance(payloads, list)
-            or len(payloads) != ids.size
-        ):
+        if "ids" not in seg or "codes" not in seg or len(seg["payloads"]) != seg["ids"].size:
             raise StoreError(f"local store at {self.path} is inconsistent (sizes differ)")
-        st = {"meta": meta, "ids": ids, "codes": codes, "payloads": payloads, "gen": gen}
-        corr = arrays.get("corr")  # optional: written by stores holding scoring="cosine" factors
-        if corr is not None:
-            if corr.shape != (ids.size, 2):
-                raise StoreError(f"local store at {self.path} is inconsistent (corrections)")
-            st["corr"] = corr
-        return st
+        return {"meta": meta, "segment": seg}
 
-    # -- writing ---------------------------------------------------------------------------------
-    def save(self, state: dict[str, Any], gen: int) -> None:
-        """Commit ``state`` as generation ``gen`` (call under :meth:`locked`)."""
+    # -- writing (under :meth:`locked`) ----------------------------------------------------------
+    def write_segment(self, seg: dict[str, Any], gen: int) -> dict[str, Any]:
+        """Write one segment's files (fsync'ed); returns its manifest entry."""
         from safetensors.numpy import save
 
         self.path.mkdir(parents=True, exist_ok=True)
-        arrays = {"ids": state["ids"], "codes": state["codes"]}
-        corr = state.get("corr")
-        if corr is not None and not np.isnan(corr).all():  # absent: no item has corrections
-            arrays["corr"] = corr
+        arrays = {k: np.ascontiguousarray(v) for k, v in seg.items() if k != "payloads"}
         codes_blob = save(arrays)
-        pl_blob = json.dumps(state["payloads"], ensure_ascii=False).encode("utf-8")
-        man: dict[str, Any] = {"format": FORMAT, "gen": gen, "meta": state["meta"]}
-        for kind, blob, name in (
+        pl_blob = json.dumps(seg.get("payloads", []), ensure_ascii=False).encode("utf-8")
+        entry: dict[str, Any] = {"rows": int(seg.get("ids", np.zeros(0)).size)}
+        entry["deleted"] = int(seg.get("deleted", np.zeros(0)).size)
+        for key, blob, name in (
             ("codes", codes_blob, f"codes-{gen}.safetensors"),
             ("payloads", pl_blob, f"payloads-{gen}.json"),
         ):
             _fsync_write(self.path / name, blob)
-            man[kind] = {"file": name, "bytes": len(blob), "crc32": zlib.crc32(blob)}
+            e = {"file": name, "bytes": len(blob), "crc32": zlib.crc32(blob)}
+            if key == "codes":
+                entry.update(e)
+            else:
+                entry["payloads"] = e
+        return entry
+
+    def commit(self, meta: str, gen: int, segments: list[dict[str, Any]]) -> None:
+        """Replace the manifest (fsync'ed), then remove the files it no longer names."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        man = {"format": FORMAT, "gen": gen, "meta": meta, "segments": segments}
         tmp = self.path / f".{MANIFEST}.{os.getpid()}.tmp"
         _fsync_write(tmp, json.dumps(man, sort_keys=True).encode())
         os.replace(tmp, self.path / MANIFEST)
         _fsync_dir(self.path)
-        self._remove_stale(keep={man["codes"]["file"], man["payloads"]["file"]})
+        keep = {s["file"] for s in segments} | {s["payloads"]["file"] for s in segments}
+        self._remove_stale(keep)
 
     def _remove_stale(self, keep: set[str]) -> None:
         for p in self.path.iterdir():

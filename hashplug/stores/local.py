@@ -14,7 +14,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._columns import PayloadColumns
-from ._localfiles import StoreFiles
+from ._localfiles import MAX_SEGMENTS, StoreFiles
+from ._segments import apply_segment, corr_of, empty_state, merge_segments, whole
 from .base import (
     HAMMING_PAD,
     CodeHits,
@@ -72,7 +73,7 @@ class LocalStore(Store):
         if name is not None and name in _MEMORY:
             self._state = _MEMORY[name]
         else:
-            self._state = _empty()
+            self._state = empty_state()
             if name is not None:
                 _MEMORY[name] = self._state
         if self._files is not None:
@@ -95,35 +96,98 @@ class LocalStore(Store):
 
     # -- state -----------------------------------------------------------------------------------
     def _refresh(self) -> None:
-        """Reload from disk when another writer committed since we last looked."""
+        """Catch up with the files when another writer committed since we last looked: apply
+        only the new segments when ours are a prefix of the manifest's, else reload."""
         if self._files is None:
             return
-        token = self._files.token()
-        if token is not None and token == self._token:
+        for attempt in range(5):
+            token = self._files.token()
+            if token is not None and token == self._token:
+                return
+            try:
+                self._state = self._load(self._files, self._state)
+            except FileNotFoundError:  # a compaction removed a segment: read the new manifest
+                if attempt == 4:
+                    raise
+                continue
+            self._token = token
             return
-        loaded = self._files.load()
-        self._state.pop("corr", None)  # only what the files hold
-        self._state.update(loaded if loaded is not None else _empty())
-        self._token = token
+
+    @staticmethod
+    def _load(files: StoreFiles, st: dict[str, Any]) -> dict[str, Any]:
+        man = files.manifest()
+        if man is None:
+            legacy = files.load_legacy()
+            if legacy is None:
+                return empty_state()
+            nb = CollectionMeta.from_json(legacy["meta"]).n_bytes
+            return {**merge_segments(legacy["meta"], nb, [legacy["segment"]]), "segments": None}
+        meta, segs = man["meta"], man["segments"]
+        known = st.get("segments")
+        names = [e["file"] for e in segs]
+        if (
+            st["meta"] == meta
+            and known is not None
+            and names[: len(known)] == [e["file"] for e in known]
+        ):
+            for e in segs[len(known) :]:
+                st = apply_segment(st, files.read_segment(e))
+        else:
+            nb = CollectionMeta.from_json(meta).n_bytes
+            st = merge_segments(meta, nb, [files.read_segment(e) for e in segs])
+        return {**st, "gen": man["gen"], "segments": None if man.get("old") else segs}
 
     def _snapshot(self) -> dict[str, Any]:
         with self._lock:
+            self._sync_shared()
             self._refresh()
-            return dict(self._state)
+            return self._state
 
-    def _change(self, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-        """Apply ``fn(state) -> new state``; on disk first, so a failed save changes nothing."""
+    def _sync_shared(self) -> None:
+        """``memory://NAME``: pick up what another object on the name committed."""
+        if self._shared is not None:
+            self._state = _MEMORY.setdefault(self._shared, self._state)
+
+    def _change(self, seg: dict[str, Any] | None, meta: str | None = None) -> None:
+        """Apply one segment (``meta``: create the collection instead); on disk first, so a
+        failed save changes nothing."""
         with self._lock:
+            self._sync_shared()
             if self._files is None:
-                self._state.update(fn(dict(self._state)))
+                self._set_state(self._next(self._state, seg, meta))
                 return
             with self._files.locked():
                 self._refresh()
-                new = {**self._state, **fn(dict(self._state))}
-                gen = int(self._state.get("gen", 0)) + 1
-                self._files.save(new, gen)
-                self._state.update(new, gen=gen)
+                st = self._state
+                new = self._next(st, seg, meta)
+                if new is st:
+                    return
+                gen = int(st.get("gen", 0)) + 1
+                segs = st.get("segments")
+                on_disk = sum(e["rows"] + e.get("deleted", 0) for e in segs or [])
+                if meta is not None and segs is not None:
+                    segs = list(segs)
+                elif segs is None or len(segs) >= MAX_SEGMENTS or on_disk > 2 * new["ids"].size:
+                    segs = [self._files.write_segment(whole(new), gen)]  # compaction
+                else:
+                    segs = [*segs, self._files.write_segment(seg or {}, gen)]
+                assert new["meta"] is not None
+                self._files.commit(new["meta"], gen, segs)
+                self._set_state({**new, "gen": gen, "segments": segs})
                 self._token = self._files.token()
+
+    def _set_state(self, st: dict[str, Any]) -> None:
+        self._state = st
+        if self._shared is not None:
+            _MEMORY[self._shared] = st
+
+    @staticmethod
+    def _next(st: dict[str, Any], seg: dict[str, Any] | None, meta: str | None) -> dict[str, Any]:
+        if meta is not None:  # create; another writer may have created it meanwhile
+            if st["meta"] is not None:
+                return st
+            return {**empty_state(meta, CollectionMeta.from_json(meta).n_bytes), "segments": []}
+        return apply_segment(st, seg or {})
 
     # -- metadata --------------------------------------------------------------------------------
     def read_meta(self) -> CollectionMeta | None:
@@ -131,17 +195,7 @@ class LocalStore(Store):
         return CollectionMeta.from_json(m) if m is not None else None
 
     def _create(self, meta: CollectionMeta) -> None:
-        def create(st: dict[str, Any]) -> dict[str, Any]:
-            if st["meta"] is not None:  # another writer created it meanwhile
-                return st
-            return {
-                "meta": meta.to_json(),
-                "ids": np.zeros(0, np.int64),
-                "codes": np.zeros((0, meta.n_bytes), np.uint8),
-                "payloads": [],
-            }
-
-        self._change(create)
+        self._change(None, meta=meta.to_json())
 
     # -- data ------------------------------------------------------------------------------------
     def upsert(
@@ -156,36 +210,20 @@ class LocalStore(Store):
         kept as float16 (4 bytes per vector). Items written without them, or with a row of NaN,
         have none."""
         new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
-        copied = [_copy_payload(p) for p in new_pl]
-        new_corr = _check_corr(corrections, new_ids.size)
-
-        def put(st: dict[str, Any]) -> dict[str, Any]:
-            keep = ~np.isin(st["ids"], new_ids)
-            old_pl = [p for p, k in zip(st["payloads"], keep, strict=True) if k]
-            return {
-                "ids": np.concatenate([st["ids"][keep], new_ids]),
-                "codes": np.concatenate([st["codes"][keep], new_codes]),
-                "payloads": old_pl + copied,
-                "corr": np.concatenate([_corr_of(st)[keep], new_corr]),
-            }
-
-        self._change(put)
-
-    def _rows(
-        self, st: dict[str, Any], ids: NDArray[np.int64]
-    ) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
-        order = np.argsort(st["ids"], kind="stable")
-        sorted_ids = st["ids"][order]
-        pos = np.searchsorted(sorted_ids, ids)
-        pos = np.minimum(pos, max(sorted_ids.size - 1, 0))
-        found = sorted_ids[pos] == ids if sorted_ids.size else np.zeros(ids.size, bool)
-        return order[pos] if sorted_ids.size else pos, found
+        seg: dict[str, Any] = {
+            "ids": new_ids,
+            "codes": new_codes,
+            "payloads": [_copy_payload(p) for p in new_pl],
+        }
+        if corrections is not None:
+            seg["corr"] = _check_corr(corrections, new_ids.size)
+        self._change(seg)
 
     def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
         meta = self._require_open()
         q = as_ids(ids)
         st = self._snapshot()
-        rows, found = self._rows(st, q)
+        rows, found = st["index"].rows(q)
         out = np.zeros((q.size, meta.n_bytes), np.uint8)
         if found.any():
             out[found] = st["codes"][rows[found]]
@@ -195,17 +233,17 @@ class LocalStore(Store):
         self._require_open()
         q = as_ids(ids)
         st = self._snapshot()
-        rows, found = self._rows(st, q)
+        rows, found = st["index"].rows(q)
         out = np.full((q.size, 2), np.nan, np.float32)
         if found.any():
-            out[found] = _corr_of(st)[rows[found]]
+            out[found] = corr_of(st)[rows[found]]
         return out, found & ~np.isnan(out).any(axis=1)
 
     def get_payloads(self, ids: ArrayLike) -> list[Payload | None]:
         self._require_open()
         q = as_ids(ids)
         st = self._snapshot()
-        rows, found = self._rows(st, q)
+        rows, found = st["index"].rows(q)
         pl = st["payloads"]
         return [
             _copy_payload(pl[r]) if f else None
@@ -255,17 +293,8 @@ class LocalStore(Store):
         self._require_open()
         q = as_ids(ids)
 
-        def drop_ids(st: dict[str, Any]) -> dict[str, Any]:
-            keep = ~np.isin(st["ids"], q)
-            return {
-                "ids": st["ids"][keep],
-                "codes": st["codes"][keep],
-                "payloads": [p for p, k in zip(st["payloads"], keep, strict=True) if k],
-                "corr": _corr_of(st)[keep],
-            }
-
         if q.size:
-            self._change(drop_ids)
+            self._change({"deleted": np.unique(q)})
 
     def iter_ids(self, batch_size: int = 50_000) -> Iterator[NDArray[np.int64]]:
         self._require_open()
@@ -279,24 +308,11 @@ class LocalStore(Store):
 
     def drop(self) -> None:
         with self._lock:
-            self._state.update(_empty())
+            self._set_state(empty_state())
             self.meta = None
             self._token = None
             if self.path is not None and self.path.exists():
                 shutil.rmtree(self.path)
-            if self._shared is not None:
-                _MEMORY.pop(self._shared, None)
-
-
-def _empty() -> dict[str, Any]:
-    return {"meta": None, "ids": np.zeros(0, np.int64), "codes": None, "payloads": [], "gen": 0}
-
-
-def _corr_of(st: dict[str, Any]) -> NDArray[np.float16]:
-    """The state's corrections (N, 2) float16, NaN where an item has none (older files: all)."""
-    c = st.get("corr")
-    n = st["ids"].size
-    return c if c is not None and c.shape == (n, 2) else np.full((n, 2), np.nan, np.float16)
 
 
 def _check_corr(corr: ArrayLike | None, n: int) -> NDArray[np.float16]:
