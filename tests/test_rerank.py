@@ -516,3 +516,25 @@ def test_read_only_ids_are_checked_once_and_writable_ones_every_time():
 
     gc.collect()
     assert key not in R._CHECKED_IDS or R._CHECKED_IDS[key][0]() is None
+
+
+def test_thread_pool_start_leaves_the_environment_as_it_was():
+    """The kernels start Numba's pool with OMP_WAIT_POLICY=PASSIVE only around its start, and
+    never override a policy the user set."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, numba, hashplug.rerank\n"
+        "print(os.environ.get('OMP_WAIT_POLICY'), numba.threading_layer())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    policy, layer = out.stdout.split()
+    assert policy == "None" and layer in ("omp", "tbb", "workqueue")  # the pool is started
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    code = "import os, hashplug.rerank; print(os.environ.get('OMP_WAIT_POLICY'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "ACTIVE", out.stderr

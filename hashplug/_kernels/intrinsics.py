@@ -9,6 +9,7 @@ nibble-table sequence when the surrounding loop is vectorised.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from llvmlite import ir
@@ -16,6 +17,30 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 __all__ = ["ctz64", "popcount64"]
+
+def _start_thread_pool() -> None:
+    """Start Numba's thread pool with ``OMP_WAIT_POLICY=PASSIVE`` unless the user chose a policy.
+
+    Under OpenMP's default policy an idle worker spins, so with another busy process on the
+    machine a parallel call waits for a descheduled thread: one query over 1M codes took 13.9 ms
+    instead of 2.1 ms on 2 cores with the other one busy. The variable is read once, when the
+    OpenMP runtime loads, so it is set only around the pool's start (other OpenMP users, such as
+    torch's own runtime, keep their default). No effect if the pool had already started.
+    """
+    if "OMP_WAIT_POLICY" in os.environ:
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        from numba.np.ufunc import parallel
+
+        parallel._launch_threads()
+    except Exception:  # noqa: BLE001 - a Numba without this hook: the pool starts on first use
+        pass
+    finally:
+        del os.environ["OMP_WAIT_POLICY"]
+
+
+_start_thread_pool()
 
 _BL = 64  # codes per vectorised block: one uint64 bitmask holds a block's verdicts
 
