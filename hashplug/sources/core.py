@@ -299,6 +299,8 @@ class AttachedIndex:
         valid = keys >= 0
         if self.info.id_kind == "str":
             valid &= np.array([v is not None for v in sids.reshape(-1)], bool).reshape(sids.shape)
+        if self.source.scores_in_engine:  # the engine scores the shortlist: no vector leaves it
+            return self._rescore_in_engine(q, sids, valid, k)
         uniq, first = np.unique(keys[valid], return_index=True)
         fetch_ids = sids[valid][first]
         vecs = np.zeros((uniq.size, self.info.dim), np.float32)
@@ -318,6 +320,21 @@ class AttachedIndex:
             top = np.argsort(-sign * sc, kind="stable")[:k]
             out_ids[r, : top.size] = fetch_ids[rows[top]]
             out_sc[r, : top.size] = sc[top]
+        return AttachedResult(out_ids, out_sc)
+
+    def _rescore_in_engine(
+        self, q: NDArray[np.float32], sids: NDArray[Any], valid: NDArray[np.bool_], k: int
+    ) -> AttachedResult:
+        pad = -1 if self.info.id_kind == "int" else None
+        out_ids = np.full((q.shape[0], k), pad, dtype=sids.dtype)
+        out_sc = np.full((q.shape[0], k), np.nan, np.float32)
+        for r in range(q.shape[0]):
+            among = sids[r][valid[r]]
+            if among.size == 0:
+                continue
+            got, sc = self.source.search_among(q[r], among, k)
+            out_ids[r, : len(got)] = got
+            out_sc[r, : len(got)] = sc
         return AttachedResult(out_ids, out_sc)
 
     # -- verification -----------------------------------------------------------------------------

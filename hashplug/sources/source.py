@@ -98,6 +98,16 @@ class Source(ABC):
         """The engine's own exact float search in the source metric: per query its ``k`` best ids
         (a list of Q id arrays, shorter when fewer rows) and scores float32 (Q, k) (nan padding)."""
 
+    #: True when :meth:`search_among` scores listed ids inside the engine (no vector leaves it).
+    scores_in_engine: ClassVar[bool] = False
+
+    def search_among(
+        self, query: NDArray[np.float32], ids: NDArray[Any], k: int
+    ) -> tuple[NDArray[Any], NDArray[np.float32]]:
+        """The engine's exact float search of one query (dim,) restricted to ``ids``: the ``k``
+        best of them and their scores, best first (sources with :attr:`scores_in_engine`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot score ids in its engine")
+
     @abstractmethod
     def count(self) -> int:
         """Rows in the collection now."""

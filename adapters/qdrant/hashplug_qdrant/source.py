@@ -153,6 +153,29 @@ class _QdrantBase(Source):
                     out[i], found[i] = v, True
         return out, found
 
+    scores_in_engine: ClassVar[bool] = True
+
+    def _nearest(self, q: NDArray[np.float32], k: int, pids: list[Any] | None) -> list[Any]:
+        """The engine's exact top-``k`` points of one query (among ``pids`` when given)."""
+        raise NotImplementedError
+
+    def search(
+        self, queries: NDArray[np.float32], k: int
+    ) -> tuple[list[NDArray[Any]], NDArray[np.float32]]:
+        ids: list[NDArray[Any]] = []
+        scores = np.full((len(queries), k), np.nan, np.float32)
+        for r, q in enumerate(np.asarray(queries, np.float32)):
+            ids_r, scores[r] = self._scores(self._nearest(q, k, None), k)
+            ids.append(ids_r)
+        return ids, scores
+
+    def search_among(
+        self, query: NDArray[np.float32], ids: NDArray[Any], k: int
+    ) -> tuple[NDArray[Any], NDArray[np.float32]]:
+        pids = [_point_id(v, self.info.id_kind) for v in np.asarray(ids).tolist()]
+        got, sc = self._scores(self._nearest(np.asarray(query, np.float32), k, pids), k)
+        return got, sc[: len(got)]
+
     def _scores(self, points: list[Any], k: int) -> tuple[NDArray[Any], NDArray[np.float32]]:
         ids = as_source_ids([p.id for p in points], self.info.id_kind)
         sc = np.full(k, np.nan, np.float32)
@@ -257,26 +280,18 @@ class QdrantEdgeSource(_QdrantBase):
         with self._handle.lock:
             return list(self._shard().retrieve(pids, with_payload=False, with_vector=sel))
 
-    def search(
-        self, queries: NDArray[np.float32], k: int
-    ) -> tuple[list[NDArray[Any]], NDArray[np.float32]]:
+    def _nearest(self, q: NDArray[np.float32], k: int, pids: list[Any] | None) -> list[Any]:
         qe = self._qe
-        ids: list[NDArray[Any]] = []
-        scores = np.full((len(queries), k), np.nan, np.float32)
-        for r, q in enumerate(np.asarray(queries, np.float32)):
-            req = qe.QueryRequest(
-                limit=k,
-                query=qe.Query.Nearest(q.tolist(), using=self._name or None),
-                with_payload=False,
-                with_vector=False,
-                params=qe.SearchParams(exact=True),
-            )
-            with self._handle.lock:
-                pts = self._shard().query(req)
-            ids_r, sc = self._scores(list(pts), k)
-            ids.append(ids_r)
-            scores[r] = sc
-        return ids, scores
+        req = qe.QueryRequest(
+            limit=k,
+            query=qe.Query.Nearest(q.tolist(), using=self._name or None),
+            filter=None if pids is None else qe.Filter(must=[qe.HasIdCondition(set(pids))]),
+            with_payload=False,
+            with_vector=False,
+            params=qe.SearchParams(exact=True),
+        )
+        with self._handle.lock:
+            return list(self._shard().query(req))
 
     def count(self) -> int:
         with self._handle.lock:
@@ -451,28 +466,22 @@ class QdrantSource(_QdrantBase):
             )
         )
 
-    def search(
-        self, queries: NDArray[np.float32], k: int
-    ) -> tuple[list[NDArray[Any]], NDArray[np.float32]]:
+    def _nearest(self, q: NDArray[np.float32], k: int, pids: list[Any] | None) -> list[Any]:
         from qdrant_client import models
 
-        ids: list[NDArray[Any]] = []
-        scores = np.full((len(queries), k), np.nan, np.float32)
-        for r, q in enumerate(np.asarray(queries, np.float32)):
-            res = self._call(
-                lambda c, q=q: c.query_points(
-                    self.collection,
-                    query=q.tolist(),
-                    using=self._name or None,
-                    limit=k,
-                    with_payload=False,
-                    search_params=None if self._local else models.SearchParams(exact=True),
-                )
+        flt = None if pids is None else models.Filter(must=[models.HasIdCondition(has_id=pids)])
+        res = self._call(
+            lambda c: c.query_points(
+                self.collection,
+                query=q.tolist(),
+                using=self._name or None,
+                query_filter=flt,
+                limit=k,
+                with_payload=False,
+                search_params=None if self._local else models.SearchParams(exact=True),
             )
-            ids_r, sc = self._scores(list(res.points), k)
-            ids.append(ids_r)
-            scores[r] = sc
-        return ids, scores
+        )
+        return list(res.points)
 
     def count(self) -> int:
         return int(self._call(lambda c: c.count(self.collection, exact=True).count))
