@@ -98,8 +98,9 @@ class Source(ABC):
         """The engine's own exact float search in the source metric: per query its ``k`` best ids
         (a list of Q id arrays, shorter when fewer rows) and scores float32 (Q, k) (nan padding)."""
 
-    #: True when :meth:`search_among` scores listed ids inside the engine (no vector leaves it).
-    scores_in_engine: ClassVar[bool] = False
+    #: True when :meth:`search_among` scores listed ids inside the engine (no vector leaves it);
+    #: a source may decide per collection (Milvus: only over an exact index).
+    scores_in_engine: bool = False
 
     def search_among(
         self, query: NDArray[np.float32], ids: NDArray[Any], k: int

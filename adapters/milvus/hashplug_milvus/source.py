@@ -44,7 +44,9 @@ from hashplug.sources.source import (
     SourceError,
     SourceInfo,
     as_source_ids,
+    better_first,
     choose_vector_field,
+    metric_scores,
 )
 from hashplug.stores.base import StoreError, check_positive_int
 
@@ -164,6 +166,8 @@ class MilvusSource(Source):
         self.exact = bool(self.index_type) and (
             conn.is_lite or self.index_type in ("FLAT", "IVF_FLAT")
         )
+        # A filtered search over an approximate index may miss listed ids: exact ones only.
+        self.scores_in_engine = self.exact
         self._ensure_loaded(where)
         self.info = SourceInfo(
             uri=self.uri,
@@ -476,6 +480,48 @@ class MilvusSource(Source):
                     d = np.sqrt(np.maximum(d, 0))  # Milvus reports squared L2
                 scores[s + r, : d.size] = d
         return ids, scores
+
+    def search_among(
+        self, query: NDArray[np.float32], ids: NDArray[Any], k: int
+    ) -> tuple[NDArray[Any], NDArray[np.float32]]:
+        """Filtered exact searches (``pk in [...]``, :data:`_FETCH_IDS` keys each) merged by score;
+        keys Milvus cannot spell in a filter are fetched and scored here."""
+        lits = {v: self._literal(v) for v in np.asarray(ids).tolist()}
+        plain = [lit for lit in lits.values() if lit is not None]
+        odd = [v for v, lit in lits.items() if lit is None]
+        q = np.asarray(query, np.float32)
+        data = [q.astype(np.float16) if self._dtype == "float16" else q]
+        params = {"metric_type": self._index_metric(), "params": self._search_params}
+        top = min(int(k), MAX_TOPK)
+        keys: list[Any] = []
+        scores: list[float] = []
+        step = self._rows_per_rpc(_FETCH_IDS)
+        for s in range(0, len(plain), step):
+            expr = f"{self._pk} in [{', '.join(plain[s : s + step])}]"
+
+            def go(c: MilvusClient, expr: str = expr) -> Any:
+                return c.search(
+                    self.collection,
+                    data=data,
+                    anns_field=self._vf,
+                    filter=expr,
+                    limit=top,
+                    search_params=params,
+                    **self._rpc(),
+                )
+
+            for h in self._call("search", go)[0]:
+                keys.append(h["id"])
+                d = float(h["distance"])
+                scores.append(float(np.sqrt(max(d, 0.0))) if self.info.metric == "l2" else d)
+        if odd:
+            vecs, found = self.fetch(np.array(odd, dtype=object))
+            sc = metric_scores(q[None, :], vecs[found], self.info.metric)
+            keys += [v for v, f in zip(odd, found.tolist(), strict=True) if f]
+            scores += sc.tolist()
+        sc_arr = np.asarray(scores, np.float32)
+        order = np.argsort(-better_first(self.info.metric) * sc_arr, kind="stable")[:top]
+        return as_source_ids([keys[i] for i in order], self.info.id_kind), sc_arr[order]
 
     def _index_metric(self) -> str:
         return {"cosine": "COSINE", "dot": "IP", "l2": "L2"}[self.info.metric]

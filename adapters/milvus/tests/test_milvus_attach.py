@@ -19,6 +19,7 @@ import hashplug
 from hashplug.sources.source import SourceError
 from hashplug.stores.base import HasherMismatchError
 from hashplug.testing import make_meta, random_codes
+from hashplug.testing.attach import assert_engine_scoring_matches_fetching
 
 DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "fmnist_effnet.npz"
 HOSTILE = [
@@ -207,6 +208,7 @@ def test_attach_real_embeddings_lite_recall_ids_and_source_untouched(
             if int(i) in same:
                 assert abs(s - same[int(i)]) < 1e-4
     assert np.all(np.diff(res.scores, axis=1) <= 1e-6)  # best first
+    assert_engine_scoring_matches_fetching(idx, q, 10)  # filtered search, 1000 keys a call
 
     report = idx.verify(5, out=tmp_path / "verify.json")
     assert json.loads((tmp_path / "verify.json").read_text()) == report
@@ -241,6 +243,7 @@ def test_varchar_keys_come_back_as_the_source_strings(lite: tuple[MilvusClient, 
     got = idx.search(x[100:120], 10)
     assert recall(truth, got.ids) >= 0.95
     np.testing.assert_allclose(got.scores[:, 0], eng[:, 0], rtol=1e-4, atol=1e-4)
+    assert_engine_scoring_matches_fetching(idx, x[: len(HOSTILE)], 5)  # hostile keys, l2
     vecs, found = idx.source.fetch(np.array([*HOSTILE, "no such id"], dtype=object))
     assert found.tolist() == [True] * len(HOSTILE) + [False]
     np.testing.assert_allclose(vecs[: len(HOSTILE)], x[: len(HOSTILE)], rtol=1e-6)
@@ -435,6 +438,7 @@ def test_server_attach_varchar_search_sync_and_untouched(
         assert recall(truth, got.ids) >= 0.95
         own = idx.search(x[: len(HOSTILE)], 3).ids  # each hostile key finds its own row
         assert all(key in row.tolist() for key, row in zip(HOSTILE, own, strict=True))
+        assert_engine_scoring_matches_fetching(idx, q, 10)
         assert snapshot(client, name) == before
 
         new = synthetic(30, x.shape[1], seed=11)

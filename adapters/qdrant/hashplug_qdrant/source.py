@@ -153,7 +153,7 @@ class _QdrantBase(Source):
                     out[i], found[i] = v, True
         return out, found
 
-    scores_in_engine: ClassVar[bool] = True
+    scores_in_engine = True
 
     def _nearest(self, q: NDArray[np.float32], k: int, pids: list[Any] | None) -> list[Any]:
         """The engine's exact top-``k`` points of one query (among ``pids`` when given)."""

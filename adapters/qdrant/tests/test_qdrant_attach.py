@@ -13,6 +13,7 @@ from qdrant_client import QdrantClient, models
 import hashplug
 from hashplug.sources import SourceError
 from hashplug.stores import HasherMismatchError
+from hashplug.testing.attach import assert_engine_scoring_matches_fetching
 
 REPO = Path(__file__).resolve().parents[3]
 NPZ = REPO.parent / "shared" / "data" / "fmnist_effnet.npz"
@@ -69,20 +70,6 @@ def _recall(truth, got) -> float:
     )
 
 
-def _same_as_fetching(idx, q, k):
-    """Qdrant scores the shortlist in the engine (no vector read out): the same ids and scores
-    as fetching the originals and scoring them here."""
-    assert idx.source.scores_in_engine
-    got = idx.search(q, k)
-    idx.source.scores_in_engine = False
-    try:
-        ref = idx.search(q, k)
-    finally:
-        del idx.source.scores_in_engine
-    assert got.ids.tolist() == ref.ids.tolist()
-    np.testing.assert_allclose(got.scores, ref.scores, rtol=1e-5, atol=1e-5)
-
-
 def test_edge_attach_search_resume_sync(tmp_path):
     x, q = _real()
     path = tmp_path / "shard"
@@ -119,7 +106,7 @@ def test_edge_attach_search_resume_sync(tmp_path):
     assert _recall(truth, res.ids) >= 0.95
     same = res.ids[:, 0] == np.array([t[0] for t in truth])
     np.testing.assert_allclose(res.scores[same, 0], scores[same, 0], atol=1e-4)
-    _same_as_fetching(idx, q, 10)
+    assert_engine_scoring_matches_fetching(idx, q, 10)
     idx.close()
     assert _edge_points(path) == before  # points, vectors and payloads untouched
 
@@ -186,7 +173,7 @@ def test_local_mode_uuids_named_vectors_and_errors(tmp_path):
         hashplug.attach(
             uri, vector_field="img", hasher=small, codes_uri=f"qdrant+local://{folder}/other"
         )
-    _same_as_fetching(idx, x[:5], 3)
+    assert_engine_scoring_matches_fetching(idx, x[:5], 3)
     l2 = hashplug.attach(
         uri,
         vector_field="txt",
@@ -197,7 +184,7 @@ def test_local_mode_uuids_named_vectors_and_errors(tmp_path):
     assert l2.info.metric == "l2"
     got = l2.search(x[:3, :8], 1)
     np.testing.assert_allclose(got.scores[:, 0], 0, atol=1e-4)  # Euclidean distance to itself
-    _same_as_fetching(l2, x[:3, :8], 3)
+    assert_engine_scoring_matches_fetching(l2, x[:3, :8], 3)
     l2.close()
 
 
