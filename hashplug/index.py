@@ -124,7 +124,7 @@ class HashIndex:
         """Hash ``data`` (embeddings (n, d), or raw items with an encoder) and upsert by ``ids``.
 
         Everything is validated before the first write; returns the number of items written.
-        Stores that keep the ``scoring="cosine"`` factors (the local ones) get them for every
+        Stores that keep the ``scoring="cosine"`` factors (all built-in ones) get them for every
         item whose factors fit float16; ``scoring="cosine"`` requires them for every item (a
         ``ValueError`` on other stores or hashers, or factors beyond float16: normalise the rows).
         """
@@ -181,6 +181,11 @@ class HashIndex:
         or a ``ValueError`` when ``required``."""
         if not self.store.supports_corrections or not hasattr(self.hasher, "correction"):
             return None
+        why = self.store.corrections_unavailable()  # e.g. a collection of an older hashplug
+        if why is not None:
+            if required:
+                raise ValueError(why)
+            return None
         out = np.empty((n, 2), np.float32)
         for s in range(0, n, batch_size):
             out[s : s + batch_size] = self.hasher.correction(x[s : s + batch_size])
@@ -229,7 +234,7 @@ class HashIndex:
         to the store's float rounding, no codes shipped back.
         ``scoring="cosine"``: rerank by the nearest-neighbour estimator (README "Nearest-neighbour
         scoring") with the per-vector factors the store keeps (stores with
-        ``supports_corrections``: the local ones); distances are then estimated cosine distances
+        ``supports_corrections``: all built-in ones); distances are then estimated cosine distances
         ``1 - <q, x> / |q|`` (for unit-norm database rows). The default ``"asymmetric"`` is the
         seed paper's scoring (best for class-level mAP).
         """
@@ -406,12 +411,9 @@ def _check_index_scoring(scoring: str, index: HashIndex, rerank: bool, rescore: 
     if rerank and rescore != "local":
         raise ValueError("scoring='cosine' reranks locally; use rescore='local'")
     store = index.store
-    if not store.supports_corrections:
-        raise ValueError(
-            f"{type(store).__name__} ({store.name}) cannot store the per-vector corrections that "
-            "scoring='cosine' needs (yet); use a local store (memory://, file://) or "
-            "scoring='asymmetric'"
-        )
+    why = store.corrections_unavailable()  # the store, or this collection of it, has no factors
+    if why is not None:
+        raise ValueError(why)
     if not hasattr(index.hasher, "correction"):
         raise ValueError(
             f"{type(index.hasher).__name__} has no correction(); scoring='cosine' needs a linear "

@@ -25,6 +25,7 @@ from .base import (
     Payload,
     Store,
     as_ids,
+    check_store_corrections,
     dict_filter_matches,
     normalize_filter,
 )
@@ -51,6 +52,7 @@ class LocalStore(Store):
     returns_codes: ClassVar[bool] = True
     ordered_ties: ClassVar[bool] = True
     supports_corrections: ClassVar[bool] = True
+    correction_bytes: ClassVar[int] = 4  # float16 (c, e)
 
     def __init__(
         self,
@@ -157,7 +159,7 @@ class LocalStore(Store):
         have none."""
         new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
         copied = [_copy_payload(p) for p in new_pl]
-        new_corr = _check_corr(corrections, new_ids.size)
+        new_corr = check_store_corrections(corrections, new_ids.size)
 
         def put(st: dict[str, Any]) -> dict[str, Any]:
             keep = ~np.isin(st["ids"], new_ids)
@@ -297,23 +299,6 @@ def _corr_of(st: dict[str, Any]) -> NDArray[np.float16]:
     c = st.get("corr")
     n = st["ids"].size
     return c if c is not None and c.shape == (n, 2) else np.full((n, 2), np.nan, np.float16)
-
-
-def _check_corr(corr: ArrayLike | None, n: int) -> NDArray[np.float16]:
-    if corr is None:
-        return np.full((n, 2), np.nan, np.float16)
-    a = np.asarray(corr)
-    if not np.issubdtype(a.dtype, np.floating) or a.shape != (n, 2):
-        raise ValueError(
-            f"corrections must be a float array of shape ({n}, 2), got {a.dtype} {a.shape}"
-        )
-    none = np.isnan(a).all(axis=1)  # a row of NaN: this item has no factors
-    if not np.isfinite(a[~none]).all():
-        raise ValueError("corrections contain inf, or NaN in part of a row")
-    out = a.astype(np.float16)
-    if not np.isfinite(out[~none]).all():
-        raise ValueError("corrections overflow float16 (|value| > 65504)")
-    return out
 
 
 def _copy_payload(p: Payload | None) -> Payload | None:

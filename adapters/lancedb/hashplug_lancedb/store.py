@@ -5,6 +5,10 @@ Table layout (one table per collection)::
     id       int64, not null                  the caller's id (upsert key)
     code     fixed_size_list<uint8>[n_bytes]  packed code, DESIGN.md bit order (np.packbits)
     payload  string, nullable                 the whole payload as JSON (exact round trip)
+    _hashplug_corr  int32, nullable           the scoring="cosine" factors (c, e) as two
+                                              float16 in one int32 (4 bytes); null: none.
+                                              Tables of older versions lack it: it is added
+                                              at the first upsert that brings factors
     <field>  bool | int64 | float64 | string  one column per scalar top-level payload field,
                                               so that SQL ``where`` filters work on them
 
@@ -40,10 +44,14 @@ from hashplug.stores.base import (
     Payload,
     StoreError,
     as_ids,
+    check_store_corrections,
+    pack_corrections,
     sort_hits,
+    unpack_corrections,
 )
 
 from ._columns import (
+    CORR_COLUMN,
     RESERVED_COLUMNS,
     PayloadColumns,
     _check_payload_columns,
@@ -122,6 +130,8 @@ class LanceDBStore(HitsStore):
     schemes: ClassVar[tuple[str, ...]] = ("lancedb",)
     returns_codes: ClassVar[bool] = True
     supports_native_index: ClassVar[bool] = True
+    supports_corrections: ClassVar[bool] = True
+    correction_bytes: ClassVar[int] = 4  # one int32: two float16
 
     def __init__(
         self,
@@ -272,6 +282,7 @@ class LanceDBStore(HitsStore):
             pa.field("id", pa.int64(), nullable=False),
             pa.field("code", pa.list_(pa.uint8(), meta.n_bytes), nullable=False),
             pa.field("payload", pa.string()),
+            pa.field(CORR_COLUMN, pa.int32()),
         ]
         if isinstance(self.payload_columns, Mapping):
             fields += [pa.field(k, t) for k, t in self.payload_columns.items()]
@@ -323,19 +334,24 @@ class LanceDBStore(HitsStore):
         ids: ArrayLike,
         codes: ArrayLike,
         payloads: Sequence[Payload | None] | None = None,
+        *,
+        corrections: ArrayLike | None = None,
     ) -> None:
         """Insert or replace rows (LanceDB ``merge_insert`` on ``id``); validated before writing.
 
-        Writers in other processes may add payload columns or commit at the same time: on a
-        commit conflict or a column that appeared meanwhile, the schema is read again and the
-        write repeated (upserts by id are idempotent), up to :data:`WRITE_ATTEMPTS` times.
+        ``corrections`` (n, 2): the items' ``scoring="cosine"`` factors, kept as float16 (a row
+        of NaN, or None: none). Writers in other processes may add payload columns or commit at
+        the same time: on a commit conflict or a column that appeared meanwhile, the schema is
+        read again and the write repeated (upserts by id are idempotent), up to
+        :data:`WRITE_ATTEMPTS` times.
         """
         new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
+        corr = check_store_corrections(corrections, new_ids.size)
         with self._lock:
             for attempt in range(WRITE_ATTEMPTS):
                 tbl = self._require_table()
                 try:
-                    self._write(tbl, new_ids, new_codes, new_pl, fresh=attempt > 0)
+                    self._write(tbl, new_ids, new_codes, new_pl, corr, fresh=attempt > 0)
                     break
                 except (ValueError, RuntimeError, OSError) as e:
                     if attempt == WRITE_ATTEMPTS - 1 or not _concurrent_write(e):
@@ -350,9 +366,11 @@ class LanceDBStore(HitsStore):
         new_ids: NDArray[np.int64],
         new_codes: NDArray[np.uint8],
         new_pl: list[Payload | None],
+        corr: NDArray[np.float16],
         fresh: bool = False,
     ) -> None:
-        """One attempt of :meth:`upsert`: add the payload columns it needs, then merge.
+        """One attempt of :meth:`upsert`: add the payload columns it needs (and the factor
+        column, to a table of an older version, when ``corr`` holds factors), then merge.
 
         ``fresh``: read the latest table version first (a retry after another writer's commit,
         whatever ``read_consistency_interval`` says)."""
@@ -363,6 +381,9 @@ class LanceDBStore(HitsStore):
         columns, to_add = _payload_column_values(new_pl, existing, self.payload_columns)
         if new_ids.size == 0:
             return
+        absent = np.isnan(corr).all(axis=1)
+        if CORR_COLUMN not in schema.names and not absent.all():
+            to_add = {**to_add, CORR_COLUMN: pa.int32()}
         if to_add:
             tbl.add_columns([pa.field(k, t) for k, t in to_add.items()])
             schema = tbl.schema
@@ -373,6 +394,7 @@ class LanceDBStore(HitsStore):
                 pa.array(new_codes.reshape(-1), pa.uint8()), n_bytes
             ),
             "payload": pa.array([None if p is None else _dumps(p) for p in new_pl], pa.string()),
+            CORR_COLUMN: pa.array(pack_corrections(corr), pa.int32(), mask=absent),
         }
         for f in schema:
             if f.name not in data:
@@ -510,6 +532,23 @@ class LanceDBStore(HitsStore):
             codes = _codes_np(got["code"], meta.n_bytes)
             out[found] = codes[rows[found]]
         return out, found
+
+    def lookup_corrections(self, ids: ArrayLike) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """The factors of ``ids`` (NaN and not found for rows written without them)."""
+        self._require_open()
+        q = np.asarray(ids, dtype=np.int64).reshape(-1)
+        out = np.full((q.size, 2), np.nan, np.float32)
+        if CORR_COLUMN not in self._require_table().schema.names:  # a table of an older version
+            return out, np.zeros(q.size, bool)
+        got = self._fetch(q, ["id", CORR_COLUMN])
+        rows, found = _match(got["id"].to_numpy(), q)
+        col = got[CORR_COLUMN]
+        has = ~col.is_null().to_numpy(zero_copy_only=False)
+        packed = col.fill_null(0).to_numpy(zero_copy_only=False)
+        found &= has[rows] if has.size else found
+        if found.any():
+            out[found] = unpack_corrections(packed[rows[found]])
+        return out, found & ~np.isnan(out).any(axis=1)
 
     def get_payloads(self, ids: ArrayLike) -> list[Payload | None]:
         self._require_open()
