@@ -199,6 +199,14 @@ class HashIndex:
         out[big] = np.nan
         return out
 
+    def bytes_per_vector(self) -> int:
+        """Bytes each item costs in the store: its code, plus the ``scoring="cosine"`` factors
+        where the store keeps them and the hasher computes them (``add`` writes them then)."""
+        factors = hasattr(self.hasher, "correction") and self.store.supports_corrections
+        if factors and self.store.corrections_unavailable() is None:
+            return self.store.bytes_per_vector()
+        return self.hasher.n_bits // 8
+
     def delete(self, ids: ArrayLike) -> None:
         """Delete items by id (int64 only; ids that are not stored are ignored)."""
         self.store.delete(as_ids(ids))

@@ -228,7 +228,7 @@ def test_declared_and_disabled_payload_columns(tmp_path: Path) -> None:
     assert ids[0, 0] == 2 and ids[0, 1] == -1
     n = _store(tmp_path, "none", payload_columns="none")
     n.upsert([1], random_codes(1), [{"cat": "a"}])
-    assert n.table.schema.names == ["id", "code", "payload"]
+    assert n.table.schema.names == ["id", "code", "payload", "_hashplug_corr"]
     assert n.get_payloads([1]) == [{"cat": "a"}]
 
 
