@@ -104,7 +104,7 @@ def main() -> None:
     ap.add_argument("--bits", nargs="+", type=int, default=[64, 256])
     ap.add_argument("--stores", nargs="+", default=["memory", "lancedb", "qdrant-edge",
                                                     "milvus-lite", "milvus-server"])  # fmt: skip
-    ap.add_argument("--latency-queries", type=int, default=100)
+    ap.add_argument("--latency-queries", type=int, default=60)
     ap.add_argument("--out", default=str(Path(__file__).with_name("cosine_stores_results.md")))
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hashplug-cosine-stores-"))

@@ -515,6 +515,25 @@ class Store(ABC):
         why = self.corrections_unavailable()
         raise ValueError(why or f"{type(self).__name__} does not implement lookup_corrections")
 
+    def search_with_corrections(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
+    ) -> tuple[CodeHits, NDArray[np.float32]]:
+        """:meth:`search_with_codes` plus the hits' ``scoring="cosine"`` factors
+        ``(Q, limit, 2)`` float32, NaN where an item has none and for padding.
+
+        The default runs one batched :meth:`lookup_corrections` after the search; adapters whose
+        engine returns the factors with the hits override it (one round trip).
+        """
+        hits = self.search_with_codes(query_codes, limit, filter)
+        corr = np.full(hits.ids.shape + (2,), np.nan, np.float32)
+        valid = hits.ids >= 0
+        if valid.any():
+            uniq, inv = np.unique(hits.ids[valid], return_inverse=True)
+            got, found = self.lookup_corrections(uniq)
+            got[~found] = np.nan
+            corr[valid] = got[inv.reshape(-1)]
+        return hits, corr
+
     def corrections_unavailable(self) -> str | None:
         """None when this collection keeps the ``scoring="cosine"`` factors, else why not and
         what to do (a sentence). A store with :attr:`supports_corrections` may still say no for

@@ -38,13 +38,16 @@ from numpy.typing import ArrayLike, NDArray
 
 from hashplug.stores.base import (
     HAMMING_PAD,
+    CodeHits,
     CollectionMeta,
     Filter,
     HitsStore,
+    MatchNothing,
     Payload,
     StoreError,
     as_ids,
     check_store_corrections,
+    normalize_filter,
     pack_corrections,
     sort_hits,
     unpack_corrections,
@@ -70,6 +73,13 @@ __all__ = ["LanceDBStore", "META_KEY", "RESERVED_COLUMNS", "WRITE_ATTEMPTS"]
 
 #: Attempts of one upsert when other writers commit or add payload columns at the same time.
 WRITE_ATTEMPTS = 10
+
+
+def _corr_np(col: pa.ChunkedArray | pa.Array) -> NDArray[np.float32]:
+    """The factor column as (n, 2) float32, NaN where null."""
+    out = unpack_corrections(col.fill_null(0).to_numpy(zero_copy_only=False))
+    out[col.is_null().to_numpy(zero_copy_only=False)] = np.nan
+    return out
 
 
 def _concurrent_write(e: BaseException) -> bool:
@@ -542,12 +552,8 @@ class LanceDBStore(HitsStore):
             return out, np.zeros(q.size, bool)
         got = self._fetch(q, ["id", CORR_COLUMN])
         rows, found = _match(got["id"].to_numpy(), q)
-        col = got[CORR_COLUMN]
-        has = ~col.is_null().to_numpy(zero_copy_only=False)
-        packed = col.fill_null(0).to_numpy(zero_copy_only=False)
-        found &= has[rows] if has.size else found
         if found.any():
-            out[found] = unpack_corrections(packed[rows[found]])
+            out[found] = _corr_np(got[CORR_COLUMN])[rows[found]]
         return out, found & ~np.isnan(out).any(axis=1)
 
     def get_payloads(self, ids: ArrayLike) -> list[Payload | None]:
@@ -575,19 +581,45 @@ class LanceDBStore(HitsStore):
     def _hits(
         self, query_codes: ArrayLike, limit: int, flt: Filter | None, with_codes: bool
     ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
-        """Hamming top-``limit`` per query, one batched LanceDB query per 256 vectors (the codes,
-        when asked for, come from the same query). Filters as in the class doc."""
+        ids, dist, codes, _ = self._query(query_codes, limit, flt, with_codes, False)
+        return ids, dist, codes
+
+    def search_with_corrections(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
+    ) -> tuple[CodeHits, NDArray[np.float32]]:
+        """The hits, their codes and their factors from one LanceDB query per 256 vectors."""
+        if isinstance(normalize_filter(filter), MatchNothing):
+            hits = self._padding(self._check_query(query_codes, limit).shape[0], limit)
+            return hits, np.full(hits.ids.shape + (2,), np.nan, np.float32)
+        flt = None if isinstance(filter, Mapping) and not filter else filter
+        ids, dist, codes, corr = self._query(query_codes, limit, flt, True, True)
+        assert codes is not None and corr is not None
+        return CodeHits(ids, dist, codes), corr
+
+    def _query(
+        self, query_codes: ArrayLike, limit: int, flt: Filter | None, with_codes: bool,
+        with_corr: bool,
+    ) -> tuple[
+        NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None, NDArray[np.float32] | None
+    ]:  # fmt: skip
+        """Hamming top-``limit`` per query, one batched LanceDB query per 256 vectors (the codes
+        and factors, when asked for, come from the same query). Filters as in the class doc."""
         q = self._check_query(query_codes, limit)
         meta = self._require_open()
         limit = int(limit)
         n_q = q.shape[0]
         tbl = self._require_table()
         where = self._where(flt, tbl)
+        with_codes = with_codes or with_corr
         cols = ["id", "code", "_distance"] if with_codes else ["id", "_distance"]
+        corr_col = with_corr and CORR_COLUMN in tbl.schema.names  # tables of older versions
+        if corr_col:
+            cols.append(CORR_COLUMN)
         raw_i = np.full((n_q, limit), -1, np.int64)
         raw_d = np.full((n_q, limit), HAMMING_PAD, np.int32)
         hit_ids: list[NDArray[np.int64]] = []
         hit_codes: list[NDArray[np.uint8]] = []
+        hit_corr: list[NDArray[np.float32]] = []
         for start in range(0, n_q, _QUERY_BATCH):
             block = q[start : start + _QUERY_BATCH]
             builder = self._builder(tbl, block, limit, cols, where)
@@ -614,17 +646,22 @@ class LanceDBStore(HitsStore):
             if with_codes:
                 hit_ids.append(r_ids)
                 hit_codes.append(_codes_np(res["code"], meta.n_bytes)[order])
+            if corr_col:
+                hit_corr.append(_corr_np(res[CORR_COLUMN])[order])
         out_i, out_d = sort_hits(raw_i, raw_d, limit)
         if not with_codes:
-            return out_i, out_d, None
+            return out_i, out_d, None, None
         out_c = np.zeros((n_q, limit, meta.n_bytes), np.uint8)
+        out_f = np.full((n_q, limit, 2), np.nan, np.float32) if with_corr else None
         if hit_ids:
             all_ids = np.concatenate(hit_ids)
             uniq, first_at = np.unique(all_ids, return_index=True)
-            codes_u = np.concatenate(hit_codes)[first_at]
             valid = out_i >= 0
-            out_c[valid] = codes_u[np.searchsorted(uniq, out_i[valid])]
-        return out_i, out_d, out_c
+            at = np.searchsorted(uniq, out_i[valid])
+            out_c[valid] = np.concatenate(hit_codes)[first_at][at]
+            if out_f is not None and hit_corr:
+                out_f[valid] = np.concatenate(hit_corr)[first_at][at]
+        return out_i, out_d, out_c, out_f
 
     def _builder(
         self, tbl: Any, block: NDArray[np.uint8], limit: int, cols: list[str], where: str | None

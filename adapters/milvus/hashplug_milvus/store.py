@@ -49,12 +49,14 @@ from hashplug.stores.base import (
     Filter,
     HasherMismatchError,
     HitsStore,
+    MatchNothing,
     Payload,
     Store,
     StoreError,
     as_ids,
     check_positive_int,
     check_store_corrections,
+    normalize_filter,
     pack_corrections,
     sort_hits,
     unpack_corrections,
@@ -662,11 +664,35 @@ class MilvusStore(HitsStore):
             return Store.search_with_codes(self, query_codes, limit, filter)
         return super().search_with_codes(query_codes, limit, filter)
 
+    def search_with_corrections(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
+    ) -> tuple[CodeHits, NDArray[np.float32]]:
+        """With the int64 code words, the factors come with the hits (one search call)."""
+        layout = self._require_layout()
+        flt = None if isinstance(filter, Mapping) and not filter else filter
+        if not (layout["words"] and layout.get("corr")) or isinstance(
+            normalize_filter(flt), MatchNothing
+        ):
+            return super().search_with_corrections(query_codes, limit, filter)
+        ids, dist, wide = self._hits(query_codes, limit, flt, True, with_corr=True)
+        assert wide is not None
+        nb = wide.shape[-1] - 4
+        packed = np.ascontiguousarray(wide[..., nb:]).view("<i4")[..., 0]
+        corr = unpack_corrections(packed.reshape(-1)).reshape(ids.shape + (2,))
+        corr[ids < 0] = np.nan
+        return CodeHits(ids, dist, np.ascontiguousarray(wide[..., :nb])), corr
+
     def _hits(
-        self, query_codes: ArrayLike, limit: int, filter: Filter | None, with_codes: bool
+        self,
+        query_codes: ArrayLike,
+        limit: int,
+        filter: Filter | None,
+        with_codes: bool,
+        with_corr: bool = False,
     ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
         """Hamming top-``limit`` per query (Milvus caps one search at 16384 hits: beyond that
-        the rows are padded with -1). Filters as in the class doc."""
+        the rows are padded with -1). Filters as in the class doc. ``with_corr`` (with the code
+        words): each code gets 4 more bytes, the packed factors of ``code_corr``."""
         q = self._check_query(query_codes, limit)
         meta = self._require_open()
         layout = self._require_layout()
@@ -677,12 +703,15 @@ class MilvusStore(HitsStore):
         out_fields: list[str] = []
         if with_codes:
             out_fields = [f"code_w{j}" for j in range(words)] if words else ["code"]
+        if with_corr:
+            out_fields.append(CORR_FIELD)
+        width = nb + 4 if with_corr else nb
         params: dict[str, Any] = {"metric_type": "HAMMING", "params": {}}
         if self.index == "BIN_IVF_FLAT":
             params["params"] = {"nprobe": int(self.nprobe)}
         out_i = np.full((nq, limit), -1, np.int64)
         out_d = np.full((nq, limit), HAMMING_PAD, np.int32)
-        out_c = np.zeros((nq, limit, nb), np.uint8) if with_codes else None
+        out_c = np.zeros((nq, limit, width), np.uint8) if with_codes else None
         per_call = max(1, min(_MAX_NQ, _MAX_HITS_PER_CALL // topk))
         for s in range(0, nq, per_call):
             data = [row.tobytes() for row in q[s : s + per_call]]
@@ -710,7 +739,7 @@ class MilvusStore(HitsStore):
                 raise
             raw_i = np.full((len(data), topk), -1, np.int64)
             raw_d = np.full((len(data), topk), HAMMING_PAD, np.int32)
-            raw_c = np.zeros((len(data), topk, nb), np.uint8) if with_codes else None
+            raw_c = np.zeros((len(data), topk, width), np.uint8) if with_codes else None
             for r, hits in enumerate(res):
                 m = len(hits.ids)
                 if m == 0:
@@ -718,7 +747,11 @@ class MilvusStore(HitsStore):
                 raw_i[r, :m] = np.asarray(hits.ids, dtype=np.int64)
                 raw_d[r, :m] = np.rint(np.asarray(hits.distances, dtype=np.float64))
                 if raw_c is not None:
-                    raw_c[r, :m] = _hit_codes(hits, m, nb, words)
+                    raw_c[r, :m, :nb] = _hit_codes(hits, m, nb, words)
+                if raw_c is not None and with_corr:
+                    ents = [h["entity"] for h in list.__iter__(hits)][:m]
+                    packed = np.fromiter((e[CORR_FIELD] for e in ents), np.int64, m)
+                    raw_c[r, :m, nb:] = packed.astype("<i4").view(np.uint8).reshape(m, 4)
             got_i, got_d = sort_hits(raw_i, raw_d, limit)
             rows = slice(s, s + len(data))
             out_i[rows], out_d[rows] = got_i, got_d
