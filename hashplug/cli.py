@@ -329,8 +329,8 @@ def _store_for_scoring(uri: str, hasher: Any, scoring: str) -> Any:
     if scoring == "cosine" and not store.supports_corrections:
         store.close()
         raise ValueError(
-            f"--scoring cosine needs a store that keeps the per-vector cosine factors "
-            f"(memory://, file://); {uri} ({type(store).__name__}) does not yet"
+            f"--scoring cosine needs a store that keeps the per-vector cosine factors; {uri} "
+            f"({type(store).__name__}) does not"
         )
     if scoring == "cosine" and not hasattr(hasher, "correction"):
         store.close()
@@ -569,7 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument(
         "--scoring", default="asymmetric", choices=list(_SCORINGS),
         help="cosine: require the per-vector factors that `search --scoring cosine` needs "
-        "(local stores keep them whenever they fit; normalise the rows); default asymmetric",
+        "(every built-in store keeps them whenever they fit; normalise the rows); default "
+        "asymmetric",
     )  # fmt: skip
     _add_shard_args(i)
     i.add_argument("--item-column", help="Parquet column of raw items, encoded with --encoder")
@@ -599,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--scoring", default="asymmetric", choices=list(_SCORINGS),
         help="rerank by asymmetric distance (default; class-level mAP) or by estimated cosine "
-        "(nearest neighbours; memory:// and file:// stores); distances are then 1 - cosine",
+        "(nearest neighbours); distances are then 1 - cosine",
     )  # fmt: skip
     s.add_argument("--filter", help='a JSON object of equalities, e.g. {"color": "red"}')
     s.add_argument("--payloads", action="store_true", help="print each hit's payload too")

@@ -124,7 +124,7 @@ class HashIndex:
         """Hash ``data`` (embeddings (n, d), or raw items with an encoder) and upsert by ``ids``.
 
         Everything is validated before the first write; returns the number of items written.
-        Stores that keep the ``scoring="cosine"`` factors (the local ones) get them for every
+        Stores that keep the ``scoring="cosine"`` factors (all built-in ones) get them for every
         item whose factors fit float16; ``scoring="cosine"`` requires them for every item (a
         ``ValueError`` on other stores or hashers, or factors beyond float16: normalise the rows).
         """
@@ -181,6 +181,11 @@ class HashIndex:
         or a ``ValueError`` when ``required``."""
         if not self.store.supports_corrections or not hasattr(self.hasher, "correction"):
             return None
+        why = self.store.corrections_unavailable()  # e.g. a collection of an older hashplug
+        if why is not None:
+            if required:
+                raise ValueError(why)
+            return None
         out = np.empty((n, 2), np.float32)
         for s in range(0, n, batch_size):
             out[s : s + batch_size] = self.hasher.correction(x[s : s + batch_size])
@@ -193,6 +198,14 @@ class HashIndex:
             )
         out[big] = np.nan
         return out
+
+    def bytes_per_vector(self) -> int:
+        """Bytes each item costs in the store: its code, plus the ``scoring="cosine"`` factors
+        where the store keeps them and the hasher computes them (``add`` writes them then)."""
+        factors = hasattr(self.hasher, "correction") and self.store.supports_corrections
+        if factors and self.store.corrections_unavailable() is None:
+            return self.store.bytes_per_vector()
+        return self.hasher.n_bits // 8
 
     def delete(self, ids: ArrayLike) -> None:
         """Delete items by id (int64 only; ids that are not stored are ignored)."""
@@ -229,7 +242,7 @@ class HashIndex:
         to the store's float rounding, no codes shipped back.
         ``scoring="cosine"``: rerank by the nearest-neighbour estimator (README "Nearest-neighbour
         scoring") with the per-vector factors the store keeps (stores with
-        ``supports_corrections``: the local ones); distances are then estimated cosine distances
+        ``supports_corrections``: all built-in ones); distances are then estimated cosine distances
         ``1 - <q, x> / |q|`` (for unit-norm database rows). The default ``"asymmetric"`` is the
         seed paper's scoring (best for class-level mAP).
         """
@@ -270,14 +283,14 @@ class HashIndex:
         if native:
             ids, dist = self.store.search_rescored(u, k, oversample, filter)
         elif rerank and cosine:
-            c_ids, _, c_codes = self._coarse(qcodes, limit, filter)
+            c_ids, _, c_codes, c_corr = self._coarse(qcodes, limit, filter, with_corr=True)
             v = self.hasher.cosine_query(q)  # type: ignore[attr-defined]
-            ids, dist = self._rerank_cosine(q, v, c_ids, c_codes, k)  # type: ignore[arg-type]
+            ids, dist = self._rerank_cosine(q, v, c_ids, c_codes, c_corr, k)  # type: ignore[arg-type]
         elif rerank:
-            c_ids, _, c_codes = self._coarse(qcodes, limit, filter)
+            c_ids, _, c_codes, _ = self._coarse(qcodes, limit, filter)
             ids, dist = rerank_codes(sigmoid(u), c_ids, c_codes, k)  # type: ignore[arg-type]
         else:
-            ids, ham, _ = self._coarse(qcodes, limit, filter, with_codes=False)
+            ids, ham, _, _ = self._coarse(qcodes, limit, filter, with_codes=False)
             dist = np.where(ids >= 0, ham, np.inf).astype(np.float32)
         res = SearchResult(ids=ids, distances=dist)
         if with_payloads:
@@ -297,25 +310,25 @@ class HashIndex:
         u: NDArray[np.float32],
         c_ids: NDArray[np.int64],
         c_codes: NDArray[np.uint8],
+        c_corr: NDArray[np.float32],
         k: int,
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-        """The estimator rerank of the coarse candidates; distances 1 - estimated <q, x> / |q|."""
+        """The estimator rerank of the coarse candidates and their factors (NaN: none);
+        distances 1 - estimated <q, x> / |q|."""
         from .rerank import rerank as rerank_codes
 
         valid = c_ids >= 0
-        corr = np.zeros(c_ids.shape + (2,), np.float32)
+        corr = np.where(valid[..., None], c_corr, 0.0).astype(np.float32)
         if valid.any():
-            uniq, inv = np.unique(c_ids[valid], return_inverse=True)
-            got, found = self.store.lookup_corrections(uniq)
-            if not found.all():
-                miss = uniq[~found]
+            missing = valid & np.isnan(corr).any(axis=-1)
+            if missing.any():
+                miss = np.unique(c_ids[missing])
                 raise ValueError(
                     f"{miss.size} candidates (ids {miss[:5].tolist()}) have no stored corrections "
                     "for scoring='cosine': they were written without them (before this store "
                     "kept them, not through HashIndex.add, or with factors beyond float16 from "
                     "unnormalised rows); add them again with scoring='cosine'"
                 )
-            corr[valid] = got[inv.reshape(-1)]
         ids, d = rerank_codes(u, c_ids, c_codes, k, scoring="cosine", candidate_corrections=corr)
         mean = getattr(self.hasher, "mean_", None)
         qf = np.asarray(q, dtype=np.float64)
@@ -326,9 +339,17 @@ class HashIndex:
         return ids, np.where(ids >= 0, 1.0 - est, np.inf).astype(np.float32)
 
     def _coarse(
-        self, qcodes: NDArray[np.uint8], limit: int, filter: Filter | None, with_codes: bool = True
-    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
-        """The exact top-``limit`` by (Hamming, id), the same on every call and store.
+        self,
+        qcodes: NDArray[np.uint8],
+        limit: int,
+        filter: Filter | None,
+        with_codes: bool = True,
+        with_corr: bool = False,
+    ) -> tuple[
+        NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None, NDArray[np.float32] | None
+    ]:
+        """The exact top-``limit`` by (Hamming, id), the same on every call and store, with the
+        hits' codes (``with_codes``) and ``scoring="cosine"`` factors (``with_corr``).
 
         Engines keep an arbitrary subset of the items tied at their cut-off. Unless the store
         orders ties itself (``ordered_ties``), ask for a margin beyond ``limit``: when the
@@ -339,23 +360,26 @@ class HashIndex:
         approximate index (IVF, HNSW) promises no fixed candidate set.
         """
         store = self.store
-        if store.ordered_ties:
+
+        def ask_store(n: int) -> tuple[Any, ...]:
+            if with_corr:
+                hits, corr = store.search_with_corrections(qcodes, n, filter)
+                return (*hits, corr)
             if with_codes:
-                return store.search_with_codes(qcodes, limit, filter)
-            ids, ham = store.search(qcodes, limit, filter)
-            return ids, ham, None
+                return (*store.search_with_codes(qcodes, n, filter), None)
+            return (*store.search(qcodes, n, filter), None, None)
+
+        if store.ordered_ties:
+            return ask_store(limit)
         ask = max(limit, min(MAX_MARGIN_LIMIT, limit + max(16, limit // 4)))
         while True:
-            if with_codes:
-                ids, ham, codes = store.search_with_codes(qcodes, ask, filter)
-            else:
-                (ids, ham), codes = store.search(qcodes, ask, filter), None
+            ids, ham, codes, corr = ask_store(ask)
             full = ids[:, -1] >= 0
             cut = ham[:, limit - 1]
             if ask >= MAX_MARGIN_LIMIT or not (full & (ham[:, -1] <= cut)).any():
                 break  # every row is complete up to its cut-off distance
             ask = max(limit, min(MAX_MARGIN_LIMIT, ask * 4))
-        return _cut(ids, ham, codes, limit)
+        return _cut(ids, ham, codes, corr, limit)
 
     def _payloads(self, ids: NDArray[np.int64]) -> list[list[Payload | None]]:
         uniq = np.unique(ids[ids >= 0])
@@ -406,12 +430,9 @@ def _check_index_scoring(scoring: str, index: HashIndex, rerank: bool, rescore: 
     if rerank and rescore != "local":
         raise ValueError("scoring='cosine' reranks locally; use rescore='local'")
     store = index.store
-    if not store.supports_corrections:
-        raise ValueError(
-            f"{type(store).__name__} ({store.name}) cannot store the per-vector corrections that "
-            "scoring='cosine' needs (yet); use a local store (memory://, file://) or "
-            "scoring='asymmetric'"
-        )
+    why = store.corrections_unavailable()  # the store, or this collection of it, has no factors
+    if why is not None:
+        raise ValueError(why)
     if not hasattr(index.hasher, "correction"):
         raise ValueError(
             f"{type(index.hasher).__name__} has no correction(); scoring='cosine' needs a linear "
@@ -421,8 +442,14 @@ def _check_index_scoring(scoring: str, index: HashIndex, rerank: bool, rescore: 
 
 
 def _cut(
-    ids: NDArray[np.int64], ham: NDArray[np.int32], codes: NDArray[np.uint8] | None, limit: int
-) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
+    ids: NDArray[np.int64],
+    ham: NDArray[np.int32],
+    codes: NDArray[np.uint8] | None,
+    corr: NDArray[np.float32] | None,
+    limit: int,
+) -> tuple[
+    NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None, NDArray[np.float32] | None
+]:
     """Each row's first ``limit`` hits by (distance, id), padding (-1) last."""
     key_d = np.where(ids >= 0, ham.astype(np.int64), np.iinfo(np.int64).max)
     key_i = np.where(ids >= 0, ids, np.iinfo(np.int64).max)
@@ -432,9 +459,11 @@ def _cut(
     ham = np.where(ids >= 0, ham, HAMMING_PAD).astype(np.int32)
     if codes is not None:
         codes = np.take_along_axis(codes, order[..., None], axis=1)
+    if corr is not None:
+        corr = np.take_along_axis(corr, order[..., None], axis=1)
     if ids.shape[1] < limit:  # the engine was asked for fewer (never: ask >= limit)
         raise AssertionError("coarse search returned fewer columns than asked")
-    return ids, ham, codes
+    return ids, ham, codes, corr
 
 
 def _check_encoder(hasher: Hasher, encoder: Any, name: str | None) -> None:

@@ -103,7 +103,8 @@ def test_hashplug_rows_and_originals(results: dict) -> None:
     # the originals kept in RAM are counted: at least 64 float32 per vector on top of the codes
     assert mem_plus[0]["bytes_per_vector"] >= 64 * 4 + 4
     mem = [r for r in _rows(results, "hashplug:itq-32") if r["engine"] == "memory"][0]
-    assert mem["bytes_per_vector"] == pytest.approx(4 + 8)  # 32-bit code + int64 id
+    # 32-bit code + int64 id + float16 (c, e) factors
+    assert mem["bytes_per_vector"] == pytest.approx(4 + 8 + 4)
     # hb-64 on LanceDB was not asked for (only the memory engine runs every hasher)
     assert {r["engine"] for r in _rows(results, "hashplug:hb-64+originals")} == {"memory"}
 

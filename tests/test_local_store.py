@@ -8,6 +8,7 @@ from hashplug.stores import LocalStore, StoreError, open_store
 from hashplug.testing import (
     ConcurrencyConformance,
     CoreConformance,
+    CorrectionsConformance,
     PayloadConformance,
     PersistenceConformance,
     RescoringConformance,
@@ -19,7 +20,11 @@ from hashplug.testing.faults import WriterKillConformance
 
 
 class TestMemoryStore(
-    CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    ConcurrencyConformance,
+    CorrectionsConformance,
 ):
     @pytest.fixture
     def make_store(self, request):
@@ -28,7 +33,11 @@ class TestMemoryStore(
 
 
 class TestFileStore(
-    CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    ConcurrencyConformance,
+    CorrectionsConformance,
 ):
     n_bits = 72  # a width that is not a multiple of 64 bits
 
@@ -300,8 +309,17 @@ def test_the_suite_catches_flags_and_mixins_that_disagree():
     ):
         pass
 
-    class Right(
+    class NoFactors(
         CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+    ):
+        pass
+
+    class Right(
+        CoreConformance,
+        PayloadConformance,
+        PersistenceConformance,
+        ConcurrencyConformance,
+        CorrectionsConformance,
     ):
         pass
 
@@ -313,6 +331,10 @@ def test_the_suite_catches_flags_and_mixins_that_disagree():
         Claims().test_declared_capabilities_match_the_mixins_run(shared)
     with pytest.raises(AssertionError, match="composes PersistenceConformance but LocalStore"):
         Right().test_declared_capabilities_match_the_mixins_run(private)
+    with pytest.raises(
+        AssertionError, match="supports_corrections but NoFactors does not compose Corrections"
+    ):
+        NoFactors().test_declared_capabilities_match_the_mixins_run(shared)
     Right().test_declared_capabilities_match_the_mixins_run(shared)
     StoreConformance().test_declared_capabilities_match_the_mixins_run(private)  # skips there
 

@@ -103,7 +103,7 @@ def run_backend(
             index.store.create_index()  # type: ignore[attr-defined]
         res["build_s"] = time.perf_counter() - t
         n = index.store.count()
-        res["bytes_codes_per_vector"] = hasher.n_bits / 8
+        res["bytes_codes_per_vector"] = index.bytes_per_vector()  # + cosine factors if kept
         res["bytes_float32_per_vector"] = ds.db_x.shape[1] * 4
         disk = _dir_bytes(tmp)
         res["bytes_on_disk_per_vector"] = disk / n if disk else None

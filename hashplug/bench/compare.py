@@ -280,8 +280,11 @@ class _HashplugRunner:
         code_bytes = hasher.n_bits // 8
         if self.engine == "memory":
             st = index.store._state  # type: ignore[attr-defined]
-            ram = float(st["codes"].nbytes + st["ids"].nbytes)
-            how = "codes + ids arrays of the store"
+            corr = st.get("corr")  # the scoring="cosine" factors, kept with linear hashers
+            ram = float(
+                st["codes"].nbytes + st["ids"].nbytes + (0 if corr is None else corr.nbytes)
+            )
+            how = "codes + ids (+ cosine factors) arrays of the store"
             disk = 0.0
             if self.originals:
                 ram += data.db_x.nbytes

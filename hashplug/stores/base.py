@@ -47,6 +47,9 @@ __all__ = [
     "MatchNothing",
     "check_ids",
     "check_payloads",
+    "check_store_corrections",
+    "pack_corrections",
+    "unpack_corrections",
     "check_positive_int",
     "sort_hits",
 ]
@@ -217,6 +220,39 @@ def _payload_problem(v: Any, depth: int = 0) -> str | None:
     )
 
 
+def check_store_corrections(corr: ArrayLike | None, n: int) -> NDArray[np.float16]:
+    """Validate the ``corrections=`` of an upsert: (n, 2) floats -> float16, as every store keeps
+    them. None or a row of NaN: that item has no factors (NaN). ValueError for another shape or
+    dtype, inf, NaN in part of a row, or values beyond float16."""
+    if corr is None:
+        return np.full((n, 2), np.nan, np.float16)
+    a = np.asarray(corr)
+    if not np.issubdtype(a.dtype, np.floating) or a.shape != (n, 2):
+        raise ValueError(
+            f"corrections must be a float array of shape ({n}, 2), got {a.dtype} {a.shape}"
+        )
+    none = np.isnan(a).all(axis=1)  # a row of NaN: this item has no factors
+    if not np.isfinite(a[~none]).all():
+        raise ValueError("corrections contain inf, or NaN in part of a row")
+    with np.errstate(over="ignore"):
+        out = a.astype(np.float16)
+    if not np.isfinite(out[~none]).all():
+        raise ValueError("corrections overflow float16 (|value| > 65504)")
+    return out
+
+
+def pack_corrections(corr: NDArray[np.float16]) -> NDArray[np.int32]:
+    """(n, 2) float16 -> (n,) int32 holding both halves' bits (c low, e high): one 4-byte
+    scalar per item for engines without a float16 pair type. NaN rows stay NaN."""
+    return np.ascontiguousarray(corr, dtype="<f2").view("<i4").reshape(-1).astype(np.int32)
+
+
+def unpack_corrections(packed: ArrayLike) -> NDArray[np.float32]:
+    """Inverse of :func:`pack_corrections`: (n,) int32 -> (n, 2) float32."""
+    a = np.ascontiguousarray(np.asarray(packed, dtype=np.int64).astype("<i4"))
+    return a.view("<f2").reshape(-1, 2).astype(np.float32)
+
+
 Scalar = str | int | float | bool
 #: A dict filter after :func:`normalize_filter`: key -> None (missing or null) or the values it may
 #: equal (at least one).
@@ -358,6 +394,9 @@ class Store(ABC):
     #: True when ``upsert`` takes ``corrections=`` (per-vector factors of ``scoring="cosine"``)
     #: and :meth:`lookup_corrections` returns them.
     supports_corrections: ClassVar[bool] = False
+    #: Bytes the engine keeps per item for those factors (0 without ``supports_corrections``);
+    #: :meth:`bytes_per_vector` counts them.
+    correction_bytes: ClassVar[int] = 0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -473,11 +512,45 @@ class Store(ABC):
 
         Only stores with :attr:`supports_corrections`; the others raise ValueError.
         """
-        raise ValueError(
-            f"{type(self).__name__} ({self.name}) does not store the per-vector corrections "
-            "that scoring='cosine' needs (yet); use a local store (memory://, file://) or "
-            "scoring='asymmetric'"
+        why = self.corrections_unavailable()
+        raise ValueError(why or f"{type(self).__name__} does not implement lookup_corrections")
+
+    def search_with_corrections(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
+    ) -> tuple[CodeHits, NDArray[np.float32]]:
+        """:meth:`search_with_codes` plus the hits' ``scoring="cosine"`` factors
+        ``(Q, limit, 2)`` float32, NaN where an item has none and for padding.
+
+        The default runs one batched :meth:`lookup_corrections` after the search; adapters whose
+        engine returns the factors with the hits override it (one round trip).
+        """
+        hits = self.search_with_codes(query_codes, limit, filter)
+        corr = np.full(hits.ids.shape + (2,), np.nan, np.float32)
+        valid = hits.ids >= 0
+        if valid.any():
+            uniq, inv = np.unique(hits.ids[valid], return_inverse=True)
+            got, found = self.lookup_corrections(uniq)
+            got[~found] = np.nan
+            corr[valid] = got[inv.reshape(-1)]
+        return hits, corr
+
+    def corrections_unavailable(self) -> str | None:
+        """None when this collection keeps the ``scoring="cosine"`` factors, else why not and
+        what to do (a sentence). A store with :attr:`supports_corrections` may still say no for
+        a collection that an older hashplug created without the fields for them."""
+        if self.supports_corrections:
+            return None
+        return (
+            f"{type(self).__name__} ({self.name}) cannot store the per-vector corrections that "
+            "scoring='cosine' needs; use a store that keeps them or scoring='asymmetric'"
         )
+
+    def bytes_per_vector(self) -> int:
+        """Bytes each stored item costs in codes plus ``scoring="cosine"`` factors (ids,
+        payloads and engine overhead excluded): what bytes-per-vector figures report."""
+        meta = self._require_open()
+        keeps = self.corrections_unavailable() is None
+        return meta.n_bytes + (self.correction_bytes if keeps else 0)
 
     def search_rescored(
         self,

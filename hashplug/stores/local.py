@@ -26,6 +26,7 @@ from .base import (
     Payload,
     Store,
     as_ids,
+    check_store_corrections,
     dict_filter_matches,
     normalize_filter,
 )
@@ -52,6 +53,7 @@ class LocalStore(Store):
     returns_codes: ClassVar[bool] = True
     ordered_ties: ClassVar[bool] = True
     supports_corrections: ClassVar[bool] = True
+    correction_bytes: ClassVar[int] = 4  # float16 (c, e)
 
     def __init__(
         self,
@@ -216,7 +218,7 @@ class LocalStore(Store):
             "payloads": [_copy_payload(p) for p in new_pl],
         }
         if corrections is not None:
-            seg["corr"] = _check_corr(corrections, new_ids.size)
+            seg["corr"] = check_store_corrections(corrections, new_ids.size)
         self._change(seg)
 
     def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
@@ -264,13 +266,28 @@ class LocalStore(Store):
     def search_with_codes(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
     ) -> CodeHits:
+        return self._search(query_codes, limit, filter, False)[0]
+
+    def search_with_corrections(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
+    ) -> tuple[CodeHits, NDArray[np.float32]]:
+        hits, corr = self._search(query_codes, limit, filter, True)
+        assert corr is not None
+        return hits, corr
+
+    def _search(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None, with_corr: bool
+    ) -> tuple[CodeHits, NDArray[np.float32] | None]:
+        """Hamming top-``limit`` with the hits' codes (and factors, NaN for none) in one pass."""
         from ..rerank import hamming_topk
 
         q = self._check_query(query_codes, limit)
         mask_of = _filter_test(filter)
         out_i, out_d, out_c = self._padding(q.shape[0], limit)
+        out_f = np.full(out_i.shape + (2,), np.nan, np.float32) if with_corr else None
         st = self._snapshot()
         st_ids, st_codes = st["ids"], st["codes"]
+        st_corr = corr_of(st) if with_corr else None
         st_ids.flags.writeable = False  # states are copied on write: the kernel checks ids once
         if mask_of is not None:
             norm = normalize_filter(filter)
@@ -279,15 +296,19 @@ class LocalStore(Store):
             else:
                 mask = np.array([bool(mask_of(p)) for p in st["payloads"]], dtype=bool)
             st_ids, st_codes = st_ids[mask], st_codes[mask]
+            st_corr = st_corr[mask] if st_corr is not None else None
         n = st_ids.size
         if n and q.shape[0]:
             rows, dist = hamming_topk(q, st_codes, min(limit, n), ids=st_ids)
             valid = rows >= 0
             kk = rows.shape[1]
-            out_i[:, :kk] = np.where(valid, st_ids[np.maximum(rows, 0)], -1)
+            at = np.maximum(rows, 0)
+            out_i[:, :kk] = np.where(valid, st_ids[at], -1)
             out_d[:, :kk] = np.where(valid, dist, HAMMING_PAD)
-            out_c[:, :kk] = np.where(valid[..., None], st_codes[np.maximum(rows, 0)], 0)
-        return CodeHits(out_i, out_d, out_c)
+            out_c[:, :kk] = np.where(valid[..., None], st_codes[at], 0)
+            if out_f is not None and st_corr is not None:
+                out_f[:, :kk] = np.where(valid[..., None], st_corr[at], np.nan)
+        return CodeHits(out_i, out_d, out_c), out_f
 
     def delete(self, ids: ArrayLike) -> None:
         self._require_open()
@@ -313,23 +334,6 @@ class LocalStore(Store):
             self._token = None
             if self.path is not None and self.path.exists():
                 shutil.rmtree(self.path)
-
-
-def _check_corr(corr: ArrayLike | None, n: int) -> NDArray[np.float16]:
-    if corr is None:
-        return np.full((n, 2), np.nan, np.float16)
-    a = np.asarray(corr)
-    if not np.issubdtype(a.dtype, np.floating) or a.shape != (n, 2):
-        raise ValueError(
-            f"corrections must be a float array of shape ({n}, 2), got {a.dtype} {a.shape}"
-        )
-    none = np.isnan(a).all(axis=1)  # a row of NaN: this item has no factors
-    if not np.isfinite(a[~none]).all():
-        raise ValueError("corrections contain inf, or NaN in part of a row")
-    out = a.astype(np.float16)
-    if not np.isfinite(out[~none]).all():
-        raise ValueError("corrections overflow float16 (|value| > 65504)")
-    return out
 
 
 def _copy_payload(p: Payload | None) -> Payload | None:

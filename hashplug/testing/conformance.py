@@ -5,7 +5,8 @@ Usage in an adapter's test module (the pattern of haystack's ``DocumentStoreBase
     from hashplug.testing import CoreConformance, PayloadConformance, ConcurrencyConformance
 
     class TestMyStore(CoreConformance, PayloadConformance, ConcurrencyConformance,
-                      PersistenceConformance):  # + RescoringConformance if it rescores
+                      PersistenceConformance):  # + RescoringConformance if it rescores,
+                                                # CorrectionsConformance if it keeps factors
         @pytest.fixture
         def make_store(self, tmp_path):
             return lambda name: MyStore(tmp_path / "db", name)
@@ -13,8 +14,8 @@ Usage in an adapter's test module (the pattern of haystack's ``DocumentStoreBase
 ``make_store(name)`` returns a new, un-opened Store for collection ``name``; calling it again with
 the same name must reach the same stored collection. Core, payload and concurrency mixins are the
 contract of every store; the others go with a capability flag of the Store (``persistent``,
-``supports_rescoring``), and ``CoreConformance`` checks that the flags and the mixins agree, so a
-store cannot skip a capability silently. :class:`StoreConformance` composes every mixin (a
+``supports_rescoring``, ``supports_corrections``), and ``CoreConformance`` checks that the flags
+and the mixins agree, so a store cannot skip a capability silently. :class:`StoreConformance` composes every mixin (a
 capability the store does not declare is skipped there). The suite runs against the adapter's real
 engine, never a mock of it.
 """
@@ -38,6 +39,7 @@ from ._conformance_base import (
     run_filter_cases,
     tie_data,
 )
+from .corrections import CorrectionsConformance
 from .filter_cases import FILTER_CASES
 from .rescoring import RescoringConformance
 
@@ -46,6 +48,7 @@ __all__ = [
     "REQUIRED_MIXINS",
     "ConcurrencyConformance",
     "CoreConformance",
+    "CorrectionsConformance",
     "PayloadConformance",
     "PersistenceConformance",
     "RescoringConformance",
@@ -427,6 +430,7 @@ REQUIRED_MIXINS: tuple[type[ConformanceBase], ...] = (
 CAPABILITY_MIXINS: tuple[type[ConformanceBase], ...] = (
     PersistenceConformance,
     RescoringConformance,
+    CorrectionsConformance,
 )
 
 
@@ -436,6 +440,7 @@ class StoreConformance(
     PersistenceConformance,
     ConcurrencyConformance,
     RescoringConformance,
+    CorrectionsConformance,
 ):
     """Every mixin (kept for existing adapters): tests of a capability the store does not declare
     are skipped."""

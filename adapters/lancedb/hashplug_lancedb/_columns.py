@@ -17,6 +17,9 @@ from hashplug.stores.base import MatchNothing, Payload, normalize_filter
 
 #: Payload keys that never become columns (they stay in the JSON ``payload`` column only).
 RESERVED_COLUMNS = frozenset({"id", "code", "payload", "query_index"})
+#: The ``scoring="cosine"`` factors: int32, both float16 halves (``pack_corrections``), null
+#: where an item has none. Not an identifier a payload column can take (leading underscore).
+CORR_COLUMN = "_hashplug_corr"
 
 PayloadColumns = Literal["auto", "none"] | Mapping[str, "str | pa.DataType"]
 
@@ -58,7 +61,7 @@ def _check_payload_columns(spec: Any) -> PayloadColumns:
 
 
 def _payload_fields(schema: pa.Schema) -> dict[str, pa.DataType]:
-    return {f.name: f.type for f in schema if f.name not in ("id", "code", "payload")}
+    return {f.name: f.type for f in schema if f.name not in ("id", "code", "payload", CORR_COLUMN)}
 
 
 def _fits(v: Any, typ: pa.DataType) -> bool:

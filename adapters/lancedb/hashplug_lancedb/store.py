@@ -5,6 +5,10 @@ Table layout (one table per collection)::
     id       int64, not null                  the caller's id (upsert key)
     code     fixed_size_list<uint8>[n_bytes]  packed code, DESIGN.md bit order (np.packbits)
     payload  string, nullable                 the whole payload as JSON (exact round trip)
+    _hashplug_corr  int32, nullable           the scoring="cosine" factors (c, e) as two
+                                              float16 in one int32 (4 bytes); null: none.
+                                              Tables of older versions lack it: it is added
+                                              at the first upsert that brings factors
     <field>  bool | int64 | float64 | string  one column per scalar top-level payload field,
                                               so that SQL ``where`` filters work on them
 
@@ -34,16 +38,23 @@ from numpy.typing import ArrayLike, NDArray
 
 from hashplug.stores.base import (
     HAMMING_PAD,
+    CodeHits,
     CollectionMeta,
     Filter,
     HitsStore,
+    MatchNothing,
     Payload,
     StoreError,
     as_ids,
+    check_store_corrections,
+    normalize_filter,
+    pack_corrections,
     sort_hits,
+    unpack_corrections,
 )
 
 from ._columns import (
+    CORR_COLUMN,
     RESERVED_COLUMNS,
     PayloadColumns,
     _check_payload_columns,
@@ -62,6 +73,13 @@ __all__ = ["LanceDBStore", "META_KEY", "RESERVED_COLUMNS", "WRITE_ATTEMPTS"]
 
 #: Attempts of one upsert when other writers commit or add payload columns at the same time.
 WRITE_ATTEMPTS = 10
+
+
+def _corr_np(col: pa.ChunkedArray | pa.Array) -> NDArray[np.float32]:
+    """The factor column as (n, 2) float32, NaN where null."""
+    out = unpack_corrections(col.fill_null(0).to_numpy(zero_copy_only=False))
+    out[col.is_null().to_numpy(zero_copy_only=False)] = np.nan
+    return out
 
 
 def _concurrent_write(e: BaseException) -> bool:
@@ -122,6 +140,8 @@ class LanceDBStore(HitsStore):
     schemes: ClassVar[tuple[str, ...]] = ("lancedb",)
     returns_codes: ClassVar[bool] = True
     supports_native_index: ClassVar[bool] = True
+    supports_corrections: ClassVar[bool] = True
+    correction_bytes: ClassVar[int] = 4  # one int32: two float16
 
     def __init__(
         self,
@@ -272,6 +292,7 @@ class LanceDBStore(HitsStore):
             pa.field("id", pa.int64(), nullable=False),
             pa.field("code", pa.list_(pa.uint8(), meta.n_bytes), nullable=False),
             pa.field("payload", pa.string()),
+            pa.field(CORR_COLUMN, pa.int32()),
         ]
         if isinstance(self.payload_columns, Mapping):
             fields += [pa.field(k, t) for k, t in self.payload_columns.items()]
@@ -323,19 +344,24 @@ class LanceDBStore(HitsStore):
         ids: ArrayLike,
         codes: ArrayLike,
         payloads: Sequence[Payload | None] | None = None,
+        *,
+        corrections: ArrayLike | None = None,
     ) -> None:
         """Insert or replace rows (LanceDB ``merge_insert`` on ``id``); validated before writing.
 
-        Writers in other processes may add payload columns or commit at the same time: on a
-        commit conflict or a column that appeared meanwhile, the schema is read again and the
-        write repeated (upserts by id are idempotent), up to :data:`WRITE_ATTEMPTS` times.
+        ``corrections`` (n, 2): the items' ``scoring="cosine"`` factors, kept as float16 (a row
+        of NaN, or None: none). Writers in other processes may add payload columns or commit at
+        the same time: on a commit conflict or a column that appeared meanwhile, the schema is
+        read again and the write repeated (upserts by id are idempotent), up to
+        :data:`WRITE_ATTEMPTS` times.
         """
         new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
+        corr = check_store_corrections(corrections, new_ids.size)
         with self._lock:
             for attempt in range(WRITE_ATTEMPTS):
                 tbl = self._require_table()
                 try:
-                    self._write(tbl, new_ids, new_codes, new_pl, fresh=attempt > 0)
+                    self._write(tbl, new_ids, new_codes, new_pl, corr, fresh=attempt > 0)
                     break
                 except (ValueError, RuntimeError, OSError) as e:
                     if attempt == WRITE_ATTEMPTS - 1 or not _concurrent_write(e):
@@ -350,9 +376,11 @@ class LanceDBStore(HitsStore):
         new_ids: NDArray[np.int64],
         new_codes: NDArray[np.uint8],
         new_pl: list[Payload | None],
+        corr: NDArray[np.float16],
         fresh: bool = False,
     ) -> None:
-        """One attempt of :meth:`upsert`: add the payload columns it needs, then merge.
+        """One attempt of :meth:`upsert`: add the payload columns it needs (and the factor
+        column, to a table of an older version, when ``corr`` holds factors), then merge.
 
         ``fresh``: read the latest table version first (a retry after another writer's commit,
         whatever ``read_consistency_interval`` says)."""
@@ -363,6 +391,9 @@ class LanceDBStore(HitsStore):
         columns, to_add = _payload_column_values(new_pl, existing, self.payload_columns)
         if new_ids.size == 0:
             return
+        absent = np.isnan(corr).all(axis=1)
+        if CORR_COLUMN not in schema.names and not absent.all():
+            to_add = {**to_add, CORR_COLUMN: pa.int32()}
         if to_add:
             tbl.add_columns([pa.field(k, t) for k, t in to_add.items()])
             schema = tbl.schema
@@ -373,6 +404,7 @@ class LanceDBStore(HitsStore):
                 pa.array(new_codes.reshape(-1), pa.uint8()), n_bytes
             ),
             "payload": pa.array([None if p is None else _dumps(p) for p in new_pl], pa.string()),
+            CORR_COLUMN: pa.array(pack_corrections(corr), pa.int32(), mask=absent),
         }
         for f in schema:
             if f.name not in data:
@@ -511,6 +543,19 @@ class LanceDBStore(HitsStore):
             out[found] = codes[rows[found]]
         return out, found
 
+    def lookup_corrections(self, ids: ArrayLike) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """The factors of ``ids`` (NaN and not found for rows written without them)."""
+        self._require_open()
+        q = np.asarray(ids, dtype=np.int64).reshape(-1)
+        out = np.full((q.size, 2), np.nan, np.float32)
+        if CORR_COLUMN not in self._require_table().schema.names:  # a table of an older version
+            return out, np.zeros(q.size, bool)
+        got = self._fetch(q, ["id", CORR_COLUMN])
+        rows, found = _match(got["id"].to_numpy(), q)
+        if found.any():
+            out[found] = _corr_np(got[CORR_COLUMN])[rows[found]]
+        return out, found & ~np.isnan(out).any(axis=1)
+
     def get_payloads(self, ids: ArrayLike) -> list[Payload | None]:
         self._require_open()
         q = np.asarray(ids, dtype=np.int64).reshape(-1)
@@ -536,19 +581,45 @@ class LanceDBStore(HitsStore):
     def _hits(
         self, query_codes: ArrayLike, limit: int, flt: Filter | None, with_codes: bool
     ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
-        """Hamming top-``limit`` per query, one batched LanceDB query per 256 vectors (the codes,
-        when asked for, come from the same query). Filters as in the class doc."""
+        ids, dist, codes, _ = self._query(query_codes, limit, flt, with_codes, False)
+        return ids, dist, codes
+
+    def search_with_corrections(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
+    ) -> tuple[CodeHits, NDArray[np.float32]]:
+        """The hits, their codes and their factors from one LanceDB query per 256 vectors."""
+        if isinstance(normalize_filter(filter), MatchNothing):
+            hits = self._padding(self._check_query(query_codes, limit).shape[0], limit)
+            return hits, np.full(hits.ids.shape + (2,), np.nan, np.float32)
+        flt = None if isinstance(filter, Mapping) and not filter else filter
+        ids, dist, codes, corr = self._query(query_codes, limit, flt, True, True)
+        assert codes is not None and corr is not None
+        return CodeHits(ids, dist, codes), corr
+
+    def _query(
+        self, query_codes: ArrayLike, limit: int, flt: Filter | None, with_codes: bool,
+        with_corr: bool,
+    ) -> tuple[
+        NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None, NDArray[np.float32] | None
+    ]:  # fmt: skip
+        """Hamming top-``limit`` per query, one batched LanceDB query per 256 vectors (the codes
+        and factors, when asked for, come from the same query). Filters as in the class doc."""
         q = self._check_query(query_codes, limit)
         meta = self._require_open()
         limit = int(limit)
         n_q = q.shape[0]
         tbl = self._require_table()
         where = self._where(flt, tbl)
+        with_codes = with_codes or with_corr
         cols = ["id", "code", "_distance"] if with_codes else ["id", "_distance"]
+        corr_col = with_corr and CORR_COLUMN in tbl.schema.names  # tables of older versions
+        if corr_col:
+            cols.append(CORR_COLUMN)
         raw_i = np.full((n_q, limit), -1, np.int64)
         raw_d = np.full((n_q, limit), HAMMING_PAD, np.int32)
         hit_ids: list[NDArray[np.int64]] = []
         hit_codes: list[NDArray[np.uint8]] = []
+        hit_corr: list[NDArray[np.float32]] = []
         for start in range(0, n_q, _QUERY_BATCH):
             block = q[start : start + _QUERY_BATCH]
             builder = self._builder(tbl, block, limit, cols, where)
@@ -575,17 +646,22 @@ class LanceDBStore(HitsStore):
             if with_codes:
                 hit_ids.append(r_ids)
                 hit_codes.append(_codes_np(res["code"], meta.n_bytes)[order])
+            if corr_col:
+                hit_corr.append(_corr_np(res[CORR_COLUMN])[order])
         out_i, out_d = sort_hits(raw_i, raw_d, limit)
         if not with_codes:
-            return out_i, out_d, None
+            return out_i, out_d, None, None
         out_c = np.zeros((n_q, limit, meta.n_bytes), np.uint8)
+        out_f = np.full((n_q, limit, 2), np.nan, np.float32) if with_corr else None
         if hit_ids:
             all_ids = np.concatenate(hit_ids)
             uniq, first_at = np.unique(all_ids, return_index=True)
-            codes_u = np.concatenate(hit_codes)[first_at]
             valid = out_i >= 0
-            out_c[valid] = codes_u[np.searchsorted(uniq, out_i[valid])]
-        return out_i, out_d, out_c
+            at = np.searchsorted(uniq, out_i[valid])
+            out_c[valid] = np.concatenate(hit_codes)[first_at][at]
+            if out_f is not None and hit_corr:
+                out_f[valid] = np.concatenate(hit_corr)[first_at][at]
+        return out_i, out_d, out_c, out_f
 
     def _builder(
         self, tbl: Any, block: NDArray[np.uint8], limit: int, cols: list[str], where: str | None

@@ -16,6 +16,7 @@ from hashplug.stores.registry import open_store
 from hashplug.testing import (
     ConcurrencyConformance,
     CoreConformance,
+    CorrectionsConformance,
     PayloadConformance,
     PersistenceConformance,
     make_meta,
@@ -25,7 +26,11 @@ from hashplug.testing.faults import WriterKillConformance
 
 
 class TestLanceDBConformance(
-    CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    ConcurrencyConformance,
+    CorrectionsConformance,
 ):
     late_refusal = {"t": "a str where the column is int64"}
 
@@ -35,7 +40,11 @@ class TestLanceDBConformance(
 
 
 class TestLanceDBConformanceIndexed(
-    CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    ConcurrencyConformance,
+    CorrectionsConformance,
 ):
     """The same contract with an IVF_FLAT index (nprobes covers every partition: exact)."""
 
@@ -219,7 +228,7 @@ def test_declared_and_disabled_payload_columns(tmp_path: Path) -> None:
     assert ids[0, 0] == 2 and ids[0, 1] == -1
     n = _store(tmp_path, "none", payload_columns="none")
     n.upsert([1], random_codes(1), [{"cat": "a"}])
-    assert n.table.schema.names == ["id", "code", "payload"]
+    assert n.table.schema.names == ["id", "code", "payload", "_hashplug_corr"]
     assert n.get_payloads([1]) == [{"cat": "a"}]
 
 
@@ -341,3 +350,28 @@ def test_two_writer_processes_create_one_table_and_its_payload_columns(tmp_path:
         "errors": [], "rows": 240, "distinct": 240, "ids_ok": True, "columns_ok": True,
         "exit": [0, 0],
     }  # fmt: skip
+
+
+def test_a_table_of_an_older_version_gets_the_factor_column_at_a_cosine_add(tmp_path: Path):
+    """A table without ``_hashplug_corr`` (older hashplug) serves asymmetric search; cosine says
+    to add again with scoring='cosine', which adds the column."""
+    from hashplug_lancedb._columns import CORR_COLUMN
+
+    from hashplug import HashIndex, HashingBaseline
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 24)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    h = HashingBaseline(16).fit(x)
+    store = LanceDBStore(tmp_path / "db", "old")
+    idx = HashIndex(store, h)
+    store.table.drop_columns([CORR_COLUMN])  # the layout of older versions
+    store.upsert(np.arange(300), h.encode(x))
+    assert CORR_COLUMN not in store.table.schema.names
+    assert not store.lookup_corrections([0, 1])[1].any()
+    assert idx.search(x[:3], k=5).ids[:, 0].tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="no stored corrections.*add them again with scoring"):
+        idx.search(x[:3], k=5, scoring="cosine")
+    idx.add(x, np.arange(300), progress=False, scoring="cosine")
+    assert CORR_COLUMN in store.table.schema.names
+    assert idx.search(x[:3], k=5, scoring="cosine").ids[:, 0].tolist() == [0, 1, 2]

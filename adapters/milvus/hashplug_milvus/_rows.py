@@ -17,6 +17,9 @@ from hashplug.stores.base import CollectionMeta, StoreError
 from ._filters import PCT_FIELD, SET_FIELD, has_control, pct_encode
 
 _WORD = re.compile(r"^code_w(\d+)$")
+#: INT32 field of the ``scoring="cosine"`` factors: both float16 halves in one int32
+#: (``hashplug.stores.base.pack_corrections``), NaN where an item has none.
+CORR_FIELD = "code_corr"
 
 
 def _n_words(n_bytes: int) -> int:
@@ -58,7 +61,9 @@ def _layout_of(desc: Mapping[str, Any], meta: CollectionMeta, name: str) -> dict
     words = sorted(int(m.group(1)) for f in fields if (m := _WORD.match(f)))
     n_words = len(words) if words == list(range(_n_words(meta.n_bytes))) else 0
     max_len = int(payload.get("params", {}).get("max_length", 65_535))
-    return {"words": n_words, "payload_max_length": max_len, "index": None}
+    corr = fields.get(CORR_FIELD)
+    has_corr = corr is not None and corr.get("type") in (DataType.INT32, "INT32", 4)
+    return {"words": n_words, "payload_max_length": max_len, "index": None, "corr": has_corr}
 
 
 def _dynamic_json(payload: Mapping[str, Any] | None, reserved: frozenset[str]) -> bytes:
@@ -87,6 +92,7 @@ def _upsert_request(
     words: NDArray[np.int64] | None,
     texts: list[str],
     dyn: list[bytes],
+    corr: NDArray[np.int32] | None = None,
 ) -> Any:
     from pymilvus.grpc_gen import milvus_pb2, schema_pb2
 
@@ -103,6 +109,10 @@ def _upsert_request(
             fd = schema_pb2.FieldData(field_name=f"code_w{j}", type=DataType.INT64)
             fd.scalars.long_data.data.extend(words[:, j].tolist())
             fields.append(fd)
+    if corr is not None:
+        fd = schema_pb2.FieldData(field_name=CORR_FIELD, type=DataType.INT32)
+        fd.scalars.int_data.data.extend(corr.tolist())
+        fields.append(fd)
     fd = schema_pb2.FieldData(field_name="payload", type=DataType.VARCHAR)
     fd.scalars.string_data.data.extend(texts)
     fields.append(fd)

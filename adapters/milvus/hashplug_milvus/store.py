@@ -10,6 +10,10 @@ Collection layout (one collection per hashplug collection)::
                                              vector output field costs a second internal pass
     payload     VARCHAR(max 65535)           the whole payload as JSON ("" = no payload), so that
                                              get_payloads returns exactly the dict given
+    code_corr   INT32                        the scoring="cosine" factors (c, e): two float16 in
+                                             one int32 (4 bytes), NaN for none. Collections of
+                                             older versions lack it (Milvus adds no field to a
+                                             collection): they serve scoring="asymmetric" only
     $meta       dynamic fields               every other top-level payload key, so that Milvus
                                              boolean expressions filter on it: color == "red"
 
@@ -45,18 +49,24 @@ from hashplug.stores.base import (
     Filter,
     HasherMismatchError,
     HitsStore,
+    MatchNothing,
     Payload,
     Store,
     StoreError,
     as_ids,
     check_positive_int,
+    check_store_corrections,
+    normalize_filter,
+    pack_corrections,
     sort_hits,
+    unpack_corrections,
 )
 
 from ._filters import RESERVED as FILTER_FIELDS
 from ._filters import to_expression
 from ._retry import RetryPolicy, error_chain, is_transient, short_error
 from ._rows import (
+    CORR_FIELD,
     _dynamic_json,
     _hit_codes,
     _layout_of,
@@ -169,6 +179,8 @@ class MilvusStore(HitsStore):
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("milvus", "milvus+lite")
+    supports_corrections: ClassVar[bool] = True
+    correction_bytes: ClassVar[int] = 4  # one INT32: two float16
 
     def __init__(
         self,
@@ -437,6 +449,7 @@ class MilvusStore(HitsStore):
         for j in range(n_words):
             schema.add_field(f"code_w{j}", DataType.INT64)
         schema.add_field("payload", DataType.VARCHAR, max_length=self.payload_max_length)
+        schema.add_field(CORR_FIELD, DataType.INT32)
 
         def go(c: MilvusClient) -> None:
             c.create_collection(
@@ -464,6 +477,7 @@ class MilvusStore(HitsStore):
             "words": n_words,
             "payload_max_length": self.payload_max_length,
             "index": self.index,
+            "corr": True,
         }
         self.returns_codes = bool(n_words) or not self.is_lite  # type: ignore[misc]
         self._ready = True  # created, indexed and loaded just now
@@ -524,7 +538,19 @@ class MilvusStore(HitsStore):
 
     def _reserved(self) -> frozenset[str]:
         words = self._layout["words"] if self._layout else 0
-        return _BASE_RESERVED | {f"code_w{j}" for j in range(words)}
+        corr = {CORR_FIELD} if self._layout and self._layout.get("corr") else set()
+        return _BASE_RESERVED | {f"code_w{j}" for j in range(words)} | corr
+
+    def corrections_unavailable(self) -> str | None:
+        if self._require_layout().get("corr"):
+            return None
+        return (
+            f"Milvus collection {self.collection!r} in {self.location} was created by an older "
+            f"hashplug, without the {CORR_FIELD!r} field that keeps the scoring='cosine' factors "
+            "(Milvus cannot add a field to a collection): ingest into a new collection "
+            "(HashIndex.add(x, ids, scoring='cosine')) to use scoring='cosine', or keep "
+            "scoring='asymmetric' here"
+        )
 
     # -- data -------------------------------------------------------------------------------------
     def _check_engine_limits(
@@ -547,16 +573,24 @@ class MilvusStore(HitsStore):
         ids: ArrayLike,
         codes: ArrayLike,
         payloads: Sequence[Payload | None] | None = None,
+        *,
+        corrections: ArrayLike | None = None,
     ) -> None:
         """Insert or replace items, in batches of at most ``batch_size`` rows per RPC.
 
-        Everything is validated before the first write. Each batch is retried on transient errors;
-        when the retries are spent a StoreError says so, and the batches before it are stored.
-        Re-running the same upsert completes it (an id is replaced, never duplicated).
+        ``corrections`` (n, 2): the items' ``scoring="cosine"`` factors, kept as float16 (a row
+        of NaN, or None: none). Everything is validated before the first write. Each batch is
+        retried on transient errors; when the retries are spent a StoreError says so, and the
+        batches before it are stored. Re-running the same upsert completes it (an id is
+        replaced, never duplicated).
         """
         new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
         layout = self._require_layout()
         meta = self._require_open()
+        corr16 = check_store_corrections(corrections, new_ids.size)
+        corr = pack_corrections(corr16) if layout.get("corr") else None
+        if corr is None and not np.isnan(corr16).all():
+            raise ValueError(self.corrections_unavailable())
         n = new_ids.size
         if n == 0:
             return
@@ -572,11 +606,15 @@ class MilvusStore(HitsStore):
         step = max(1, min(self.batch_size, _MAX_MESSAGE // row_bytes))
         for s in range(0, n, step):
             sl = slice(s, min(n, s + step))
-            batch = (new_ids[sl], new_codes[sl], None if words is None else words[sl])
-            self._call(
-                "upsert",
-                lambda c, b=batch, sl=sl: self._send_upsert(c, *b, texts[sl], dyn[sl]),
+            batch = (
+                new_ids[sl],
+                new_codes[sl],
+                None if words is None else words[sl],
+                texts[sl],
+                dyn[sl],
+                None if corr is None else corr[sl],
             )
+            self._call("upsert", lambda c, b=batch: self._send_upsert(c, *b))
             if self.on_batch is not None:
                 self.on_batch(sl.stop, n)
 
@@ -588,10 +626,11 @@ class MilvusStore(HitsStore):
         words: NDArray[np.int64] | None,
         texts: list[str],
         dyn: list[bytes],
+        corr: NDArray[np.int32] | None,
     ) -> None:
         if self._fast_upsert:
             try:
-                request = _upsert_request(self.collection, ids, codes, words, texts, dyn)
+                request = _upsert_request(self.collection, ids, codes, words, texts, dyn, corr)
                 conn = client._get_connection()
             except (AttributeError, ImportError, TypeError):  # pragma: no cover - pymilvus drift
                 self._fast_upsert = False
@@ -611,6 +650,8 @@ class MilvusStore(HitsStore):
             row.update(id=int(ids[r]), code=codes[r].tobytes(), payload=texts[r])
             if words is not None:
                 row.update({f"code_w{j}": int(words[r, j]) for j in range(words.shape[1])})
+            if corr is not None:
+                row[CORR_FIELD] = int(corr[r])
             rows.append(row)
         client.upsert(self.collection, rows, **self._rpc())
 
@@ -623,11 +664,35 @@ class MilvusStore(HitsStore):
             return Store.search_with_codes(self, query_codes, limit, filter)
         return super().search_with_codes(query_codes, limit, filter)
 
+    def search_with_corrections(
+        self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
+    ) -> tuple[CodeHits, NDArray[np.float32]]:
+        """With the int64 code words, the factors come with the hits (one search call)."""
+        layout = self._require_layout()
+        flt = None if isinstance(filter, Mapping) and not filter else filter
+        if not (layout["words"] and layout.get("corr")) or isinstance(
+            normalize_filter(flt), MatchNothing
+        ):
+            return super().search_with_corrections(query_codes, limit, filter)
+        ids, dist, wide = self._hits(query_codes, limit, flt, True, with_corr=True)
+        assert wide is not None
+        nb = wide.shape[-1] - 4
+        packed = np.ascontiguousarray(wide[..., nb:]).view("<i4")[..., 0]
+        corr = unpack_corrections(packed.reshape(-1)).reshape(ids.shape + (2,))
+        corr[ids < 0] = np.nan
+        return CodeHits(ids, dist, np.ascontiguousarray(wide[..., :nb])), corr
+
     def _hits(
-        self, query_codes: ArrayLike, limit: int, filter: Filter | None, with_codes: bool
+        self,
+        query_codes: ArrayLike,
+        limit: int,
+        filter: Filter | None,
+        with_codes: bool,
+        with_corr: bool = False,
     ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
         """Hamming top-``limit`` per query (Milvus caps one search at 16384 hits: beyond that
-        the rows are padded with -1). Filters as in the class doc."""
+        the rows are padded with -1). Filters as in the class doc. ``with_corr`` (with the code
+        words): each code gets 4 more bytes, the packed factors of ``code_corr``."""
         q = self._check_query(query_codes, limit)
         meta = self._require_open()
         layout = self._require_layout()
@@ -638,12 +703,15 @@ class MilvusStore(HitsStore):
         out_fields: list[str] = []
         if with_codes:
             out_fields = [f"code_w{j}" for j in range(words)] if words else ["code"]
+        if with_corr:
+            out_fields.append(CORR_FIELD)
+        width = nb + 4 if with_corr else nb
         params: dict[str, Any] = {"metric_type": "HAMMING", "params": {}}
         if self.index == "BIN_IVF_FLAT":
             params["params"] = {"nprobe": int(self.nprobe)}
         out_i = np.full((nq, limit), -1, np.int64)
         out_d = np.full((nq, limit), HAMMING_PAD, np.int32)
-        out_c = np.zeros((nq, limit, nb), np.uint8) if with_codes else None
+        out_c = np.zeros((nq, limit, width), np.uint8) if with_codes else None
         per_call = max(1, min(_MAX_NQ, _MAX_HITS_PER_CALL // topk))
         for s in range(0, nq, per_call):
             data = [row.tobytes() for row in q[s : s + per_call]]
@@ -671,7 +739,7 @@ class MilvusStore(HitsStore):
                 raise
             raw_i = np.full((len(data), topk), -1, np.int64)
             raw_d = np.full((len(data), topk), HAMMING_PAD, np.int32)
-            raw_c = np.zeros((len(data), topk, nb), np.uint8) if with_codes else None
+            raw_c = np.zeros((len(data), topk, width), np.uint8) if with_codes else None
             for r, hits in enumerate(res):
                 m = len(hits.ids)
                 if m == 0:
@@ -679,7 +747,11 @@ class MilvusStore(HitsStore):
                 raw_i[r, :m] = np.asarray(hits.ids, dtype=np.int64)
                 raw_d[r, :m] = np.rint(np.asarray(hits.distances, dtype=np.float64))
                 if raw_c is not None:
-                    raw_c[r, :m] = _hit_codes(hits, m, nb, words)
+                    raw_c[r, :m, :nb] = _hit_codes(hits, m, nb, words)
+                if raw_c is not None and with_corr:
+                    ents = [h["entity"] for h in list.__iter__(hits)][:m]
+                    packed = np.fromiter((e[CORR_FIELD] for e in ents), np.int64, m)
+                    raw_c[r, :m, nb:] = packed.astype("<i4").view(np.uint8).reshape(m, 4)
             got_i, got_d = sort_hits(raw_i, raw_d, limit)
             rows = slice(s, s + len(data))
             out_i[rows], out_d[rows] = got_i, got_d
@@ -725,6 +797,28 @@ class MilvusStore(HitsStore):
                 out[r] = np.frombuffer(bytes(code), np.uint8)[: meta.n_bytes]
                 found[r] = True
         return out, found
+
+    def lookup_corrections(self, ids: ArrayLike) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """The factors of ``ids`` (NaN and not found for rows written without them); one get
+        per 4096 ids. ValueError on a collection of an older version (no factor field)."""
+        self._require_open()
+        why = self.corrections_unavailable()
+        if why is not None:
+            raise ValueError(why)
+        q = np.asarray(ids, dtype=np.int64).reshape(-1)
+        out = np.full((q.size, 2), np.nan, np.float32)
+        if q.size == 0:
+            return out, np.zeros(0, bool)
+        rows = self._get(q, [CORR_FIELD], "get corrections")
+        packed = np.zeros(q.size, np.int64)
+        found = np.zeros(q.size, bool)
+        for r, i in enumerate(q.tolist()):
+            row = rows.get(i)
+            if row is not None:
+                packed[r], found[r] = int(row[CORR_FIELD]), True
+        if found.any():
+            out[found] = unpack_corrections(packed[found])
+        return out, found & ~np.isnan(out).any(axis=1)
 
     def get_payloads(self, ids: ArrayLike) -> list[Payload | None]:
         self._require_open()

@@ -15,6 +15,7 @@ from hashplug_milvus import MilvusStore
 from hashplug.testing import (
     ConcurrencyConformance,
     CoreConformance,
+    CorrectionsConformance,
     PayloadConformance,
     PersistenceConformance,
 )
@@ -37,7 +38,11 @@ TOO_BIG = {"t": "x" * 70_000}
 
 
 class TestServerConformance(
-    CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    ConcurrencyConformance,
+    CorrectionsConformance,
 ):
     """Milvus 2.3.5 standalone server, BIN_FLAT, codes returned with the search (int64 words)."""
 
@@ -49,7 +54,11 @@ class TestServerConformance(
 
 
 class TestLiteConformance(
-    CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    ConcurrencyConformance,
+    CorrectionsConformance,
 ):
     """Milvus Lite 2.5.1 (a local .db file), through the milvus+lite:// URI."""
 
@@ -63,7 +72,11 @@ class TestLiteConformance(
 
 
 class TestLiteNoWordsConformance(
-    CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    ConcurrencyConformance,
+    CorrectionsConformance,
 ):
     """Milvus Lite without the int64 copy: search, then one batched get of the codes."""
 
@@ -79,7 +92,11 @@ class TestLiteNoWordsConformance(
 
 
 class TestDockerConformance(
-    CoreConformance, PayloadConformance, PersistenceConformance, ConcurrencyConformance
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    ConcurrencyConformance,
+    CorrectionsConformance,
 ):
     """Milvus standalone from docker/milvus/docker-compose.yml (skipped without a Docker engine)."""
 

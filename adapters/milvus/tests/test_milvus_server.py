@@ -318,3 +318,48 @@ def test_hash_index_on_milvus_matches_local_store(
     assert all(payloads[int(i) - 10]["group"] == 2 for i in fl.ids.ravel() if i >= 0)
     with pytest.raises(HasherMismatchError):
         HashIndex(milvus_server.store_uri(name), HashingBaseline(32, seed=1).fit(x))
+
+
+def test_a_collection_of_an_older_version_serves_asymmetric_and_says_what_to_do(
+    lite_db: Any, fresh_name: Any, cleanup: list[Any]
+) -> None:
+    """A collection without the ``code_corr`` field (older hashplug; Milvus adds no field):
+    asymmetric works, scoring='cosine' is a ValueError naming the way out, nothing written."""
+    from pymilvus import DataType, MilvusClient
+
+    from hashplug import HashIndex, HashingBaseline
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 24)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    h = HashingBaseline(16).fit(x)
+    name = fresh_name("old")
+    meta = HashIndex("memory://", h).meta
+    client = MilvusClient(str(lite_db))  # the layout that hashplug 0.x wrote
+    schema = MilvusClient.create_schema(
+        auto_id=False, enable_dynamic_field=True, description=META_PREFIX + meta.to_json()
+    )
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("code", DataType.BINARY_VECTOR, dim=16)
+    schema.add_field("code_w0", DataType.INT64)
+    schema.add_field("payload", DataType.VARCHAR, max_length=65_535)
+    params = client.prepare_index_params()
+    params.add_index(field_name="code", index_type="BIN_FLAT", metric_type="HAMMING")
+    client.create_collection(name, schema=schema, index_params=params)
+    client.close()
+    store = MilvusStore(str(lite_db), name)
+    cleanup.append(store)
+    idx = HashIndex(store, h)
+    assert idx.add(x, np.arange(200), progress=False) == 200  # asymmetric: no factors sent
+    assert idx.search(x[:3], k=5).ids[:, 0].tolist() == [0, 1, 2]
+    assert store.bytes_per_vector() == 2  # codes only
+    why = r"older hashplug.*code_corr.*new collection.*scoring='cosine'"
+    with pytest.raises(ValueError, match=why):
+        idx.search(x[:3], k=5, scoring="cosine")
+    with pytest.raises(ValueError, match=why):
+        idx.add(x[:5], np.arange(1000, 1005), progress=False, scoring="cosine")
+    with pytest.raises(ValueError, match=why):
+        store.upsert([7], h.encode(x[:1]), corrections=h.correction(x[:1]))
+    with pytest.raises(ValueError, match=why):
+        store.lookup_corrections([0])
+    assert store.count() == 200

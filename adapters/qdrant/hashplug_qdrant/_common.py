@@ -42,6 +42,7 @@ __all__ = [
     "query_tanh",
     "encode_payload",
     "BOOL_SHADOW_KEY",
+    "CORR_KEY",
     "decode_payload",
     "order_rows",
     "hits_from_points",
@@ -131,25 +132,40 @@ def check_rescore_args(k: Any, oversample: Any) -> tuple[int, int]:
 BOOL_SHADOW_KEY = "__hashplug_bools__"
 
 
-def encode_payload(p: Payload | None, bool_shadow: bool = False) -> dict[str, Any] | None:
+#: Payload key of the ``scoring="cosine"`` factors: both float16 halves in one int32
+#: (``hashplug.stores.base.pack_corrections``); absent where an item has none. A payload key
+#: needs no schema, so collections of older versions take it as they are.
+CORR_KEY = "__hashplug_corr__"
+
+
+def encode_payload(
+    p: Payload | None, bool_shadow: bool = False, corr: int | None = None
+) -> dict[str, Any] | None:
+    """The stored payload of ``p`` (plus the packed factors ``corr`` when given)."""
+    extra = {} if corr is None else {CORR_KEY: corr}
     if p is None:
-        return None
+        return extra or None
     if len(p) == 0:
-        return {EMPTY_PAYLOAD_KEY: True}
+        return {EMPTY_PAYLOAD_KEY: True, **extra}
     out = dict(p)
     if bool_shadow:
         bools = {k: "true" if v else "false" for k, v in p.items() if isinstance(v, bool)}
         if bools:
             out[BOOL_SHADOW_KEY] = bools
+    out.update(extra)
     return out
 
 
 def decode_payload(p: Mapping[str, Any] | None) -> Payload | None:
+    """The caller's payload from a stored one (hashplug's own keys removed)."""
     if not p:
         return None
-    if len(p) == 1 and p.get(EMPTY_PAYLOAD_KEY) is True:
-        return {}
     out = dict(p)
+    out.pop(CORR_KEY, None)
+    if not out:
+        return None
+    if len(out) == 1 and out.get(EMPTY_PAYLOAD_KEY) is True:
+        return {}
     out.pop(BOOL_SHADOW_KEY, None)
     return out
 

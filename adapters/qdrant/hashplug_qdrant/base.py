@@ -8,14 +8,24 @@ vector encoding, payload conversion and result assembly live here.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from hashplug.stores.base import Filter, HitsStore, Payload, ScoredHits, as_ids
+from hashplug.stores.base import (
+    Filter,
+    HitsStore,
+    Payload,
+    ScoredHits,
+    as_ids,
+    check_store_corrections,
+    pack_corrections,
+    unpack_corrections,
+)
 
 from ._common import (
+    CORR_KEY,
     check_rescore_args,
     codes_to_vectors,
     decode_payload,
@@ -29,7 +39,13 @@ __all__ = ["QdrantBase"]
 
 
 class QdrantBase(HitsStore):
-    """Base of the Qdrant stores: the public data and search methods over five primitives."""
+    """Base of the Qdrant stores: the public data and search methods over five primitives.
+
+    The ``scoring="cosine"`` factors of an item live in its payload under :data:`CORR_KEY`
+    (one int32 holding two float16; hidden from ``get_payloads``)."""
+
+    supports_corrections: ClassVar[bool] = True
+    correction_bytes: ClassVar[int] = 4  # the int32 value (Qdrant's payload storage adds its own)
 
     # -- primitives ------------------------------------------------------------------------------
     def _retrieve(
@@ -55,8 +71,10 @@ class QdrantBase(HitsStore):
         ids: NDArray[np.int64],
         vectors: NDArray[np.float32],
         payloads: Sequence[Payload | None],
+        corr: Sequence[int | None],
     ) -> None:
-        """Write points (non-empty; ids unique, already checked)."""
+        """Write points (non-empty; ids unique, already checked); ``corr``: each item's packed
+        factors for :data:`CORR_KEY`, or None."""
         raise NotImplementedError
 
     def _delete_points(self, ids: NDArray[np.int64]) -> None:
@@ -73,12 +91,42 @@ class QdrantBase(HitsStore):
         ids: ArrayLike,
         codes: ArrayLike,
         payloads: Sequence[Payload | None] | None = None,
+        *,
+        corrections: ArrayLike | None = None,
     ) -> None:
+        """Insert or replace points; ``corrections`` (n, 2): the items' ``scoring="cosine"``
+        factors, kept as float16 (a row of NaN, or None: none)."""
         new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
+        corr16 = check_store_corrections(corrections, new_ids.size)
         meta = self._require_open()
         if new_ids.size == 0:
             return
-        self._upsert_points(new_ids, codes_to_vectors(new_codes, meta.n_bits), new_pl)
+        absent = np.isnan(corr16).all(axis=1).tolist()
+        values = pack_corrections(corr16).tolist()
+        packed = [None if a else v for a, v in zip(absent, values, strict=True)]
+        vectors = codes_to_vectors(new_codes, meta.n_bits)
+        self._upsert_points(new_ids, vectors, new_pl, packed)
+
+    def lookup_corrections(self, ids: ArrayLike) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """The factors of ``ids`` (NaN and not found for points written without them)."""
+        self._require_open()
+        q = np.asarray(ids, dtype=np.int64).reshape(-1)
+        out = np.full((q.size, 2), np.nan, np.float32)
+        valid = q[q >= 0]
+        got = (
+            self._retrieve(np.unique(valid), with_vector=False, with_payload=True)
+            if valid.size
+            else {}
+        )
+        packed = np.zeros(q.size, np.int64)
+        found = np.zeros(q.size, bool)
+        for r, i in enumerate(q.tolist()):
+            v = (got[i].payload or {}).get(CORR_KEY) if i in got else None
+            if isinstance(v, int):
+                packed[r], found[r] = v, True
+        if found.any():
+            out[found] = unpack_corrections(packed[found])
+        return out, found & ~np.isnan(out).any(axis=1)
 
     def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
         meta = self._require_open()

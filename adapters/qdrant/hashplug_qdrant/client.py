@@ -402,14 +402,15 @@ class QdrantStore(QdrantBase):
         ids: NDArray[np.int64],
         vectors: NDArray[np.float32],
         payloads: Sequence[Payload | None],
+        corr: Sequence[int | None],
     ) -> None:
         b = self._batch
         for s in range(0, ids.size, b):
             e = min(s + b, ids.size)
             points = [
-                m.PointStruct(id=int(i), vector=v, payload=encode_payload(p))
-                for i, v, p in zip(
-                    ids[s:e].tolist(), vectors[s:e].tolist(), payloads[s:e], strict=True
+                m.PointStruct(id=int(i), vector=v, payload=encode_payload(p, corr=c))
+                for i, v, p, c in zip(
+                    ids[s:e].tolist(), vectors[s:e].tolist(), payloads[s:e], corr[s:e], strict=True
                 )
             ]
             # Upsert by id is idempotent, so a retried batch never duplicates anything.

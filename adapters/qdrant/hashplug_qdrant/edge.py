@@ -249,6 +249,7 @@ class QdrantEdgeStore(QdrantBase):
         ids: NDArray[np.int64],
         vectors: NDArray[np.float32],
         payloads: Sequence[Payload | None],
+        corr: Sequence[int | None],
     ) -> None:
         shard = self._shard()
         h = self._h
@@ -256,9 +257,13 @@ class QdrantEdgeStore(QdrantBase):
             for s in range(0, ids.size, _UPSERT_BATCH):
                 e = min(s + _UPSERT_BATCH, ids.size)
                 points = [
-                    qe.Point(int(i), v, encode_payload(p, bool_shadow=True))
-                    for i, v, p in zip(
-                        ids[s:e].tolist(), vectors[s:e].tolist(), payloads[s:e], strict=True
+                    qe.Point(int(i), v, encode_payload(p, bool_shadow=True, corr=c))
+                    for i, v, p, c in zip(
+                        ids[s:e].tolist(),
+                        vectors[s:e].tolist(),
+                        payloads[s:e],
+                        corr[s:e],
+                        strict=True,
                     )
                 ]
                 try:

@@ -32,6 +32,7 @@ from hashplug.stores.registry import open_store
 from hashplug.testing import (
     ConcurrencyConformance,
     CoreConformance,
+    CorrectionsConformance,
     PayloadConformance,
     PersistenceConformance,
     RescoringConformance,
@@ -47,6 +48,7 @@ class TestQdrantLocalModeConformance(
     PersistenceConformance,
     ConcurrencyConformance,
     RescoringConformance,
+    CorrectionsConformance,
 ):
     """The shared Store contract on qdrant-client's local mode (persisted to a folder)."""
 

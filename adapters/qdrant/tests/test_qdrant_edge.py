@@ -28,6 +28,7 @@ from hashplug.stores.registry import open_store
 from hashplug.testing import (
     ConcurrencyConformance,
     CoreConformance,
+    CorrectionsConformance,
     PayloadConformance,
     PersistenceConformance,
     RescoringConformance,
@@ -43,6 +44,7 @@ class TestQdrantEdgeConformance(
     PersistenceConformance,
     ConcurrencyConformance,
     RescoringConformance,
+    CorrectionsConformance,
 ):
     """The shared Store contract on a real Qdrant Edge shard (Float16 ±1 vectors + 1-bit BQ)."""
 
@@ -57,6 +59,7 @@ class TestQdrantEdgeConformanceFloat32(
     PersistenceConformance,
     ConcurrencyConformance,
     RescoringConformance,
+    CorrectionsConformance,
 ):
     """The same contract with Float32 storage (what native rescoring needs for exact float32)."""
 

@@ -23,6 +23,7 @@ from hashplug.stores.base import StoreError
 from hashplug.testing import (
     ConcurrencyConformance,
     CoreConformance,
+    CorrectionsConformance,
     PayloadConformance,
     PersistenceConformance,
     RescoringConformance,
@@ -65,6 +66,7 @@ class TestQdrantServerConformance(
     PersistenceConformance,
     ConcurrencyConformance,
     RescoringConformance,
+    CorrectionsConformance,
 ):
     """The shared Store contract against a real Qdrant server over REST."""
 
@@ -80,6 +82,7 @@ class TestQdrantServerConformanceGrpc(
     PersistenceConformance,
     ConcurrencyConformance,
     RescoringConformance,
+    CorrectionsConformance,
 ):
     """The same over gRPC."""
 
