@@ -6,7 +6,7 @@ One exact ``search_codes`` query over N random 64-bit codes, repeated (2 ms apar
 process per setting: hashplug's default (its thread pool starts with OMP_WAIT_POLICY=PASSIVE),
 the OpenMP default a user gets by setting nothing before hashplug did this (emulated with
 OMP_WAIT_POLICY=ACTIVE, the spin-wait policy), and one thread. "busy" runs one pure-Python busy
-loop per other core meanwhile. Prints p50/p90 and the busy/idle ratio of p50 and p90.
+loop per other core meanwhile (``--busy N``: N loops, e.g. one per core). Prints p50/p90 and the busy/idle ratio of p50 and p90.
 """
 
 from __future__ import annotations
@@ -59,13 +59,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=1 << 20)
     ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument(
+        "--busy", type=int, default=0, help="busy loops (default: one per core but one)"
+    )
     args = ap.parse_args()
     rows = []
     for name, (env, threads) in SETTINGS.items():
         idle = run(env, threads, args.n, args.queries)
         busy_procs = [
             subprocess.Popen([sys.executable, "-c", "while True: pass"])
-            for _ in range(max(1, (os.cpu_count() or 2) - 1))
+            for _ in range(args.busy or max(1, (os.cpu_count() or 2) - 1))
         ]
         try:
             busy = run(env, threads, args.n, args.queries)
