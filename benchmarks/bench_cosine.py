@@ -1,9 +1,10 @@
 """Nearest-neighbour scoring (``scoring="cosine"``) against the asymmetric scoring and quantizers.
 
-    .venv/bin/python benchmarks/bench_cosine.py [--sets fmnist text] [--repeats 7]
+    .venv/bin/python benchmarks/bench_cosine.py [--sets fmnist text audio] [--repeats 7]
 
-Data: ../shared/data/fmnist_effnet.npz (image, 1280-d) and ~/.cache/hashplug/fortunes_minilm.npz
-(text, MiniLM 384-d; benchmarks/make_text_set.py). Rows are L2-normalised (cosine); hashers and
+Data: ../shared/data/fmnist_effnet.npz (image, 1280-d), ~/.cache/hashplug/fortunes_minilm.npz
+(text, MiniLM 384-d; benchmarks/make_text_set.py) and, on request, ~/.cache/hashplug/espeak_aisfx.npz
+(audio, aisfx 512-d; benchmarks/make_audio_set.py). Rows are L2-normalised (cosine); hashers and
 quantizers are fitted on the database split; truth = exact float cosine top-10 of each query.
 Recall@10 of exhaustive search with the codes alone (no float rescoring), at a budget of bytes
 per vector that INCLUDES the per-vector factors:
@@ -44,12 +45,16 @@ except ImportError:  # pragma: no cover - optional
 SETS = {
     "fmnist": Path(__file__).resolve().parents[1] / "../shared/data/fmnist_effnet.npz",
     "text": Path.home() / ".cache/hashplug/fortunes_minilm.npz",
+    "audio": Path.home() / ".cache/hashplug/espeak_aisfx.npz",
 }
+DEFAULT_SETS = ["fmnist", "text"]  # "audio" needs benchmarks/make_audio_set.py first
 BUDGETS = (8, 16, 32, 64)
 K = 10
 
 
 def load(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    if not path.exists():
+        raise FileNotFoundError(f"no embedding set at {path}: build it first (see the docstring)")
     d = np.load(path)
     x, q = d["db_x"].astype(np.float32), d["q_x"].astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -190,7 +195,7 @@ def latency(x, q, repeats: int) -> str:  # type: ignore[no-untyped-def]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    ap.add_argument("--sets", nargs="+", default=DEFAULT_SETS, choices=list(SETS))
     ap.add_argument("--repeats", type=int, default=7)
     a = ap.parse_args()
     rec_rows, map_rows_, lat = [], [], []
