@@ -46,6 +46,7 @@ METHODS = [
     "hashplug:itq-32",
     "hashplug:itq-32+originals",
     "hashplug:hb-64+originals",
+    "hashplug:*-64-cos",
 ]
 
 
@@ -105,6 +106,11 @@ def test_hashplug_rows_and_originals(results: dict) -> None:
     mem = [r for r in _rows(results, "hashplug:itq-32") if r["engine"] == "memory"][0]
     # 32-bit code + int64 id + float16 (c, e) factors
     assert mem["bytes_per_vector"] == pytest.approx(4 + 8 + 4)
+    # scoring="cosine" rows: memory store, the same bytes, the estimator's ranking
+    for h in ("itq", "mb"):
+        (cos,) = _rows(results, f"hashplug:{h}-64-cos")
+        assert cos["engine"] == "memory" and cos["bytes_per_vector"] == pytest.approx(8 + 8 + 4)
+        assert cos["params"]["scoring"] == "cosine" and cos["recall_at_10"] > 0.3
     # hb-64 on LanceDB was not asked for (only the memory engine runs every hasher)
     assert {r["engine"] for r in _rows(results, "hashplug:hb-64+originals")} == {"memory"}
 

@@ -15,6 +15,7 @@ from hashplug import (
     search_codes,
 )
 from hashplug.bench.metrics import recall_at_k
+from hashplug.hashers._multibit import auto_allocation
 from hashplug.scoring import cosine_estimates
 
 
@@ -84,7 +85,8 @@ def test_cosine_beats_asymmetric_recall_on_fmnist(fmnist: dict[str, np.ndarray])
     assert r_cos > r_asym + 0.01, (r_asym, r_cos)
     assert r_cos > r_no_e + 0.05, (r_no_e, r_cos)
     # uneven allocation at the same 16 bytes: 96 bits + 2 float16 factors (measured 0.647)
-    hm = MultiBitBaseline(96, [[16, 3], [48, 1]]).fit(x)
+    hm = MultiBitBaseline(96).fit(x)  # allocation "auto": [[16, 3], [48, 1]]
+    assert hm.allocation_ == [[16, 3], [48, 1]]
     fm = hm.correction(x).astype(np.float16).astype(np.float32)
     mbit, _ = search_codes(hm.cosine_query(q), hm.encode(x), 10, scoring="cosine", corrections=fm)
     assert recall_at_k(mbit, gt) > r_asym + 0.03, (r_asym, recall_at_k(mbit, gt))
@@ -208,6 +210,32 @@ def test_allocation_round_trip_and_estimator(rng: np.random.Generator, tmp_path)
     want = (z * z).sum(1) + 2 * (x[:30] - h.mean_) @ h.mean_ + h.mean_ @ h.mean_
     np.testing.assert_allclose(np.diag(s), want, rtol=1e-4, atol=1e-4)
     check_hasher(MultiBitBaseline(16, [[2, 4], [8, 1]]))  # the hasher contract holds
+
+
+@pytest.mark.parametrize(
+    ("n_bits", "dim", "want"),
+    [
+        (240, 1280, [[40, 3], [120, 1]]),  # half the bits as 3-bit cells
+        (1024, 384, [[320, 3], [64, 1]]),  # more directions than dim: the 3-bit group grows
+        (1536, 384, [[384, 4]]),  # 4 bits on every direction
+        (8, 16, [[1, 3], [5, 1]]),
+    ],
+)
+def test_auto_allocation_rule(n_bits: int, dim: int, want: list[list[int]]) -> None:
+    got = auto_allocation(n_bits, dim)
+    assert got == want
+    assert sum(d * b for d, b in got) == n_bits and sum(d for d, _ in got) <= dim
+
+
+def test_auto_allocation_fit_and_limit(rng: np.random.Generator, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    x = rng.standard_normal((300, 24)).astype(np.float32)
+    h = MultiBitBaseline(64).fit(x)  # 64 bits > 24 dims: [[20, 3], [4, 1]]
+    assert h.allocation_ == [[20, 3], [4, 1]] and h.get_params()["allocation"] == "auto"
+    h2 = load_hasher(h.save(tmp_path / "auto.hasher"))
+    assert h2.allocation_ == h.allocation_
+    np.testing.assert_array_equal(h2.encode(x), h.encode(x))
+    with pytest.raises(ValueError, match="more than 4 bits per dimension"):
+        MultiBitBaseline(104).fit(x)
 
 
 @pytest.mark.parametrize(

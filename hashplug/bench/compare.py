@@ -52,6 +52,7 @@ HASHPLUG_HASHERS: dict[str, str] = {
     "hb": "hashing-baseline",
     "itq": "itq",
     "hashcoder": "hashcoder-neighbors",
+    "mb": "multibit",
 }
 #: Engine-free references (engine column in brackets).
 REFERENCES: dict[str, str] = {
@@ -78,6 +79,8 @@ class CompareConfig:
     engines: Sequence[str] = ("lancedb", "qdrant-edge", "milvus-lite")
     hashplug_engines: Sequence[str] = ("memory", "lancedb")
     lancedb_hashers: Sequence[str] = ("itq",)  # hashplug through LanceDB: these hashers only
+    # scoring="cosine" (``hashplug:itq-64-cos``, memory store, codes alone): these hashers
+    cosine_hashers: Sequence[str] = ("itq", "mb")
     methods: Sequence[str] | None = None  # names or glob patterns; None = everything available
     queries: int = 1000
     oversample: int = 10
@@ -100,7 +103,7 @@ class CompareConfig:
         for b in self.bits:
             if b <= 0 or b % 8:
                 raise ValueError(f"bits must be positive multiples of 8, got {b}")
-        for h in (*self.hashers, *self.lancedb_hashers):
+        for h in (*self.hashers, *self.lancedb_hashers, *self.cosine_hashers):
             if h not in HASHPLUG_HASHERS:
                 raise ValueError(f"unknown hasher {h!r}; choose from {', '.join(HASHPLUG_HASHERS)}")
         for e in self.engines:
@@ -169,6 +172,12 @@ def _hashplug_entries(cfg: CompareConfig, dim: int) -> list[Entry]:
                         out.append(Entry(m, engine, None, f"{nb} bits > dimension {dim}"))
                         continue
                     out.append(Entry(m, engine, _HashplugRunner(cfg, h, nb, engine, bool(plus))))
+    if "memory" in cfg.hashplug_engines:
+        for h in cfg.cosine_hashers:
+            for nb in cfg.bits:
+                m = f"hashplug:{h}-{nb}-cos"
+                run = _HashplugRunner(cfg, h, nb, "memory", False, scoring="cosine")
+                out.append(Entry(m, "memory", run))
     return out
 
 
@@ -222,13 +231,22 @@ class _HashplugRunner:
     """hashplug through HashIndex on ``memory://`` or LanceDB: Hamming top-(oversample * k) ->
     asymmetric rerank (plain), or Hamming top-C -> asymmetric rerank to S -> exact float
     rescoring of the S with the originals (``+originals``). Originals: in RAM next to the memory
-    store; in a float32 file on disk (read by row) next to LanceDB."""
+    store; in a float32 file on disk (read by row) next to LanceDB. ``scoring="cosine"``: the
+    rerank is the nearest-neighbour estimator with the per-vector factors (``-cos`` methods)."""
 
     _fitted: dict[tuple[int, str, int], tuple[Any, float]] = {}
 
-    def __init__(self, cfg: CompareConfig, hasher: str, n_bits: int, engine: str, originals: bool):
+    def __init__(
+        self,
+        cfg: CompareConfig,
+        hasher: str,
+        n_bits: int,
+        engine: str,
+        originals: bool,
+        scoring: str = "asymmetric",
+    ):
         self.cfg, self.hasher, self.n_bits = cfg, hasher, n_bits
-        self.engine, self.originals = engine, originals
+        self.engine, self.originals, self.scoring = engine, originals, scoring
 
     def _fit(self, data: CompareData) -> tuple[Any, float]:
         key = (id(data), self.hasher, self.n_bits)
@@ -250,7 +268,7 @@ class _HashplugRunner:
         uri = "memory://" if self.engine == "memory" else f"lancedb://{work}/codes"
         t = time.perf_counter()
         index = HashIndex(uri, hasher)
-        index.add(data.db_x, np.arange(data.n, dtype=np.int64), progress=False)
+        index.add(data.db_x, np.arange(data.n, dtype=np.int64), progress=False, scoring=self.scoring)
         if index.store.supports_native_index:
             index.store.create_index()  # type: ignore[attr-defined]
         originals: NDArray[np.float32] | None = None
@@ -269,7 +287,7 @@ class _HashplugRunner:
 
         def search(q: NDArray[np.float32]) -> NDArray[np.int64]:
             if originals is None:
-                return index.search(q, k=k, oversample=cfg.oversample).ids[0]
+                return index.search(q, k=k, oversample=cfg.oversample, scoring=self.scoring).ids[0]
             short = index.search(q, k=s_k, oversample=c_over).ids[0]
             short = short[short >= 0]
             sims = np.asarray(originals[np.sort(short)]) @ q[0]
@@ -303,13 +321,15 @@ class _HashplugRunner:
             "bits": self.n_bits,
             "code_bytes": code_bytes,
             "hasher": HASHPLUG_HASHERS[self.hasher],
+            "scoring": self.scoring,
         }
         if self.originals:
             params.update(candidates=cfg.candidates, shortlist=cfg.shortlist)
         else:
             params.update(candidates=cfg.oversample * k)
+        tail = ("+originals" if self.originals else "") + ("-cos" if self.scoring == "cosine" else "")
         return MethodRun(
-            f"hashplug:{self.hasher}-{self.n_bits}{'+originals' if self.originals else ''}",
+            f"hashplug:{self.hasher}-{self.n_bits}{tail}",
             self.engine,
             ids,
             ms,

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm.auto import tqdm
 
-from ..hashers import ITQ, LSH, HashCoder, Hasher, HashingBaseline
+from ..hashers import ITQ, LSH, HashCoder, Hasher, HashingBaseline, MultiBitBaseline
 from ..scoring import SCORINGS, ranking_probs
 from .datasets import EmbeddingSet
 from .metrics import map_at_k
@@ -52,6 +52,8 @@ HASHERS: dict[str, Callable[[int, int], Hasher]] = {
     "hashcoder-labels": lambda nb, s: HashCoder(
         nb, views="labels", seed=s, calibration=PAPER, epochs=PAPER_EPOCHS
     ),
+    # made for scoring="cosine" (no calibration setting; allocation "auto")
+    "multibit": lambda nb, s: MultiBitBaseline(nb, seed=s),
 }
 #: The same names with the library's defaults (per-bit calibration, HashCoder epochs "auto"),
 #: for fitting hashers to use rather than to reproduce the paper.
@@ -62,6 +64,7 @@ LIBRARY_HASHERS: dict[str, Callable[[int, int], Hasher]] = {
     "hashcoder-neighbors": lambda nb, s: HashCoder(nb, views="neighbors", seed=s),
     "hashcoder-noise": lambda nb, s: HashCoder(nb, views="noise", seed=s),
     "hashcoder-labels": lambda nb, s: HashCoder(nb, views="labels", seed=s),
+    "multibit": lambda nb, s: MultiBitBaseline(nb, seed=s),
 }
 #: The training-free hashers run by default (the HashCoders need torch and train for seconds each).
 DEFAULT_HASHERS = ("hashing-baseline", "itq", "lsh")

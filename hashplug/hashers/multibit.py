@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,9 +19,11 @@ __all__ = ["MultiBitBaseline"]
 class MultiBitBaseline(HashingBaseline):
     """Hashing-Baseline whose principal directions get 1 to 4 bits each.
 
-    ``allocation = [[n_dims, bits], ...]`` in principal-component order, e.g. ``[[32, 3],
-    [144, 1]]`` (240 bits): the top 32 directions get 3-bit scalar quantisation (the cell index,
-    MSB first), the next 144 one bit (the sign). ``fit`` centres with the training mean, keeps the
+    ``allocation = [[n_dims, bits], ...]`` in principal-component order, e.g. ``[[40, 3],
+    [120, 1]]`` (240 bits): the top 40 directions get 3-bit scalar quantisation (the cell index,
+    MSB first), the next 120 one bit (the sign). ``"auto"`` (default) picks it from ``n_bits``
+    and the input dimension at ``fit`` (:func:`hashplug.hashers._multibit.auto_allocation`: half
+    the bits as 3-bit cells); the allocation used is ``allocation_``. ``fit`` centres with the training mean, keeps the
     top D = sum of n_dims directions, and rotates each group by its own random orthogonal matrix
     (seeded ``seed + group``). ``n_bits`` must equal the bits spent and may exceed the dimension.
 
@@ -30,23 +32,30 @@ class MultiBitBaseline(HashingBaseline):
     of the projection to the nearest point where that bit flips (see
     :mod:`hashplug.hashers._multibit`); the asymmetric scoring runs but is not what it is for.
     Fitted attributes: those of :class:`HashingBaseline` with ``projection_`` (d, D),
-    ``rotation_`` (D, D) block-diagonal, and ``scale_`` (D,) the training standard deviations.
+    ``rotation_`` (D, D) block-diagonal, ``scale_`` (D,) the training standard deviations, and
+    ``allocation_`` the groups used.
     """
 
     _arrays: ClassVar[tuple[str, ...]] = (*HashingBaseline._arrays, "scale_")
     scale_: NDArray[np.float32] | None = None
     _bpd: NDArray[np.int64] | None = None
+    allocation_: list[list[int]] | None = None
 
-    def __init__(self, n_bits: int, allocation: list[list[int]], *, seed: int = 0):
+    def __init__(
+        self, n_bits: int, allocation: list[list[int]] | Literal["auto"] = "auto", *, seed: int = 0
+    ):
         self.n_bits = n_bits
         self.allocation = allocation
         self.seed = seed
 
     def _check_params(self) -> dict[str, Any]:
         prm = {"n_bits": super(HashingBaseline, self)._check_params()["n_bits"]}
-        prm["allocation"] = mb.check_allocation(self.allocation, prm["n_bits"])
+        if isinstance(self.allocation, str) and self.allocation == "auto":
+            prm["allocation"] = "auto"
+        else:
+            prm["allocation"] = mb.check_allocation(self.allocation, prm["n_bits"])
         if prm["allocation"] is None:
-            raise ValueError("allocation is required: a list of [n_dims, bits] pairs")
+            raise ValueError("allocation is required: 'auto' or a list of [n_dims, bits] pairs")
         prm["seed"] = check_nonneg_int(self.seed, "seed")
         return prm
 
@@ -55,8 +64,10 @@ class MultiBitBaseline(HashingBaseline):
         prm = self._check_params()
         groups, seed = prm["allocation"], prm["seed"]
         acc = streamed_moments(x, with_cov=True)
-        n_dims = sum(g[0] for g in groups)
         d = int(acc.dim or 0)
+        if groups == "auto":
+            groups = mb.auto_allocation(prm["n_bits"], d)
+        n_dims = sum(g[0] for g in groups)
         if n_dims > min(d, acc.n):
             raise ValueError(
                 f"allocation uses {n_dims} principal directions, more than the embedding "
@@ -80,7 +91,12 @@ class MultiBitBaseline(HashingBaseline):
 
     def _after_fit(self) -> None:
         super()._after_fit()
-        groups = mb.check_allocation(self.allocation, int(self.n_bits))
+        groups: list[list[int]] | None
+        if isinstance(self.allocation, str) and self.allocation == "auto":
+            groups = mb.auto_allocation(int(self.n_bits), int(self._check_fitted()))
+        else:
+            groups = mb.check_allocation(self.allocation, int(self.n_bits))
+        self.allocation_ = groups
         self._bpd = mb.bits_per_dim(groups) if groups is not None else None
 
     def _logits(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
