@@ -176,6 +176,28 @@ def bench_disk(root: Path, ids: np.ndarray, codes: np.ndarray) -> list[Row]:
     return rows
 
 
+def bench_disk_defaults(root: Path, ids: np.ndarray, codes: np.ndarray, batch: int) -> list[Row]:
+    """Disk per vector after an ingest in batches with the store's defaults (IVF_FLAT built at
+    100k rows, periodic optimize deleting versions older than 60 s), then after ``finish_writes``
+    (what ``hashplug ingest`` ends with: every old version deleted)."""
+    n = ids.size
+    s = LanceDBStore(root / "defaults", "t")
+    s.open(make_meta(codes.shape[1] * 8))
+    for lo in range(0, n, batch):
+        s.upsert(ids[lo : lo + batch], codes[lo : lo + batch])
+    tdir = root / "defaults" / "t.lance"
+    during = du(tdir) / n
+    s.finish_writes()
+    after = du(tdir) / n
+    index = du(tdir / "_indices") / n
+    floor = 8 + codes.shape[1] + index  # id + code + the indices' own files
+    return [
+        ("id + code + index files (floor)", floor, "bytes/vector", None),
+        ("table dir after the batched ingest", during, "bytes/vector", during / floor),
+        ("table dir after finish_writes()", after, "bytes/vector", after / floor),
+    ]
+
+
 def bench_hash_index(root: Path, n: int, n_bits: int, n_queries: int) -> list[Row]:
     """HashIndex end to end on real embeddings (the fmnist set, tiled with noise to ``n``):
     ingest rate (embeddings -> hashed -> stored), p50 of ``HashIndex.search`` (k=10,
@@ -258,6 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--batch", type=int, default=10_000, help="upsert size for the batched ingest")
     ap.add_argument("--dir", type=Path, default=None, help="work directory (default: a temp dir)")
+    ap.add_argument("--only-disk", action="store_true", help="run (3b) only")
     a = ap.parse_args(argv)
     codes = random_codes(a.n, a.bits)
     ids = np.arange(a.n, dtype=np.int64)
@@ -265,6 +288,13 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
         root = Path(tmp)
         print(f"LanceDB {lancedb.__version__}, {a.n} random {a.bits}-bit codes, top-{a.k}")
+        if a.only_disk:
+            print_rows(
+                f"(3b) disk with the store's defaults, ingest in batches of {a.batch} "
+                "(ratio: vs id + code + index files)",
+                bench_disk_defaults(root, ids, codes, a.batch),
+            )
+            return
         store = LanceDBStore(root / "query", "t", index="none")
         store.open(make_meta(a.bits))
         store.upsert(ids, codes)
@@ -277,6 +307,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         print_rows(
             "(3) disk after optimize (ratio: vs raw id + code bytes)", bench_disk(root, ids, codes)
+        )
+        print_rows(
+            f"(3b) disk with the store's defaults, ingest in batches of {a.batch} "
+            "(ratio: vs id + code + index files)",
+            bench_disk_defaults(root, ids, codes, a.batch),
         )
         print_rows(
             "(4) HashIndex end to end on real embeddings (ratio: vs bare LanceDB / exhaustive)",

@@ -276,6 +276,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     with HashIndex(store, h) as index:
         n = index.add(x, ids, payloads, batch_size=args.batch_size, scoring=args.scoring)
+        index.store.finish_writes()  # index build / compaction / old versions (LanceDB)
         total = len(index)
     dt = time.perf_counter() - t
     print(f"ingested {n} vectors into {args.store} in {dt:.1f} s ({n / dt:,.0f}/s); {total} stored")

@@ -20,11 +20,13 @@ index with the Hamming metric is built automatically once the table is large eno
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -96,14 +98,25 @@ IndexMode = Literal["auto", "none", "ivf_flat"]
 
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _QUERY_BATCH = 256  # query vectors per LanceDB call
-_URI_OPTIONS = {
+_URI_OPTIONS: dict[str, Callable[[str], Any]] = {
     "index": str,
     "index_min_rows": int,
     "num_partitions": int,
     "nprobes": int,
     "payload_columns": str,
     "optimize_every": int,
+    "cleanup_older_than": lambda v: _seconds("cleanup_older_than", v),
 }
+
+
+def _seconds(name: str, value: str) -> timedelta | None:
+    """A URI value in seconds (``none``: LanceDB's own default of 7 days) as a timedelta."""
+    if value.strip().lower() == "none":
+        return None
+    secs = float(value)
+    if not math.isfinite(secs) or secs < 0:
+        raise ValueError(f"{name} must be seconds >= 0 or 'none', got {value!r}")
+    return timedelta(seconds=secs)
 
 
 class LanceDBStore(HitsStore):
@@ -129,6 +142,10 @@ class LanceDBStore(HitsStore):
             up front (other fields stay JSON-only). The full payload is always kept as JSON.
         optimize_every: writes after which ``Table.optimize()`` compacts the table and brings
             its indices up to date (also done when many rows are unindexed).
+        cleanup_older_than: table versions older than this are deleted by those optimize
+            passes (LanceDB keeps every version, each a copy of what changed, for time travel);
+            ``None`` leaves LanceDB's own default (7 days). :meth:`finish_writes` deletes every
+            old version. URI: seconds or ``none``.
         read_consistency_interval: passed to ``lancedb.connect``; the default 0 makes every
             read see writes made by other store objects or processes.
         storage_options: passed to ``lancedb.connect`` (object-store credentials ...).
@@ -154,6 +171,7 @@ class LanceDBStore(HitsStore):
         nprobes: int | None = None,
         payload_columns: PayloadColumns = "auto",
         optimize_every: int = 50,
+        cleanup_older_than: timedelta | None = timedelta(seconds=60),
         read_consistency_interval: timedelta | None = timedelta(0),
         storage_options: Mapping[str, str] | None = None,
     ) -> None:
@@ -180,6 +198,13 @@ class LanceDBStore(HitsStore):
         self.nprobes = nprobes
         self.payload_columns = _check_payload_columns(payload_columns)
         self.optimize_every = optimize_every
+        if cleanup_older_than is not None and (
+            not isinstance(cleanup_older_than, timedelta) or cleanup_older_than < timedelta(0)
+        ):
+            raise ValueError(
+                f"cleanup_older_than must be a timedelta >= 0 or None, got {cleanup_older_than!r}"
+            )
+        self.cleanup_older_than = cleanup_older_than
         self._connect_kw: dict[str, Any] = {"read_consistency_interval": read_consistency_interval}
         if storage_options:
             self._connect_kw["storage_options"] = dict(storage_options)
@@ -462,15 +487,19 @@ class LanceDBStore(HitsStore):
         if stale:
             self.optimize()
 
-    def optimize(self, cleanup_older_than: timedelta | None = None) -> None:
+    def optimize(self, cleanup_older_than: timedelta | None | str = "store") -> None:
         """Compact the table's files and add new rows to its indices (``Table.optimize``).
 
-        ``cleanup_older_than=timedelta(0)`` also deletes old table versions (frees disk; no more
-        time travel to them).
+        Table versions older than ``cleanup_older_than`` are deleted (``"store"``: the store's
+        setting; ``timedelta(0)``: every old version, frees the most disk but fails a reader
+        still on an older version; ``None``: LanceDB's default, 7 days).
         """
+        keep = self.cleanup_older_than if isinstance(cleanup_older_than, str) else cleanup_older_than
         with self._lock:
             tbl = self._require_table()
-            tbl.optimize(cleanup_older_than=cleanup_older_than)
+            with warnings.catch_warnings():  # LanceDB warns at 0: what was asked for
+                warnings.simplefilter("ignore")
+                tbl.optimize(cleanup_older_than=keep)
             self._writes = 0
 
     def create_index(self, num_partitions: int | None = None, *, replace: bool = True) -> None:
@@ -495,13 +524,13 @@ class LanceDBStore(HitsStore):
             self._writes = 0
 
     def finish_writes(self) -> None:
-        """After parallel writers: build the index if it is due (see ``index``), else
-        :meth:`optimize` (compaction, new rows into the indices)."""
+        """After bulk or parallel writes, once every writer is done: build the index if it is due
+        (see ``index``), compact, bring the indices up to date and delete every old table version
+        (its disk space; a reader still on one fails, so call it when the writers have stopped)."""
         due = self.index != "none" and self.index_info() is None
         if due and self.count() >= self.index_min_rows:
             self.create_index()
-        else:
-            self.optimize()
+        self.optimize(cleanup_older_than=timedelta(0))
 
     def index_info(self) -> dict[str, Any] | None:
         """The vector index on ``code`` (type, metric, indexed/unindexed rows) or None."""

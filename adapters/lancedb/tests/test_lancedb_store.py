@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -265,6 +266,40 @@ def test_index_none_never_builds(tmp_path: Path) -> None:
     assert "KNNVectorDistance: metric=hamming" in s.explain_plan(random_codes(1))
     s.create_index(num_partitions=2)
     assert s.index_info()["num_indexed_rows"] == 300
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_old_versions_are_cleaned_up(tmp_path: Path) -> None:
+    codes = random_codes(4000)
+    s = _store(tmp_path, index="none", optimize_every=2, cleanup_older_than=timedelta(0))
+    for i in range(10):  # every second write compacts and deletes the versions before it
+        s.upsert(np.arange(400 * i, 400 * (i + 1)), codes[400 * i : 400 * (i + 1)])
+    assert len(s.table.list_versions()) <= 3
+    keep = _store(tmp_path, name="keep", index="none", optimize_every=2)  # default: 60 s
+    for i in range(10):
+        keep.upsert(np.arange(400 * i, 400 * (i + 1)), codes[400 * i : 400 * (i + 1)])
+    n_versions, before = len(keep.table.list_versions()), _du(tmp_path / "db" / "keep.lance")
+    assert before > 0
+    assert n_versions >= 10  # written within the last minute: kept
+    keep.finish_writes()  # the writers are done: every old version goes
+    assert len(keep.table.list_versions()) == 1
+    assert _du(tmp_path / "db" / "keep.lance") < before / 2
+    ids, dist = keep.search(codes[:3], 1)
+    np.testing.assert_array_equal(ids[:, 0], [0, 1, 2])
+    assert keep.count() == 4000
+
+
+def test_cleanup_option_from_uri(tmp_path: Path) -> None:
+    s = open_store(f"lancedb://{tmp_path}/t?cleanup_older_than=0")
+    assert s.cleanup_older_than == timedelta(0)
+    assert open_store(f"lancedb://{tmp_path}/t?cleanup_older_than=none").cleanup_older_than is None
+    with pytest.raises(ValueError, match="cleanup_older_than"):
+        open_store(f"lancedb://{tmp_path}/t?cleanup_older_than=-5")
+    with pytest.raises(ValueError, match="cleanup_older_than"):
+        LanceDBStore(tmp_path, "t", cleanup_older_than=5)  # type: ignore[arg-type]
 
 
 # -- misc ------------------------------------------------------------------------------------------
