@@ -79,18 +79,26 @@ def test_scoring_cosine_through_ingest_and_search(tmp_path, fmnist, capsys):
 
 
 def test_embedding_files_are_memory_mapped_where_they_can_be(tmp_path):
-    """.npy and np.savez members map read-only (ingest reads batch by batch); compressed read whole."""
+    """.npy and np.savez members map read-only (ingest reads batch by batch); compressed members
+    are decompressed in chunks to a temporary file and mapped too."""
     from hashplug._npfiles import open_array
 
     x = np.random.default_rng(0).normal(size=(50, 12)).astype(np.float32)
     np.save(tmp_path / "a.npy", x)
     np.savez(tmp_path / "b.npz", q_x=x[:3], db_x=x)
     np.savez_compressed(tmp_path / "c.npz", db_x=x)
-    for name, mapped in (("a.npy", True), ("b.npz", True), ("c.npz", False)):
+    np.savez_compressed(tmp_path / "f.npz", db_x=np.asfortranarray(x))
+    for name in ("a.npy", "b.npz", "c.npz", "f.npz"):
         a = open_array(str(tmp_path / name), "db_x")
-        assert isinstance(a, np.memmap) == mapped, name
+        assert isinstance(a, np.memmap) and not a.flags.writeable, name
         np.testing.assert_array_equal(a, x)
-        if mapped:
-            assert not a.flags.writeable
     with pytest.raises(ValueError, match=r"has none of the arrays \['train_x'\]"):
         open_array(str(tmp_path / "b.npz"), "train_x")
+    raw = (tmp_path / "c.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    damaged = bytearray(raw)
+    damaged[len(raw) // 3 : len(raw) // 3 + 64] = bytes(64)
+    (tmp_path / "bad.npz").write_bytes(bytes(damaged))
+    for name in ("cut.npz", "bad.npz"):
+        with pytest.raises(ValueError, match=rf"{name} is not a readable .npz"):
+            open_array(str(tmp_path / name), "db_x")
