@@ -1,0 +1,142 @@
+"""pytest-docker fixtures: Milvus standalone in Docker, from the compose files beside this file.
+
+``milvus_docker`` (session scope): where no Docker daemon answers but one can be started (root,
+``dockerd`` installed), starts it (host network only) and stops it at the end; builds or reuses
+the local image ``hashplug/milvus:<hash>`` (docker/hashplug_docker.py, no registry needed), brings
+``docker-compose.local.yml`` up on a free loopback port, waits until Milvus answers, and yields a
+:class:`MilvusContainer`; the project (volumes included) goes down in a finalizer. Where Docker
+cannot run, the image cannot be built, or MILVUS_PORT is taken, it skips and says why.
+With a registry, ``HASHPLUG_MILVUS_COMPOSE=docker-compose.yml`` runs the official images instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+__all__ = ["milvus_docker", "milvus_docker_uri", "docker_unavailable_reason", "COMPOSE_FILE"]
+
+HERE = Path(__file__).resolve().parent
+COMPOSE_FILE = HERE / os.environ.get("HASHPLUG_MILVUS_COMPOSE", "docker-compose.local.yml")
+_HELPER = HERE.parents[2] / "docker" / "hashplug_docker.py"
+
+
+def _helper():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("hashplug_docker", _HELPER)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def docker_unavailable_reason() -> str | None:
+    """None when a Docker engine answers ``docker info``, else why not."""
+    return _helper().daemon_reason()  # type: ignore[no-any-return]
+
+
+def _compose_cmd() -> str:
+    if shutil.which("docker-compose"):
+        return "docker-compose"
+    return "docker compose"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _answers(port: int) -> bool:
+    try:
+        from pymilvus import MilvusClient
+
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+        client = MilvusClient(f"http://127.0.0.1:{port}", timeout=5, alias=f"probe-{port}")
+        try:
+            client.list_collections()
+        finally:
+            client.close()
+        return True
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+@dataclass
+class MilvusContainer:
+    """The running compose service: its port, and kill / restart for the fault tests."""
+
+    port: int
+    project: str
+    compose: list[str]
+
+    @property
+    def uri(self) -> str:
+        return f"milvus://127.0.0.1:{self.port}"
+
+    def _compose(self, *args: str) -> None:
+        subprocess.run([*self.compose, *args], check=True, capture_output=True, timeout=300)
+
+    def kill(self) -> None:
+        """SIGKILL the container (no shutdown)."""
+        self._compose("kill", "-s", "SIGKILL", "standalone")
+
+    def start(self, timeout: float = 240.0) -> None:
+        """Start the (killed) container again and wait until Milvus answers."""
+        self._compose("start", "standalone")
+        _wait(self.port, timeout)
+
+
+def _wait(port: int, timeout: float) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if _answers(port):
+            return
+        time.sleep(2)
+    raise TimeoutError(f"Milvus in Docker did not answer on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+@pytest.fixture(scope="session")
+def milvus_docker(request: pytest.FixtureRequest) -> Iterator[MilvusContainer]:
+    h = _helper()
+    try:
+        if h.start_daemon():
+            request.addfinalizer(h.stop_daemon)
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    env = os.environ
+    if COMPOSE_FILE.name == "docker-compose.local.yml" and "MILVUS_IMAGE" not in env:
+        try:
+            env["MILVUS_IMAGE"] = h.build("milvus")
+        except RuntimeError as e:
+            pytest.skip(f"the Milvus image could not be built here: {e}")
+    port = int(env.get("MILVUS_PORT") or _free_port())
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            pytest.skip(f"MILVUS_PORT={port} is already taken on 127.0.0.1 ({e})")
+    env["MILVUS_PORT"] = str(port)
+    project = f"hashplug-milvus-{uuid.uuid4().hex[:8]}"
+    compose = [*_compose_cmd().split(), "-f", str(COMPOSE_FILE), "-p", project]
+    from pytest_docker.plugin import get_docker_services
+
+    with get_docker_services(_compose_cmd(), str(COMPOSE_FILE), project, ["up -d"], ["down -v"]):
+        _wait(port, 300)
+        yield MilvusContainer(port, project, compose)
+
+
+@pytest.fixture(scope="session")
+def milvus_docker_uri(milvus_docker: MilvusContainer) -> str:
+    """``milvus://127.0.0.1:PORT`` of :func:`milvus_docker`."""
+    return milvus_docker.uri
