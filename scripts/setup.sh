@@ -16,6 +16,17 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null &
     || echo "setup: could not install dataset-fashion-mnist; the main job will say what to provide" >&2
 fi
 
+# Docker for the containerised suites (no registry needed: images are built locally, docker/up.sh).
+if ! command -v apt-get >/dev/null; then
+  echo "setup: no apt-get; Docker suites skip unless a Docker engine is already there"
+elif [ "$(id -u)" != 0 ]; then
+  echo "setup: not root; Docker suites skip unless a Docker engine is already there"
+elif ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null \
+    || ! command -v docker-compose >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap docker-compose \
+    >/dev/null 2>&1 || echo "setup: could not install docker.io/debootstrap/docker-compose; Docker suites skip" >&2
+fi
+
 # torch + torchvision that work together (see OFFLINE_ASSETS.md); laion-clap needs numpy<2,
 # and numpy 1.x needs pyarrow<23 for LanceDB.
 case "$(uname -m)" in

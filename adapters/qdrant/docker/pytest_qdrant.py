@@ -72,11 +72,25 @@ def _ready(host: str, port: int) -> bool:
         return False
 
 
+def _have_image(image: str) -> bool:
+    for args in (["image", "inspect", image], ["pull", "-q", image]):
+        try:
+            r = subprocess.run(["docker", *args], capture_output=True, timeout=300)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        if r.returncode == 0:
+            return True
+    return False
+
+
 @pytest.fixture(scope="session")
 def qdrant_server(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     why = docker_engine_status()
     if why is not None:
         pytest.skip(why)
+    image = os.environ.get("QDRANT_IMAGE", "qdrant/qdrant:v1.16.2")
+    if not _have_image(image):
+        pytest.skip(f"the Qdrant image {image} is not here and could not be pulled (no registry?)")
     # Empty host ports ("127.0.0.1::6333"): Docker picks free ones, unless the user fixed them.
     os.environ.setdefault("QDRANT_HTTP_PORT", "")
     os.environ.setdefault("QDRANT_GRPC_PORT", "")
