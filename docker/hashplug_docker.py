@@ -23,8 +23,10 @@ REPO = HERE.parent
 BASE = "hashplug/debian:bookworm"
 STATE = Path(os.environ.get("HASHPLUG_DOCKER_STATE", "/tmp/hashplug-dockerd"))
 MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
-# Read-only mounts while an image is built: the host's CA bundle and pip configuration.
-_HOST_CONF = ["/etc/ssl/certs", "/etc/pip.conf", "/opt/wheels", "/opt/pypi", "/opt/pypi-more"]
+# Read-only mounts while an image is built: the host's pip configuration and local wheel folders;
+# the host's CA bundle goes to /host-ca.crt (PIP_CERT), not over /etc/ssl/certs (apt writes there).
+_HOST_CONF = ["/etc/pip.conf", "/opt/wheels", "/opt/pypi", "/opt/pypi-more"]
+_HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 
 _SCRIPTS = {
     # Milvus 2.3.5 standalone (the PyPI package's embedded server); serves on $MILVUS_PORT.
@@ -46,8 +48,31 @@ while True:
 PY
 apt-get clean; rm -rf /var/lib/apt/lists/*
 """,
+    # hashplug + the Milvus adapter + pytest, from the checkout mounted at /src (read-only).
+    "hashplug": """set -e
+apt-get update -q && apt-get install -y -q --no-install-recommends python3 python3-venv ca-certificates
+python3 -m venv /opt/venv
+mkdir -p /opt/hashplug && cd /src
+tar -c --exclude=./.venv --exclude=.git --exclude='*.npz' --exclude=__pycache__ . | tar -C /opt/hashplug -x
+/opt/venv/bin/pip install -q /opt/hashplug /opt/hashplug/adapters/milvus pytest 'setuptools<81'
+apt-get clean; rm -rf /var/lib/apt/lists/*
+""",
 }
-_CMDS = {"milvus": '["/opt/venv/bin/python", "/opt/serve.py"]'}
+_CMDS = {
+    "milvus": '["/opt/venv/bin/python", "/opt/serve.py"]',
+    "hashplug": '["/opt/venv/bin/python", "-m", "hashplug", "--help"]',
+}
+
+
+def _source_digest() -> str:
+    """Hash of the checkout's package and adapter sources (what the hashplug image installs)."""
+    h = hashlib.sha256()
+    files = [*REPO.glob("pyproject.toml"), *REPO.glob("hashplug/**/*.py"), *REPO.glob("adapters/*/pyproject.toml"),
+             *REPO.glob("adapters/*/hashplug_*/**/*.py"), *REPO.glob("adapters/*/tests/*.py"),
+             *REPO.glob("adapters/*/docker/*")]
+    for f in sorted(files):
+        h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
 
 
 def _run(args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
@@ -142,7 +167,8 @@ def image_ref(name: str) -> str:
     """``hashplug/NAME:CONTENT-HASH`` for a known image name."""
     if name not in _SCRIPTS:
         raise ValueError(f"unknown image {name!r}; known: {sorted(_SCRIPTS)}")
-    digest = hashlib.sha256((_SCRIPTS[name] + _CMDS[name]).encode()).hexdigest()[:12]
+    inputs = _SCRIPTS[name] + _CMDS[name] + (_source_digest() if name == "hashplug" else "")
+    digest = hashlib.sha256(inputs.encode()).hexdigest()[:12]
     return f"hashplug/{name}:{digest}"
 
 
@@ -153,8 +179,15 @@ def build(name: str) -> str:
         return ref
     base = base_image()
     mounts = [a for p in _HOST_CONF if Path(p).exists() for a in ("-v", f"{p}:{p}:ro")]
+    mounts += ["-v", f"{REPO}:/src:ro"] if name == "hashplug" else []
     cname = f"hashplug-build-{name}-{os.getpid()}"
+    user_pip = Path.home() / ".config" / "pip"
+    if user_pip.is_dir():
+        mounts += ["-v", f"{user_pip}:/root/.config/pip:ro"]
     env = [a for k, v in os.environ.items() if k.startswith("PIP_") for a in ("-e", f"{k}={v}")]
+    if Path(_HOST_CA).exists():
+        mounts += ["-v", f"{_HOST_CA}:/host-ca.crt:ro"]
+        env += ["-e", "PIP_CERT=/host-ca.crt"]
     try:
         res = _run(["docker", "run", "--name", cname, "--network", "host", *mounts, *env,
                     base, "sh", "-c", _SCRIPTS[name]], timeout=1800)
@@ -181,7 +214,7 @@ def main(argv: list[str]) -> int:
         return 0
     started = start_daemon()
     print("started dockerd" if started else "a Docker daemon already answers")
-    for name in argv[1:] or sorted(_SCRIPTS):
+    for name in argv[1:] or ["milvus"]:
         t0 = time.monotonic()
         ref = build(name)
         print(f"{ref} ready in {time.monotonic() - t0:.0f} s")
