@@ -29,22 +29,24 @@ _HOST_CONF = ["/etc/pip.conf", "/opt/wheels", "/opt/pypi", "/opt/pypi-more"]
 _HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 
 _SCRIPTS = {
-    # Milvus 2.3.5 standalone (the PyPI package's embedded server); serves on $MILVUS_PORT.
+    # Milvus 2.3.5 standalone (the PyPI package's server, run by hashplug_milvus.server); $MILVUS_PORT.
     "milvus": """set -e
 apt-get update -q && apt-get install -y -q --no-install-recommends python3 python3-venv ca-certificates
 python3 -m venv /opt/venv
 /opt/venv/bin/pip install -q 'milvus==2.3.5' 'setuptools<81'
+cp /src/adapters/milvus/hashplug_milvus/server.py /opt/milvus_server.py
+/opt/venv/bin/python -c "import milvus; milvus._initialize_data_files('/var/lib/milvus')"
 cat > /opt/serve.py <<'PY'
-import os, signal, time
-from milvus import MilvusServer
-s = MilvusServer()
-s.set_base_dir(os.environ.get("MILVUS_DATA", "/var/lib/milvus"))
-s.listen_port = int(os.environ.get("MILVUS_PORT", "19530"))
-s.config.set("proxy_port", s.listen_port)
-s.start()
-signal.signal(signal.SIGTERM, lambda *a: (s.stop(), os._exit(0)))
-while True:
-    time.sleep(3600)
+import os, signal, sys, time
+sys.path.insert(0, "/opt")
+from milvus_server import EmbeddedMilvus
+srv = EmbeddedMilvus("/var/lib/milvus", port=int(os.environ.get("MILVUS_PORT", "19530")))
+srv.start(timeout=600)
+print("milvus serving on 127.0.0.1:%d" % srv.port, flush=True)
+signal.signal(signal.SIGTERM, lambda *a: (srv.stop(), os._exit(0)))
+while srv.running:
+    time.sleep(1)
+sys.exit("milvus exited; see /var/lib/milvus/logs")
 PY
 apt-get clean; rm -rf /var/lib/apt/lists/*
 """,
@@ -167,7 +169,11 @@ def image_ref(name: str) -> str:
     """``hashplug/NAME:CONTENT-HASH`` for a known image name."""
     if name not in _SCRIPTS:
         raise ValueError(f"unknown image {name!r}; known: {sorted(_SCRIPTS)}")
-    inputs = _SCRIPTS[name] + _CMDS[name] + (_source_digest() if name == "hashplug" else "")
+    if name == "hashplug":
+        extra = _source_digest()
+    else:  # the Milvus image runs the adapter's EmbeddedMilvus (own etcd ports on the host network)
+        extra = hashlib.sha256((REPO / "adapters/milvus/hashplug_milvus/server.py").read_bytes()).hexdigest()
+    inputs = _SCRIPTS[name] + _CMDS[name] + extra
     digest = hashlib.sha256(inputs.encode()).hexdigest()[:12]
     return f"hashplug/{name}:{digest}"
 
@@ -179,7 +185,7 @@ def build(name: str) -> str:
         return ref
     base = base_image()
     mounts = [a for p in _HOST_CONF if Path(p).exists() for a in ("-v", f"{p}:{p}:ro")]
-    mounts += ["-v", f"{REPO}:/src:ro"] if name == "hashplug" else []
+    mounts += ["-v", f"{REPO}:/src:ro"]
     cname = f"hashplug-build-{name}-{os.getpid()}"
     user_pip = Path.home() / ".config" / "pip"
     if user_pip.is_dir():

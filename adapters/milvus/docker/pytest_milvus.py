@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ COMPOSE_FILE = HERE / os.environ.get("HASHPLUG_MILVUS_COMPOSE", "docker-compose.
 _HELPER = HERE.parents[2] / "docker" / "hashplug_docker.py"
 
 
-def _helper():  # type: ignore[no-untyped-def]
+def _helper() -> Any:
     spec = importlib.util.spec_from_file_location("hashplug_docker", _HELPER)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
@@ -41,7 +42,8 @@ def _helper():  # type: ignore[no-untyped-def]
 
 def docker_unavailable_reason() -> str | None:
     """None when a Docker engine answers ``docker info``, else why not."""
-    return _helper().daemon_reason()  # type: ignore[no-any-return]
+    reason: str | None = _helper().daemon_reason()
+    return reason
 
 
 def _compose_cmd() -> str:
@@ -143,4 +145,4 @@ def milvus_docker_uri(request: pytest.FixtureRequest) -> str:
     uri = os.environ.get("HASHPLUG_MILVUS_URI")
     if uri:
         return uri
-    return request.getfixturevalue("milvus_docker").uri  # type: ignore[no-any-return]
+    return str(request.getfixturevalue("milvus_docker").uri)

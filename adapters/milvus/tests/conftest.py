@@ -11,6 +11,7 @@ Each test gets fresh collection names (``fresh_name``) and drops what it created
 from __future__ import annotations
 
 import importlib.util
+import sys
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -18,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
 DOCKER_FIXTURES = Path(__file__).resolve().parents[1] / "docker" / "pytest_milvus.py"
 
 # milvus 2.3.5 and milvus-lite 2.5.1 import pkg_resources, which warns on import.
@@ -34,6 +34,7 @@ def _load_docker_fixtures() -> None:
     )
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
     spec.loader.exec_module(mod)
     for name in mod.__all__:
         globals()[name] = getattr(mod, name)
