@@ -90,8 +90,11 @@ class MilvusContainer:
         subprocess.run([*self.compose, *args], check=True, capture_output=True, timeout=300)
 
     def kill(self) -> None:
-        """SIGKILL the container (no shutdown)."""
-        self._compose("kill", "-s", "SIGKILL", "standalone")
+        """SIGKILL the container (no shutdown), through the docker CLI (faster than compose's)."""
+        label = f"label=com.docker.compose.project={self.project}"
+        ids = subprocess.run(["docker", "ps", "-q", "--filter", label], capture_output=True,
+                             text=True, check=True, timeout=60).stdout.split()
+        subprocess.run(["docker", "kill", "-s", "KILL", *ids], check=True, capture_output=True, timeout=60)
 
     def start(self, timeout: float = 240.0) -> None:
         """Start the (killed) container again and wait until Milvus answers."""

@@ -25,7 +25,7 @@ def test_container_killed_mid_ingest_then_restarted(
     for line in proc.stdout:  # let a few batches commit, then kill the server under the writer
         if line.startswith("batch"):
             seen = int(line.split()[1])
-        if seen >= 3 or line.startswith("done"):
+        if seen >= 1 or line.startswith("done"):
             break
     milvus_docker.kill()
     proc.kill()
