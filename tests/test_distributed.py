@@ -169,6 +169,12 @@ def test_local_npy_consecutive_ids_and_resume(tmp_path: Path, hasher) -> None:
     r3 = D.ingest(d, hasher, uri, engine="local", id_start=1000, progress=False)
     assert (r3.written, r3.shards_written) == (80, 1)
     _check_store(uri, hasher, truth)
+    # the target dropped (its markers stay beside it): the markers are stale, all is written again
+    hashplug.open_store(uri).drop()
+    with pytest.warns(D.StaleStateWarning, match="holds 0"):
+        r4 = D.ingest(d, hasher, uri, engine="local", id_start=1000, progress=False)
+    assert (r4.written, r4.shards_written, r4.stored) == (250, 3, 250)
+    _check_store(uri, hasher, truth)
 
 
 def test_shards_read_through_a_uri(parquet_dir, tmp_path: Path, hasher) -> None:
