@@ -3,7 +3,7 @@
 - ``milvus_server``: one Milvus 2.3.5 standalone server for the session, started from the ``milvus``
   package in a temporary directory on free loopback ports, stopped at the end of the session.
 - ``lite_db``: one Milvus Lite 2.5 file for the session.
-- ``milvus_docker_uri``: Milvus standalone from ``docker/milvus/docker-compose.yml`` through
+- ``milvus_docker_uri``: Milvus standalone from ``adapters/milvus/docker/docker-compose.yml`` through
   pytest-docker, skipped (saying why) where no Docker engine answers.
 Each test gets fresh collection names (``fresh_name``) and drops what it created.
 """
@@ -18,15 +18,14 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
-DOCKER_FIXTURES = REPO / "docker" / "milvus" / "conftest.py"
+DOCKER_FIXTURES = Path(__file__).resolve().parents[1] / "docker" / "pytest_milvus.py"
 
 # milvus 2.3.5 and milvus-lite 2.5.1 import pkg_resources, which warns on import.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 
 def _load_docker_fixtures() -> None:
-    """Expose docker/milvus's pytest-docker fixtures here (that folder is not a package)."""
+    """Expose adapters/milvus/docker's pytest-docker fixtures here (that folder is not a package)."""
     if not DOCKER_FIXTURES.exists():
         return
     spec = importlib.util.spec_from_file_location(

@@ -98,7 +98,7 @@ class TestDockerConformance(
     ConcurrencyConformance,
     CorrectionsConformance,
 ):
-    """Milvus standalone from docker/milvus/docker-compose.yml (skipped without a Docker engine)."""
+    """Milvus standalone from adapters/milvus/docker/docker-compose.yml (skipped without a Docker engine)."""
 
     @pytest.fixture
     def make_store(self, milvus_docker_uri: str, fresh_name: Any, cleanup: list[Any]):

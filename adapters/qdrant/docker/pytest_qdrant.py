@@ -1,4 +1,4 @@
-"""pytest-docker fixtures: a real Qdrant server from ``docker/qdrant/docker-compose.yml``.
+"""pytest-docker fixtures: a real Qdrant server from ``adapters/qdrant/docker/docker-compose.yml``.
 
 Use from a test module (it is loaded by path, so no package or conftest is needed)::
 

@@ -1,6 +1,6 @@
-"""QdrantStore against a real Qdrant server in Docker (docker/qdrant/docker-compose.yml).
+"""QdrantStore against a real Qdrant server in Docker (adapters/qdrant/docker/docker-compose.yml).
 
-Uses the pytest-docker fixture module docker/qdrant/pytest_qdrant.py. Where no Docker engine
+Uses the pytest-docker fixture module adapters/qdrant/docker/pytest_qdrant.py. Where no Docker engine
 answers (``docker info`` fails), every test here is skipped with the reason "no Docker engine";
 the same suite runs on Qdrant Edge and on local mode in the other test modules.
 What a server run exercises beyond those: the REST and gRPC transports, api-key auth, collection
@@ -31,7 +31,7 @@ from hashplug.testing import (
     random_codes,
 )
 
-_FIXTURES = Path(__file__).resolve().parents[3] / "docker" / "qdrant" / "pytest_qdrant.py"
+_FIXTURES = Path(__file__).resolve().parents[1] / "docker" / "pytest_qdrant.py"
 
 
 def _load_fixtures() -> ModuleType | None:
