@@ -64,7 +64,9 @@ def _answers(port: int) -> bool:
 
 @pytest.fixture(scope="session")
 def milvus_docker_uri() -> Iterator[str]:
-    reason = docker_unavailable_reason()
+    from hashplug.testing.compose import compose_unavailable
+
+    reason = docker_unavailable_reason() or compose_unavailable(COMPOSE_FILE)
     if reason:
         pytest.skip(reason)
     from pytest_docker.plugin import get_docker_services

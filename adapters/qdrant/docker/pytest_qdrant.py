@@ -74,7 +74,9 @@ def _ready(host: str, port: int) -> bool:
 
 @pytest.fixture(scope="session")
 def qdrant_server(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
-    why = docker_engine_status()
+    from hashplug.testing.compose import compose_unavailable
+
+    why = docker_engine_status() or compose_unavailable(COMPOSE_FILE)
     if why is not None:
         pytest.skip(why)
     # Empty host ports ("127.0.0.1::6333"): Docker picks free ones, unless the user fixed them.
