@@ -165,17 +165,22 @@ def _subset(shards: Path, work: Path, k: int) -> Path:
     return sub
 
 
-def milvus_runs(shards: Path, hasher: Path, work: Path, k: int, per_shard: int, extra) -> dict:
-    """The first ``k`` shards (symlinked) into a fresh Milvus standalone server: local vs ray-2."""
+def milvus_runs(
+    shards: Path, hasher: Path, work: Path, k: int, per_shard: int, extra, names=("local", "ray-2")
+) -> dict:
+    """The first ``k`` shards (symlinked) into a fresh Milvus standalone server, one collection
+    per run (``names``: local, ray-1, ray-2), each checked for every id exactly once."""
     from hashplug_milvus.server import EmbeddedMilvus
 
     sub = _subset(shards, work, k)
     out: dict = {"rows": k * per_shard}
     subprocess.run(["rm", "-rf", str(work / "milvus_data")], check=True)
     with EmbeddedMilvus(str(work / "milvus_data")) as srv:
-        for name in ("local", "ray-2"):
+        for name in names:
             uri = srv.store_uri(f"bench_{name.replace('-', '_')}")
             out[name] = ingest_run(f"milvus-{name}", sub, hasher, uri, work, extra[name])
+            out[name]["exact_once"] = exact_once(uri, k * per_shard)
+            print(f"milvus {name}: {out[name]['exact_once']}", flush=True)
     return out
 
 
@@ -212,6 +217,8 @@ def main() -> None:
         "--milvus-shards", type=int, default=0,
         help="also ingest the first N shards into the real Milvus 2.3.5 standalone server",
     )  # fmt: skip
+    ap.add_argument("--milvus-runs", nargs="+", default=["local", "ray-2"],
+                    help="which runs go to the Milvus server (local, ray-1, ray-2)")  # fmt: skip
     ap.add_argument("--out", default="reports/bench_distributed.json")
     ap.add_argument("--kill-worker-shards", type=int, default=0,
                     help="kill one Ray worker mid-run on the first N shards")  # fmt: skip
@@ -256,7 +263,9 @@ def main() -> None:
     if a.kill_worker_shards:
         res["worker_kill"] = worker_kill_run(shards, hasher, work, a.kill_worker_shards)
     if a.milvus_shards:
-        res["milvus"] = milvus_runs(shards, hasher, work, a.milvus_shards, a.per_shard, extra)
+        res["milvus"] = milvus_runs(
+            shards, hasher, work, a.milvus_shards, a.per_shard, extra, a.milvus_runs
+        )
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2))
     print(table(res))

@@ -208,11 +208,16 @@ def _load_array(path: str, *keys: str) -> np.ndarray:
     return open_array(path, *keys)
 
 
+def _shard_dir(path: str) -> bool:
+    """A local directory or a URI (``s3://bucket/prefix``, ``file:///dir``): a set of shards."""
+    return os.path.isdir(path) or "://" in path
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     """Fit a hasher on embeddings and save it (the library's defaults, not the paper's)."""
     from .bench.experiments import LIBRARY_HASHERS as HASHERS
 
-    if os.path.isdir(args.embeddings):  # a directory of shards: fit on a streamed sample
+    if _shard_dir(args.embeddings):  # a directory of shards: fit on a streamed sample
         from . import distributed
 
         h = distributed.fit(
@@ -258,7 +263,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from .hashers import load_hasher
     from .index import HashIndex
 
-    if args.engine == "ray" or os.path.isdir(args.embeddings):
+    if args.engine == "ray" or _shard_dir(args.embeddings):
         if args.scoring == "cosine":
             raise ValueError(
                 "--scoring cosine is not available for a directory of shards (--engine ray) "
@@ -290,7 +295,7 @@ def _ingest_shards(args: argparse.Namespace) -> int:
 
     from . import distributed
 
-    if not os.path.isdir(args.embeddings):
+    if not _shard_dir(args.embeddings):
         raise ValueError(
             f"--engine ray reads a directory of .parquet or .npy shards; {args.embeddings} is not one"
         )
@@ -533,7 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser(
         "fit", help="fit a hasher on embeddings (.npy, or .npz train_x/db_x) and save it"
     )
-    f.add_argument("--embeddings", required=True, help=".npy, .npz, or a directory of shards")
+    f.add_argument(
+        "--embeddings",
+        required=True,
+        help=".npy, .npz, or a directory of shards (a path or a URI: s3://bucket/prefix ...)",
+    )
     f.add_argument(
         "--hasher", default="hashing-baseline", choices=list(HASHERS),
         help="which hasher (default hashing-baseline)",
@@ -561,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--store", required=True, help="a store URI, e.g. lancedb://./data/docs")
     i.add_argument(
         "--embeddings", required=True,
-        help=".npy, .npz with db_x, or a directory of .parquet / .npy shards",
+        help=".npy, .npz with db_x, or a directory of .parquet / .npy shards (path or URI)",
     )  # fmt: skip
     i.add_argument("--ids", help=".npy of int64 ids (default: consecutive from --id-start)")
     i.add_argument("--id-start", type=int, default=0, help="first consecutive id (default 0)")

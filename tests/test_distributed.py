@@ -24,6 +24,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 import hashplug  # noqa: E402
 from hashplug import distributed as D  # noqa: E402
 from hashplug.cli import main as cli_main  # noqa: E402
+from hashplug.distributed.shards import read_chunk  # noqa: E402
 from hashplug.stores import StoreError  # noqa: E402
 
 DIM = 32
@@ -168,6 +169,52 @@ def test_local_npy_consecutive_ids_and_resume(tmp_path: Path, hasher) -> None:
     r3 = D.ingest(d, hasher, uri, engine="local", id_start=1000, progress=False)
     assert (r3.written, r3.shards_written) == (80, 1)
     _check_store(uri, hasher, truth)
+    # the target dropped (its markers stay beside it): the markers are stale, all is written again
+    hashplug.open_store(uri).drop()
+    with pytest.warns(D.StaleStateWarning, match="holds 0"):
+        r4 = D.ingest(d, hasher, uri, engine="local", id_start=1000, progress=False)
+    assert (r4.written, r4.shards_written, r4.stored) == (250, 3, 250)
+    _check_store(uri, hasher, truth)
+
+
+def test_shards_read_through_a_uri(parquet_dir, tmp_path: Path, hasher) -> None:
+    """A directory given as a URI is read through pyarrow.fs (the path s3:// / gs:// take):
+    the same shards, rows, duplicate plan and stored codes as the local path."""
+    d, truth = parquet_dir
+    local, remote = D.scan_shards(d), D.scan_shards(f"file://{d}/")
+    assert [s.name for s in remote.shards] == [s.name for s in local.shards]
+    assert remote.shards[0].path == f"file://{d}/part-000.parquet"
+    assert [(s.rows, s.dim, s.size) for s in remote.shards] == [
+        (s.rows, s.dim, s.size) for s in local.shards
+    ]
+    assert remote.duplicate_ids == local.duplicate_ids == 10
+    for c in local.chunks(120)[:4]:
+        (ia, xa), (ib, xb) = read_chunk(local, c), read_chunk(remote, c)
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(xa, xb)
+    uri = f"file://{tmp_path}/codes"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", D.DuplicateIdsWarning)
+        r = D.ingest(f"file://{d}", hasher, uri, engine="local", batch_size=100, progress=False)
+    assert r.stored == len(truth)
+    _check_store(uri, hasher, truth)
+    # .npy shards: header and byte ranges read from the file object
+    n = tmp_path / "npy"
+    n.mkdir()
+    xs = [_vectors(70, 1), _vectors(30, 2)]
+    for i, x in enumerate(xs):
+        np.save(n / f"p{i}.npy", x)
+    ds = D.scan_shards(f"file://{n}", id_start=5)
+    ids, x = read_chunk(ds, ds.chunks(40)[1])
+    np.testing.assert_array_equal(ids, np.arange(45, 75))
+    np.testing.assert_array_equal(x, xs[0][40:70])
+    (n / "p1.npy").write_bytes((n / "p1.npy").read_bytes()[:-100])  # cut after the scan
+    with pytest.raises(ValueError, match="shorter than its header"):
+        read_chunk(ds, ds.chunks(40)[-1])
+    with pytest.raises(ValueError, match="cannot open 'nosuch://bucket'"):
+        D.scan_shards("nosuch://bucket/dir")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        D.scan_shards(f"file://{tmp_path}/absent")
 
 
 def test_local_failed_shard_reruns_only_what_is_missing(tmp_path: Path, hasher) -> None:
@@ -299,7 +346,10 @@ def test_ray_parquet_into_lancedb(ray_cluster, parquet_dir, tmp_path: Path, hash
     uri = f"lancedb://{tmp_path}/db/codes"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", D.DuplicateIdsWarning)
-        r = D.ingest(d, hasher, uri, engine="ray", workers=2, batch_size=100, progress=False)
+        # the directory as a URI: the workers open each shard through pyarrow.fs themselves
+        r = D.ingest(
+            f"file://{d}", hasher, uri, engine="ray", workers=2, batch_size=100, progress=False
+        )
     assert (r.written, r.stored, r.writers, r.engine) == (990, 990, "workers", "ray")
     # one RSS figure per worker that did work (a slow-starting actor may get none)
     assert 1 <= len(r.peak_rss_mb) <= 2 and all(v > 50 for v in r.peak_rss_mb.values())

@@ -8,7 +8,14 @@ Runs on Ray Data (``pip install 'hashplug[distributed]'``) or in this process (`
                                 address="auto")
 """
 
-from .api import PARALLEL_WRITERS, DuplicateIdsWarning, IngestReport, fit, ingest
+from .api import (
+    PARALLEL_WRITERS,
+    DuplicateIdsWarning,
+    IngestReport,
+    StaleStateWarning,
+    fit,
+    ingest,
+)
 from .shards import Chunk, Dataset, Shard, scan_shards
 from .state import JobState, default_state_dir
 
@@ -17,6 +24,7 @@ __all__ = [
     "fit",
     "IngestReport",
     "DuplicateIdsWarning",
+    "StaleStateWarning",
     "PARALLEL_WRITERS",
     "scan_shards",
     "Dataset",

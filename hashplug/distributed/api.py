@@ -33,6 +33,10 @@ class DuplicateIdsWarning(UserWarning):
     """Ids occur more than once across (or within) shards; the row written last wins."""
 
 
+class StaleStateWarning(UserWarning):
+    """The resume state claims more stored rows than the target holds: it is ignored."""
+
+
 @dataclass
 class IngestReport:
     """What an ingest run did (``to_dict`` for JSON)."""
@@ -159,6 +163,16 @@ def ingest(
         raise ValueError(f"{scheme}:// is owned by one process: use writers='driver'")
     state = JobState(state_dir or default_state_dir(store), ds, h.fingerprint)
     if restart:
+        state.clear()
+    claimed = state.claimed_rows(ds.shards)
+    if claimed and index.store.count() < claimed:  # the target was dropped or replaced since
+        warnings.warn(
+            f"the resume state in {state.dir} says {claimed} rows were stored, but {store} holds "
+            f"{index.store.count()}: the target was dropped or replaced; every shard is written "
+            "again",
+            StaleStateWarning,
+            stacklevel=2,
+        )
         state.clear()
     todo = [s.index for s in ds.shards if not state.is_done(s)]
     expected = {

@@ -3,19 +3,24 @@
 A dataset is a directory of Parquet files (a vector column and an int id column, or a column of
 raw items for an encoder) or of ``.npy`` files (2-D arrays without ids: consecutive ids from
 ``id_start`` across the files in file-name order). Only metadata is read here (Parquet footers,
-``.npy`` headers), plus the id columns of shards whose id ranges overlap.
+``.npy`` headers), plus the id columns of shards whose id ranges overlap. The directory may be a
+URI (``s3://bucket/prefix``, ``file:///dir`` ...): see :mod:`hashplug.distributed.files`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 from numpy.typing import NDArray
+
+from . import files
 
 __all__ = ["Shard", "Chunk", "Dataset", "scan_shards", "read_chunk"]
 
@@ -40,7 +45,7 @@ class Shard:
 
     @property
     def name(self) -> str:
-        return Path(self.path).name
+        return _basename(self.path)
 
     @property
     def signature(self) -> dict[str, Any]:
@@ -121,12 +126,41 @@ class Dataset:
         return out
 
 
-def _list_files(directory: Path) -> tuple[Kind, list[Path]]:
-    if not directory.is_dir():
-        raise FileNotFoundError(f"embeddings directory {directory} does not exist")
-    files = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
-    parquet = [p for p in files if p.suffix == ".parquet"]
-    npy = [p for p in files if p.suffix == ".npy"]
+def _basename(path: str) -> str:
+    """The file name of a local path or of a URI (without its query string)."""
+    return (urlsplit(path).path if files.is_uri(path) else path).rstrip("/").rsplit("/", 1)[-1]
+
+
+def _stat(path: str) -> tuple[int, int]:
+    if files.is_uri(path):
+        return files.stat(path)
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+@contextmanager
+def _opened(path: str) -> Any:
+    """A local path as it is (pyarrow and numpy open it), or an open file object for a URI."""
+    if not files.is_uri(path):
+        yield path
+        return
+    f = files.open_file(path)
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def _list_files(directory: str) -> tuple[Kind, list[str]]:
+    if files.is_uri(directory):
+        found = files.list_dir(directory)
+    else:
+        d = Path(directory)
+        if not d.is_dir():
+            raise FileNotFoundError(f"embeddings directory {directory} does not exist")
+        found = [str(p) for p in sorted(d.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    parquet = [p for p in found if _basename(p).endswith(".parquet")]
+    npy = [p for p in found if _basename(p).endswith(".npy")]
     if parquet and npy:
         raise ValueError(
             f"{directory} holds both .parquet and .npy shards; put one kind per directory"
@@ -136,19 +170,38 @@ def _list_files(directory: Path) -> tuple[Kind, list[Path]]:
     return ("parquet", parquet) if parquet else ("npy", npy)
 
 
-def _npy_shard(i: int, p: Path, id_start: int) -> Shard:
+def _npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]:
+    """(shape, fortran order, dtype, data offset) from an open .npy file."""
+    version = np.lib.format.read_magic(f)
+    read = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    shape, fortran, dtype = read(f)
+    return shape, fortran, dtype, f.tell()
+
+
+def _npy_shard(i: int, p: str, id_start: int) -> Shard:
+    name = _basename(p)
     try:
-        a = np.load(p, mmap_mode="r")
+        if files.is_uri(p):
+            with _opened(p) as f:
+                shape, fortran, dtype, _ = _npy_header(f)
+            if fortran:
+                raise ValueError("Fortran-ordered arrays are not read from remote storage")
+        else:
+            a = np.load(p, mmap_mode="r")
+            shape, dtype = a.shape, a.dtype
     except Exception as e:  # numpy raises several types for bad headers
-        raise ValueError(f"shard {p.name} is not a readable .npy file: {e}") from e
-    if a.ndim != 2:
-        raise ValueError(f"shard {p.name} must hold a 2-D (n, d) array, got shape {a.shape}")
-    if a.dtype.name not in _FLOATS:
-        raise ValueError(f"shard {p.name} has dtype {a.dtype}; use float16/float32/float64")
-    st = p.stat()
+        raise ValueError(f"shard {name} is not a readable .npy file: {e}") from e
+    if len(shape) != 2:
+        raise ValueError(f"shard {name} must hold a 2-D (n, d) array, got shape {shape}")
+    if dtype.name not in _FLOATS:
+        raise ValueError(f"shard {name} has dtype {dtype}; use float16/float32/float64")
+    size, mtime = _stat(p)
     return Shard(
-        i, str(p), "npy", int(a.shape[0]), int(a.shape[1]), a.dtype.name, st.st_size,
-        st.st_mtime_ns, id_start=id_start,
+        i, p, "npy", int(shape[0]), int(shape[1]), dtype.name, size, mtime, id_start=id_start,
     )  # fmt: skip
 
 
@@ -169,26 +222,34 @@ def _vector_type(field: Any, name: str, column: str) -> tuple[int | None, str]:
 
 
 def _parquet_shard(
-    i: int, p: Path, vector_column: str | None, id_column: str, item_column: str | None
+    i: int, p: str, vector_column: str | None, id_column: str, item_column: str | None
+) -> tuple[Shard, tuple[int, int] | None]:
+    with _opened(p) as src:
+        return _parquet_shard_from(i, p, src, vector_column, id_column, item_column)
+
+
+def _parquet_shard_from(
+    i: int, p: str, src: Any, vector_column: str | None, id_column: str, item_column: str | None
 ) -> tuple[Shard, tuple[int, int] | None]:
     import pyarrow.parquet as pq
 
+    name = _basename(p)
     try:
-        pf = pq.ParquetFile(p)
+        pf = pq.ParquetFile(src)
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError for damaged files
-        raise ValueError(f"shard {p.name} is not a readable Parquet file: {e}") from e
+        raise ValueError(f"shard {name} is not a readable Parquet file: {e}") from e
     schema = pf.schema_arrow
     cols = schema.names
     if id_column not in cols:
         raise ValueError(
-            f"shard {p.name} has no id column {id_column!r} (columns: {', '.join(cols)}); "
+            f"shard {name} has no id column {id_column!r} (columns: {', '.join(cols)}); "
             "name it with id_column= / --id-column"
         )
     import pyarrow as pa
 
     if not pa.types.is_integer(schema.field(id_column).type):
         raise ValueError(
-            f"shard {p.name}: id column {id_column!r} has type {schema.field(id_column).type}, "
+            f"shard {name}: id column {id_column!r} has type {schema.field(id_column).type}, "
             "not an integer type"
         )
     data_col = item_column or vector_column
@@ -196,22 +257,21 @@ def _parquet_shard(
     if data_col not in cols:
         what = "item" if item_column else "vector"
         raise ValueError(
-            f"shard {p.name} has no {what} column {data_col!r} (columns: {', '.join(cols)}); "
+            f"shard {name} has no {what} column {data_col!r} (columns: {', '.join(cols)}); "
             f"name it with {what}_column= / --{what}-column"
         )
     md = pf.metadata
     if item_column:
         dim, dtype = None, str(schema.field(item_column).type)
     else:
-        dim, dtype = _vector_type(schema.field(data_col), p.name, data_col)
+        dim, dtype = _vector_type(schema.field(data_col), name, data_col)
         if dim is None and md.num_rows:  # variable-size lists: look at the first row
             first = pf.read_row_group(0, columns=[data_col]).column(0)[0].as_py()
             dim = len(first) if first is not None else None
     groups = tuple(md.row_group(g).num_rows for g in range(md.num_row_groups))
-    st = p.stat()
+    size, mtime = _stat(p)
     shard = Shard(
-        i, str(p), "parquet", int(md.num_rows), dim, dtype, st.st_size, st.st_mtime_ns,
-        row_groups=groups,
+        i, p, "parquet", int(md.num_rows), dim, dtype, size, mtime, row_groups=groups,
     )  # fmt: skip
     return shard, _id_range(pf, cols.index(id_column))
 
@@ -245,8 +305,12 @@ def scan_shards(
     written last (in file-name order, then row order) wins, and :attr:`Dataset.duplicate_ids`
     counts them.
     """
-    d = Path(directory).resolve()
-    kind, files = _list_files(d)
+    d = (
+        str(directory).rstrip("/")
+        if files.is_uri(str(directory))
+        else str(Path(directory).resolve())
+    )
+    kind, found = _list_files(d)
     ranges: list[tuple[int, int] | None] = []
     shards: list[Shard] = []
     if kind == "npy":
@@ -255,12 +319,12 @@ def scan_shards(
         if id_start < 0:
             raise ValueError(f"id_start must be >= 0, got {id_start}")
         nxt = id_start
-        for i, p in enumerate(files):
+        for i, p in enumerate(found):
             s = _npy_shard(i, p, nxt)
             shards.append(s)
             nxt += s.rows
     else:
-        for i, p in enumerate(files):
+        for i, p in enumerate(found):
             s, r = _parquet_shard(i, p, vector_column, id_column, item_column)
             shards.append(s)
             ranges.append(r)
@@ -273,7 +337,7 @@ def scan_shards(
                 f"{s.name} has {s.dim}-d {s.dtype}"
             )
     ds = Dataset(
-        str(d), kind, shards,
+        d, kind, shards,
         vector_column=None if kind == "npy" or item_column else vector_column,
         id_column=id_column if kind == "parquet" else None,
         item_column=item_column,
@@ -318,7 +382,8 @@ def _plan_duplicates(ds: Dataset, ranges: list[tuple[int, int] | None]) -> None:
         return
     id_parts, shard_of, row_of = [], [], []
     for i in sus:
-        col = pq.read_table(ds.shards[i].path, columns=[ds.id_column]).column(0)
+        with _opened(ds.shards[i].path) as src:
+            col = pq.read_table(src, columns=[ds.id_column]).column(0)
         if col.null_count:
             raise ValueError(f"shard {ds.shards[i].name}: id column has {col.null_count} nulls")
         a = col.to_numpy().astype(np.int64)
@@ -349,10 +414,7 @@ def read_chunk(
     later row with the same id are dropped unless ``apply_skip`` is False."""
     s = ds.shards[chunk.shard]
     if s.kind == "npy":
-        a = np.load(s.path, mmap_mode="r")
-        if a.shape != (s.rows, s.dim):
-            raise ValueError(f"shard {s.name} changed while the job ran (now shape {a.shape})")
-        x: Any = np.asarray(a[chunk.start : chunk.stop])
+        x: Any = _read_npy_rows(s, chunk)
         assert s.id_start is not None
         ids = np.arange(s.id_start + chunk.start, s.id_start + chunk.stop, dtype=np.int64)
     else:
@@ -372,6 +434,25 @@ def read_chunk(
     return ids, x
 
 
+def _read_npy_rows(s: Shard, chunk: Chunk) -> NDArray[Any]:
+    """Rows of a .npy shard: memory-mapped locally, one byte-range read from a URI."""
+    if not files.is_uri(s.path):
+        a = np.load(s.path, mmap_mode="r")
+        if a.shape != (s.rows, s.dim):
+            raise ValueError(f"shard {s.name} changed while the job ran (now shape {a.shape})")
+        return np.asarray(a[chunk.start : chunk.stop])
+    with _opened(s.path) as f:
+        shape, _, dtype, offset = _npy_header(f)
+        if shape != (s.rows, s.dim):
+            raise ValueError(f"shard {s.name} changed while the job ran (now shape {shape})")
+        row = int(s.dim or 0) * dtype.itemsize
+        f.seek(offset + chunk.start * row)
+        buf = f.read(chunk.rows * row)
+    if len(buf) != chunk.rows * row:
+        raise ValueError(f"shard {s.name} is shorter than its header says (truncated?)")
+    return np.frombuffer(buf, dtype=dtype).reshape(chunk.rows, int(s.dim or 0))
+
+
 def _read_parquet_rows(ds: Dataset, s: Shard, chunk: Chunk) -> tuple[Any, NDArray[np.int64]]:
     import pyarrow.parquet as pq
 
@@ -379,7 +460,8 @@ def _read_parquet_rows(ds: Dataset, s: Shard, chunk: Chunk) -> tuple[Any, NDArra
     groups = [g for g in range(len(s.row_groups)) if chunk.start <= starts[g] < chunk.stop]
     data_col = ds.item_column or ds.vector_column
     assert data_col is not None and ds.id_column is not None
-    t = pq.ParquetFile(s.path).read_row_groups(groups, columns=[ds.id_column, data_col])
+    with _opened(s.path) as src:
+        t = pq.ParquetFile(src).read_row_groups(groups, columns=[ds.id_column, data_col])
     if t.num_rows != chunk.rows:
         raise ValueError(f"shard {s.name} changed while the job ran (row groups differ)")
     idc = t.column(ds.id_column)

@@ -62,6 +62,18 @@ class JobState:
         tmp.write_text(json.dumps(rec))
         os.replace(tmp, p)
 
+    def claimed_rows(self, shards: list[Shard]) -> int:
+        """Rows the markers of the still-unchanged ``shards`` say were stored."""
+        total = 0
+        for s in shards:
+            try:
+                rec: dict[str, Any] = json.loads(self._marker(s).read_text())
+            except (OSError, ValueError):
+                continue
+            if all(rec.get(k) == v for k, v in s.signature.items()):
+                total += int(rec.get("written", 0))
+        return total
+
     def clear(self) -> None:
         """Forget every marker (the next run writes every shard again)."""
         if self.dir.is_dir():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import lancedb
 import numpy as np
@@ -48,7 +49,7 @@ def native_methods(engine: str = "lancedb") -> dict[str, str | None]:
     return out
 
 
-def _index_config(base: str, n: int, dim: int) -> object:
+def _index_config(base: str, n: int, dim: int) -> Any:
     import lancedb.index as li
 
     parts = max(1, int(math.sqrt(n)))
@@ -75,7 +76,8 @@ def run_native(engine: str, method: str, data: CompareData, workdir: Path) -> Me
     k = data.k
 
     def search(q: np.ndarray) -> np.ndarray:
-        b = tbl.search(q[0], vector_column_name="vector").distance_type("cosine").limit(k)
+        b: Any = tbl.search(q[0], vector_column_name="vector")
+        b = b.distance_type("cosine").limit(k)
         if base != "flat":
             b = b.nprobes(nprobes)
         if refine:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import lancedb
 import numpy as np
@@ -92,7 +92,7 @@ class LanceDBSource(Source):
         vf = choose_vector_field(vecs, vector_field, where, others)
         self._id = self._id_field(schema, id_field, where)
         id_type = schema.field(self._id).type
-        kind = (
+        kind: Literal["int", "str"] = (
             "str" if (pa.types.is_string(id_type) or pa.types.is_large_string(id_type)) else "int"
         )
         self._vf = vf
@@ -230,9 +230,9 @@ class LanceDBSource(Source):
         ids: list[NDArray[Any]] = []
         scores = np.full((q.shape[0], k), np.nan, np.float32)
         for r in range(q.shape[0]):
+            builder: Any = self._tbl.search(q[r], vector_column_name=self._vf)
             res = (
-                self._tbl.search(q[r], vector_column_name=self._vf)
-                .distance_type(self.info.metric)
+                builder.distance_type(self.info.metric)
                 .bypass_vector_index()
                 .limit(k)
                 .select([self._id, "_distance"])

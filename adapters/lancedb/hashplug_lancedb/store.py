@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
-from urllib.parse import parse_qsl
 
 import lancedb
 import numpy as np
@@ -54,6 +53,7 @@ from hashplug.stores.base import (
     sort_hits,
     unpack_corrections,
 )
+from hashplug.stores.uri import parse_uri
 
 from ._columns import (
     CORR_COLUMN,
@@ -222,26 +222,15 @@ class LanceDBStore(HitsStore):
         """
         if not isinstance(uri, str) or not uri.lower().startswith("lancedb://"):
             raise ValueError(f"LanceDBStore handles lancedb:// URIs, got {uri!r}")
-        rest = uri[len("lancedb://") :]
-        rest, _, query = rest.partition("?")
-        rest = rest.rstrip("/")
+        parsed_uri = parse_uri(uri, _URI_OPTIONS)
+        rest = parsed_uri.location.rstrip("/")
         db_path, sep, table = rest.rpartition("/")
         if not sep or not table:
             raise ValueError(
                 f"lancedb URI needs a database directory and a table name, e.g. "
                 f"'lancedb://./data/docs' or 'lancedb:///abs/dir/docs', got {uri!r}"
             )
-        parsed: dict[str, Any] = {}
-        for key, value in parse_qsl(query, keep_blank_values=True):
-            if key not in _URI_OPTIONS:
-                raise ValueError(
-                    f"unknown option {key!r} in {uri!r}; known: {', '.join(sorted(_URI_OPTIONS))}"
-                )
-            try:
-                parsed[key] = _URI_OPTIONS[key](value)
-            except ValueError as e:
-                raise ValueError(f"option {key}={value!r} in {uri!r} is not valid: {e}") from e
-        parsed.update(options)
+        parsed = {**parsed_uri.options, **options}
         return cls(db_path or "/", table, **parsed)
 
     @property

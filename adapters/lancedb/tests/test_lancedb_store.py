@@ -75,6 +75,10 @@ def test_uri_forms(tmp_path: Path) -> None:
     for bad in ("lancedb://docs", "lancedb://./d/t?bogus=1", "milvus://x/y"):
         with pytest.raises(ValueError):
             LanceDBStore.from_uri(bad)
+    with pytest.raises(ValueError, match="unknown option 'colour'"):
+        LanceDBStore.from_uri("lancedb://./d/t?colour=red")
+    with pytest.raises(ValueError, match="option nprobes='many'"):
+        LanceDBStore.from_uri("lancedb://./d/t?nprobes=many")
     with pytest.raises(ValueError, match="index"):
         LanceDBStore(tmp_path, "t", index="hnsw")  # type: ignore[arg-type]
 

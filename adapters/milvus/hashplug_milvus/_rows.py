@@ -58,6 +58,7 @@ def _layout_of(desc: Mapping[str, Any], meta: CollectionMeta, name: str) -> dict
             f"collection {name!r} has hashplug metadata but not the hashplug layout "
             f"(id INT64 primary key, code BINARY_VECTOR dim {meta.n_bits}, payload VARCHAR)"
         )
+    assert payload is not None  # checked above
     words = sorted(int(m.group(1)) for f in fields if (m := _WORD.match(f)))
     n_words = len(words) if words == list(range(_n_words(meta.n_bytes))) else 0
     max_len = int(payload.get("params", {}).get("max_length", 65_535))

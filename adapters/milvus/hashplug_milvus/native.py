@@ -161,6 +161,7 @@ def _collection(
 ) -> tuple[Any, str, float, Path, Any]:
     """The engine's collection of ``data`` (inserted once, re-indexed per option):
     (client, name, insert seconds, data directory, query vectors)."""
+    db: Any
     if binary:  # sign bits of the centred embeddings, packed (Milvus' binary layout)
         mean = data.train_x.mean(axis=0)
         db = np.packbits(data.db_x - mean > 0, axis=1)

@@ -60,7 +60,7 @@ def _server_classes() -> tuple[Any, Any]:
             f"setuptools<81 for pkg_resources: pip install 'milvus==2.3.5' 'setuptools<81' ({e})"
         ) from e
 
-    class _ReuseAddrConfig(MilvusServerConfig):  # type: ignore[misc, valid-type]
+    class _ReuseAddrConfig(MilvusServerConfig):
         """Probe ports with SO_REUSEADDR, as the Go server binds them.
 
         Without it a port that the killed server left in TIME_WAIT looks busy, and a restart

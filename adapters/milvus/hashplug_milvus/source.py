@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import numpy as np
 from numpy.typing import NDArray
@@ -49,10 +49,11 @@ from hashplug.sources.source import (
     metric_scores,
 )
 from hashplug.stores.base import StoreError, check_positive_int
+from hashplug.stores.uri import parse_uri
 
 from ._filters import literal
 from ._retry import short_error
-from .store import MAX_TOPK, MilvusStore, _is_loaded
+from .store import _URI_OPTIONS, MAX_TOPK, MilvusStore, _is_loaded
 
 __all__ = ["MilvusSource", "SOURCE_OPTIONS"]
 
@@ -194,9 +195,9 @@ class MilvusSource(Source):
         """``milvus+lite://path/to/file.db/COLL`` or ``milvus://host:port/[db/]COLL``; connection
         options (:data:`SOURCE_OPTIONS`) in the URI query or as keywords; ``metric=`` only for a
         vector field without an index."""
-        base, _, query = uri.partition("?")
-        opts: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
-        opts.update(options)
+        base = uri.partition("?")[0]
+        types = {k: _URI_OPTIONS.get(k, str) for k in SOURCE_OPTIONS}
+        opts: dict[str, Any] = {**parse_uri(uri, types).options, **options}
         unknown = sorted(set(opts) - set(SOURCE_OPTIONS))
         if unknown:
             raise ValueError(
@@ -205,7 +206,7 @@ class MilvusSource(Source):
             )
         metric = opts.pop("metric", None)
         # The URI-only options stay in the URI (MilvusStore.from_uri parses and checks them).
-        in_uri = {k: str(opts.pop(k)) for k in ("db", "secure") if k in opts}
+        in_uri: dict[str, str] = {k: str(opts.pop(k)) for k in ("db", "secure") if k in opts}
         conn = MilvusStore.from_uri(base + ("?" + urlencode(in_uri) if in_uri else ""), **opts)
         return cls(conn, vector_field=vector_field, id_field=id_field, metric=metric)
 

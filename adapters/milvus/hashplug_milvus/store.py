@@ -25,6 +25,7 @@ search); metric ``HAMMING``. Milvus Lite (a local ``.db`` file) supports ``BIN_F
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -36,7 +37,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -61,6 +62,7 @@ from hashplug.stores.base import (
     sort_hits,
     unpack_corrections,
 )
+from hashplug.stores.uri import parse_uri, to_bool, to_finite_float
 
 from ._filters import RESERVED as FILTER_FIELDS
 from ._filters import to_expression
@@ -106,31 +108,23 @@ _URI_OPTIONS: dict[str, Callable[[str], Any]] = {
     "password": str,
     "db_name": str,
     "db": str,
-    "secure": lambda v: _as_bool("secure", v),
+    "secure": to_bool,
     "index": str,
     "nlist": int,
     "nprobe": int,
     "consistency_level": str,
     "consistency": str,
-    "code_words": lambda v: _as_bool("code_words", v),
+    "num_shards": int,
+    "code_words": to_bool,
     "batch_size": int,
     "payload_max_length": int,
-    "timeout": float,
-    "connect_timeout": float,
+    "timeout": to_finite_float,
+    "connect_timeout": to_finite_float,
     "retries": int,
-    "backoff": float,
-    "max_backoff": float,
-    "retry_deadline": float,
+    "backoff": to_finite_float,
+    "max_backoff": to_finite_float,
+    "retry_deadline": to_finite_float,
 }
-
-
-def _as_bool(name: str, v: str) -> bool:
-    low = v.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"option {name}={v!r} is not a boolean")
 
 
 def _import_lite_quietly() -> None:
@@ -164,6 +158,9 @@ class MilvusStore(HitsStore):
     - ``consistency_level``: ``"Session"`` (default: this process reads its own writes at once;
       Milvus 2.3 makes every ``"Strong"`` read wait for the next time tick, ~200 ms), ``"Strong"``
       (also see other processes' writes at once), ``"Bounded"``, ``"Eventually"``.
+    - ``num_shards``: DML channels (shards) of a new collection, spread over a cluster's data
+      nodes (None: the server's default, 1 on 2.3); searches fan out over them inside Milvus.
+      Milvus Lite has one.
     - ``code_words``: keep the int64 copy of the codes that lets searches return the hits' codes
       in the same pass (default True; only read at creation).
     - ``batch_size``: rows per upsert RPC (also capped at ~32 MiB per RPC).
@@ -195,6 +192,7 @@ class MilvusStore(HitsStore):
         nlist: int = 128,
         nprobe: int = 16,
         consistency_level: str = "Session",
+        num_shards: int | None = None,
         code_words: bool = True,
         batch_size: int = 10_000,
         payload_max_length: int = 65_535,
@@ -231,6 +229,10 @@ class MilvusStore(HitsStore):
             raise ValueError(f"consistency_level must be one of {CONSISTENCY_LEVELS}")
         for nm, v in (("nlist", nlist), ("nprobe", nprobe), ("batch_size", batch_size)):
             check_positive_int(v, nm)
+        if num_shards is not None:
+            check_positive_int(num_shards, "num_shards", 64)
+            if self.is_lite:
+                raise ValueError("num_shards applies to Milvus servers; Milvus Lite has one shard")
         if not 1 <= payload_max_length <= 65_535:
             raise ValueError("payload_max_length must be in [1, 65535] (Milvus' VARCHAR limit)")
         if timeout <= 0 or connect_timeout <= 0:
@@ -242,6 +244,7 @@ class MilvusStore(HitsStore):
         self.nlist = int(nlist)
         self.nprobe = int(nprobe)
         self.consistency_level = levels[str(consistency_level).lower()]
+        self.num_shards = None if num_shards is None else int(num_shards)
         self._deleted = False  # see _read_level
         self._synced = False  # see _read_level
         self.code_words = bool(code_words)
@@ -268,19 +271,8 @@ class MilvusStore(HitsStore):
         override the URI's."""
         if not isinstance(uri, str) or "://" not in uri:
             raise ValueError(f"not a milvus URI: {uri!r}")
-        scheme, rest = uri.split("://", 1)
-        scheme = scheme.lower()
-        rest, _, query = rest.partition("?")
-        opts: dict[str, Any] = {}
-        for key, val in parse_qsl(query, keep_blank_values=True):
-            if key not in _URI_OPTIONS:
-                raise ValueError(
-                    f"unknown option {key!r} in {uri!r}; known: {', '.join(sorted(_URI_OPTIONS))}"
-                )
-            try:
-                opts[key] = _URI_OPTIONS[key](val)
-            except ValueError as e:
-                raise ValueError(f"bad value for {key!r} in {uri!r}: {e}") from e
+        parsed = parse_uri(uri, _URI_OPTIONS)
+        scheme, rest, opts = parsed.scheme, parsed.location, dict(parsed.options)
         if "db" in opts:
             opts["db_name"] = opts.pop("db")
         if "consistency" in opts:
@@ -452,10 +444,12 @@ class MilvusStore(HitsStore):
         schema.add_field(CORR_FIELD, DataType.INT32)
 
         def go(c: MilvusClient) -> None:
+            shards = {} if self.num_shards is None else {"num_shards": self.num_shards}
             c.create_collection(
                 self.collection,
                 schema=schema,
                 consistency_level=self._read_level(),
+                **shards,
                 **self._rpc(),
             )
             params = c.prepare_index_params()
@@ -614,9 +608,12 @@ class MilvusStore(HitsStore):
                 dyn[sl],
                 None if corr is None else corr[sl],
             )
-            self._call("upsert", lambda c, b=batch: self._send_upsert(c, *b))
+            self._call("upsert", functools.partial(self._send_upsert_batch, batch=batch))
             if self.on_batch is not None:
                 self.on_batch(sl.stop, n)
+
+    def _send_upsert_batch(self, client: MilvusClient, batch: tuple[Any, ...]) -> None:
+        self._send_upsert(client, *batch)
 
     def _send_upsert(
         self,
@@ -870,10 +867,10 @@ class MilvusStore(HitsStore):
         self._deleted = True
         for s in range(0, q.size, _GET_CHUNK):
             chunk = q[s : s + _GET_CHUNK].tolist()
-            self._call(
-                "delete",
-                lambda c, chunk=chunk: c.delete(self.collection, ids=chunk, **self._rpc()),
-            )
+            self._call("delete", functools.partial(self._delete_chunk, chunk=chunk))
+
+    def _delete_chunk(self, client: MilvusClient, chunk: list[int]) -> None:
+        client.delete(self.collection, ids=chunk, **self._rpc())
 
     def _read_level(self) -> str:
         """The consistency level of reads. After a delete by this store, Strong: Milvus 2.3's
@@ -941,7 +938,7 @@ class MilvusStore(HitsStore):
             info = c.describe_index(self.collection, names[0], **self._rpc())
             return int(info.get("indexed_rows", 0)), int(info.get("total_rows", 0))
 
-        return tuple(self._call("describe_index", go))  # type: ignore[return-value]
+        return tuple(self._call("describe_index", go))
 
     def wait_for_index(
         self, timeout: float = 300.0, poll: float = 0.5, serving: bool = True

@@ -57,6 +57,34 @@ def test_vector_output_field_returns_codes_at_128_bits(server_store: Any) -> Non
         np.testing.assert_array_equal(got_c[r], codes[[pos[int(i)] for i in got_i[r]]])
 
 
+def test_num_shards_from_the_uri(server_store: Any, milvus_server: Any, fresh_name: Any) -> None:
+    """``num_shards`` creates the collection with that many DML channels; searches stay exact."""
+    from pymilvus import MilvusClient
+
+    name = fresh_name("sh")
+    s = MilvusStore.from_uri(milvus_server.store_uri(name) + "?num_shards=2")
+    try:
+        s.open(make_meta(64))
+        codes = random_codes(400, 64, seed=5)
+        ids = np.arange(400, dtype=np.int64)
+        s.upsert(ids, codes)
+        client = MilvusClient(milvus_server.uri, alias="inspect-shards")
+        try:
+            assert client.describe_collection(name)["num_shards"] == 2
+        finally:
+            client.close()
+        q = random_codes(5, 64, seed=6)
+        got_i, got_d = s.search(q, 20)
+        np.testing.assert_array_equal(got_d, _ref(q, codes, ids, 20)[1])
+    finally:
+        s.drop()
+        s.close()
+    with pytest.raises(ValueError, match="num_shards"):
+        MilvusStore.from_uri(milvus_server.store_uri(name) + "?num_shards=0")
+    with pytest.raises(ValueError, match="Milvus Lite has one shard"):
+        MilvusStore("/tmp/x.db", "c", num_shards=2)
+
+
 def test_words_layout_and_meta_in_description(server_store: Any, milvus_server: Any) -> None:
     from pymilvus import MilvusClient
 

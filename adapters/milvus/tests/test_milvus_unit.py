@@ -75,6 +75,28 @@ def test_bad_uris(bad: str) -> None:
         MilvusStore.from_uri(bad)
 
 
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("milvus://h:1/docs?colour=red", "unknown option 'colour'"),
+        ("milvus+lite://./c.db/docs?nlist=many", "option nlist='many'"),
+        ("milvus://h:1/docs?secure=maybe", "option secure='maybe'"),
+    ],
+)
+def test_uri_option_errors_name_the_option(bad: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MilvusStore.from_uri(bad)
+
+
+def test_source_uri_options_are_checked_before_connecting() -> None:
+    from hashplug_milvus.source import MilvusSource
+
+    with pytest.raises(ValueError, match="unknown option 'colour'"):
+        MilvusSource.from_uri("milvus://h:1/docs?colour=red")
+    with pytest.raises(ValueError, match="option timeout='soon'"):
+        MilvusSource.from_uri("milvus://h:1/docs?timeout=soon")
+
+
 def test_registered_schemes() -> None:
     assert {"milvus", "milvus+lite"} <= set(available_schemes())
 

@@ -21,6 +21,7 @@ vectors. The hasher's ``CollectionMeta`` is the collection metadata key ``hashpl
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -414,9 +415,7 @@ class QdrantStore(QdrantBase):
                 )
             ]
             # Upsert by id is idempotent, so a retried batch never duplicates anything.
-            self._call(
-                "upsert", lambda c, pts=points: c.upsert(self.collection, points=pts, wait=True)
-            )
+            self._call("upsert", functools.partial(self._upsert_batch, points=points))
 
     def _retrieve(
         self, ids: NDArray[np.int64], with_vector: bool, with_payload: bool
@@ -425,12 +424,10 @@ class QdrantStore(QdrantBase):
         b = self._batch * 4
         for s in range(0, ids.size, b):
             chunk = ids[s : s + b].tolist()
-            recs = self._call(
-                "retrieve",
-                lambda c, ch=chunk: c.retrieve(
-                    self.collection, ids=ch, with_payload=with_payload, with_vectors=with_vector
-                ),
+            get = functools.partial(
+                self._retrieve_chunk, ids=chunk, payload=with_payload, vector=with_vector
             )
+            recs = self._call("retrieve", get)
             for r in recs:
                 got[int(r.id)] = r
         return got
@@ -439,10 +436,18 @@ class QdrantStore(QdrantBase):
         b = self._batch * 4
         for s in range(0, ids.size, b):
             sel = m.PointIdsList(points=ids[s : s + b].tolist())
-            self._call(
-                "delete",
-                lambda c, sel=sel: c.delete(self.collection, points_selector=sel, wait=True),
-            )
+            self._call("delete", functools.partial(self._delete_selected, selector=sel))
+
+    def _upsert_batch(self, client: QdrantClient, points: list[Any]) -> None:
+        client.upsert(self.collection, points=points, wait=True)
+
+    def _retrieve_chunk(
+        self, client: QdrantClient, ids: list[int], payload: bool, vector: bool
+    ) -> list[Any]:
+        return client.retrieve(self.collection, ids=ids, with_payload=payload, with_vectors=vector)
+
+    def _delete_selected(self, client: QdrantClient, selector: Any) -> None:
+        client.delete(self.collection, points_selector=selector, wait=True)
 
     def count(self) -> int:
         if not self._exists():

@@ -98,6 +98,7 @@ def to_edge_filter(flt: Any) -> Any:
     if isinstance(flt, Mapping):
         models = dict_to_models(flt, edge=True)
         return None if models is None else _edge_from_client(models)
+    m: Any
     try:
         from qdrant_client import models as m
     except ImportError:  # pragma: no cover - qdrant-client is a dependency
@@ -175,9 +176,9 @@ def _edge_match(x: Any) -> Any:
     if isinstance(x, m.MatchValue):
         return _edge_match_value(x.value, "a field")
     if isinstance(x, m.MatchAny):
-        return qe.MatchAny(list(x.any))
+        return qe.MatchAny(list[Any](x.any))
     if isinstance(x, m.MatchExcept):
-        return qe.MatchExcept(list(x.except_))
+        return qe.MatchExcept(list[Any](x.except_))
     if isinstance(x, m.MatchText):
         return qe.MatchText(x.text)
     if isinstance(x, m.MatchPhrase):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import qdrant_edge as qe
@@ -52,7 +53,7 @@ def native_methods(engine: str = "qdrant-edge") -> dict[str, str | None]:
     return out
 
 
-def _quantization(option: str) -> object | None:
+def _quantization(option: str) -> Any:
     if option in _BQ:
         return qe.BinaryQuantizationConfig(
             encoding=getattr(qe.BinaryQuantizationEncoding, _BQ[option]),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -71,7 +71,7 @@ class _QdrantBase(Source):
             v = v.get(self._name) if self._name else v.get("", None)
         if v is None or (isinstance(v, list) and v and isinstance(v[0], list)):
             return None
-        return v  # type: ignore[no-any-return]
+        return v
 
     def _records_to_arrays(self, recs: list[Any]) -> tuple[NDArray[Any], NDArray[np.float32], int]:
         ids, vecs, skipped = [], [], 0
@@ -306,7 +306,8 @@ class QdrantEdgeSource(_QdrantBase):
     def close(self) -> None:
         from .edge import _HANDLES, _HANDLES_LOCK
 
-        h, self._handle = getattr(self, "_handle", None), None
+        h = getattr(self, "_handle", None)
+        self._handle = None  # type: ignore[assignment]  # closed: no handle
         if h is None:
             return
         with _HANDLES_LOCK:
@@ -322,7 +323,7 @@ class QdrantEdgeSource(_QdrantBase):
 
 
 # -- qdrant-client (local mode and servers) -----------------------------------------------------------
-_CLIENT_OPTIONS = {
+_CLIENT_OPTIONS: dict[str, Callable[[str], Any]] = {
     "https": lambda v: v.lower() in ("1", "true", "yes"),
     "prefix": str,
     "id_kind": str,
