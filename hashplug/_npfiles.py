@@ -49,7 +49,8 @@ def _open_npz(path: str, keys: tuple[str, ...]) -> np.ndarray:
 SPILL_CHUNK = 64 << 20
 
 
-def _read_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+def read_npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """(shape, Fortran order, dtype) from an open .npy stream, left at the data."""
     version = np.lib.format.read_magic(f)
     header: Any = (
         np.lib.format.read_array_header_1_0(f)
@@ -62,7 +63,7 @@ def _read_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
 def _spill_member(member: IO[bytes]) -> np.ndarray | None:
     """A compressed .npy stream copied chunk by chunk to an unnamed temporary file, mapped
     read-only (None for object arrays). ValueError if the stream ends early (a truncated file)."""
-    shape, fortran, dtype = _read_header(member)
+    shape, fortran, dtype = read_npy_header(member)
     if dtype.hasobject:
         return None
     size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -93,7 +94,7 @@ def _map_member(path: str, info: zipfile.ZipInfo) -> np.ndarray | None:
         name_len = int.from_bytes(local[26:28], "little")
         extra_len = int.from_bytes(local[28:30], "little")
         f.seek(info.header_offset + 30 + name_len + extra_len)
-        shape, fortran, dtype = _read_header(f)
+        shape, fortran, dtype = read_npy_header(f)
         if dtype.hasobject:
             return None
         offset = f.tell()

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from numpy.typing import NDArray
 
+from .._npfiles import read_npy_header
 from . import files
 
 __all__ = ["Shard", "Chunk", "Dataset", "scan_shards", "read_chunk"]
@@ -172,13 +173,7 @@ def _list_files(directory: str) -> tuple[Kind, list[str]]:
 
 def _npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]:
     """(shape, fortran order, dtype, data offset) from an open .npy file."""
-    version = np.lib.format.read_magic(f)
-    read = (
-        np.lib.format.read_array_header_1_0
-        if version == (1, 0)
-        else np.lib.format.read_array_header_2_0
-    )
-    shape, fortran, dtype = read(f)
+    shape, fortran, dtype = read_npy_header(f)
     return shape, fortran, dtype, f.tell()
 
 

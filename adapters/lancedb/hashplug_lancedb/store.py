@@ -20,7 +20,6 @@ index with the Hamming metric is built automatically once the table is large eno
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import re
@@ -53,7 +52,7 @@ from hashplug.stores.base import (
     sort_hits,
     unpack_corrections,
 )
-from hashplug.stores.uri import parse_uri
+from hashplug.stores.uri import parse_uri, to_finite_float
 
 from ._columns import (
     CORR_COLUMN,
@@ -113,8 +112,8 @@ def _seconds(name: str, value: str) -> timedelta | None:
     """A URI value in seconds (``none``: LanceDB's own default of 7 days) as a timedelta."""
     if value.strip().lower() == "none":
         return None
-    secs = float(value)
-    if not math.isfinite(secs) or secs < 0:
+    secs = to_finite_float(value)
+    if secs < 0:
         raise ValueError(f"{name} must be seconds >= 0 or 'none', got {value!r}")
     return timedelta(seconds=secs)
 
