@@ -11,6 +11,8 @@ default oversample. Per store: recall@10 of each scoring against exact float cos
 queries, one batched call), bytes per vector (``store.bytes_per_vector()``: codes + factors),
 and the p50 latency of one query per call, cosine / asymmetric, the two interleaved query by query
 (3 rounds; medians). ``memory://`` is the reference the engines must match (same ids).
+``qdrant-edge-native``: the same Qdrant Edge store searched with ``rescore="store"`` (both
+rerankings inside Qdrant: the asymmetric one by rescoring, the cosine one by a formula).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ URIS = {
     "memory": "memory://",
     "lancedb": "lancedb://{dir}/lance/t{tag}",
     "qdrant-edge": "qdrant-edge://{dir}/edge{tag}",
+    "qdrant-edge-native": "qdrant-edge://{dir}/edge{tag}",  # both rerankings inside Qdrant
     "milvus-lite": "milvus+lite://{dir}/milvus.db/t{tag}",
 }
 K = 10
@@ -60,16 +63,18 @@ def exact_topk(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(top, order, 1)
 
 
-def latency_ratio(idx: HashIndex, q: np.ndarray, rounds: int = 3) -> dict[str, float]:
+def latency_ratio(
+    idx: HashIndex, q: np.ndarray, rounds: int = 3, rescore: str = "local"
+) -> dict[str, float]:
     """p50 ms of one query per call for each scoring, interleaved query by query."""
     for s in SCORINGS:  # warm-up (JIT, caches, engine)
-        idx.search(q[:2], k=K, scoring=s)
+        idx.search(q[:2], k=K, scoring=s, rescore=rescore)
     ms: dict[str, list[float]] = {s: [] for s in SCORINGS}
     for r in range(rounds):
         for i in range(q.shape[0]):
             for s in SCORINGS if (i + r) % 2 == 0 else SCORINGS[::-1]:
                 t = time.perf_counter()
-                idx.search(q[i], k=K, scoring=s)
+                idx.search(q[i], k=K, scoring=s, rescore=rescore)
                 ms[s].append((time.perf_counter() - t) * 1e3)
     p50 = {s: float(np.median(v)) for s, v in ms.items()}
     return {"p50_asym_ms": p50["asymmetric"], "p50_cos_ms": p50["cosine"],
@@ -85,13 +90,14 @@ def run_store(
     idx.add(x, np.arange(len(x)), progress=False, scoring="cosine")
     row: dict[str, Any] = {"store": name, "ingest_s": time.perf_counter() - t}
     row["bytes_per_vector"] = idx.store.bytes_per_vector()
+    rescore = "store" if name.endswith("-native") else "local"
     ids = {}
     for s in SCORINGS:
-        ids[s] = idx.search(q, k=K, scoring=s).ids
+        ids[s] = idx.search(q, k=K, scoring=s, rescore=rescore).ids
         row[f"recall_{s}"] = recall_at_k(ids[s], truth, K)
         if ref is not None:
             row[f"same_as_memory_{s}"] = float((ids[s] == ref[s]).mean())
-    row.update(latency_ratio(idx, q[:n_lat]))
+    row.update(latency_ratio(idx, q[:n_lat], rescore=rescore))
     row["_ids"] = ids
     idx.store.drop()
     idx.close()
@@ -103,7 +109,8 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=list(SETS))
     ap.add_argument("--bits", nargs="+", type=int, default=[64, 256])
     ap.add_argument("--stores", nargs="+", default=["memory", "lancedb", "qdrant-edge",
-                                                    "milvus-lite", "milvus-server"])  # fmt: skip
+                                                    "qdrant-edge-native", "milvus-lite",
+                                                    "milvus-server"])  # fmt: skip
     ap.add_argument("--latency-queries", type=int, default=60)
     ap.add_argument("--out", default=str(Path(__file__).with_name("cosine_stores_results.md")))
     args = ap.parse_args()

@@ -239,7 +239,8 @@ class HashIndex:
         ``rescore="local"`` reranks here with the Numba kernel (every store);
         ``rescore="store"`` asks the store to rerank server-side (stores with
         ``supports_rescoring``: Qdrant's binary quantization with rescoring): same distances up
-        to the store's float rounding, no codes shipped back.
+        to the store's float rounding, no codes shipped back; with ``scoring="cosine"`` stores
+        with ``supports_cosine_rescoring`` (Qdrant: a formula over the stored factors).
         ``scoring="cosine"``: rerank by the nearest-neighbour estimator (README "Nearest-neighbour
         scoring") with the per-vector factors the store keeps (stores with
         ``supports_corrections``: all built-in ones); distances are then estimated cosine distances
@@ -260,7 +261,7 @@ class HashIndex:
             raise ValueError(f"rescore must be 'local' or 'store', got {rescore!r}")
         cosine = _check_index_scoring(scoring, self, rerank, rescore)
         native = rerank and rescore != "local"
-        if native and not self.store.supports_rescoring:
+        if native and not cosine and not self.store.supports_rescoring:
             raise ValueError(
                 f"{type(self.store).__name__} cannot rescore server-side; use rescore='local'"
             )
@@ -280,7 +281,11 @@ class HashIndex:
                 n_items = self._count()
             n_items = max(1, n_items)
             k, limit = min(k, n_items), min(limit, n_items)
-        if native:
+        if native and cosine:
+            v = self.hasher.cosine_query(q)  # type: ignore[attr-defined]
+            ids, dist = self.store.search_rescored_cosine(v, k, oversample, filter)
+            dist = self._cosine_distances(q, ids, dist)
+        elif native:
             ids, dist = self.store.search_rescored(u, k, oversample, filter)
         elif rerank and cosine:
             c_ids, _, c_codes, c_corr = self._coarse(qcodes, limit, filter, with_corr=True)
@@ -330,13 +335,20 @@ class HashIndex:
                     "unnormalised rows); add them again with scoring='cosine'"
                 )
         ids, d = rerank_codes(u, c_ids, c_codes, k, scoring="cosine", candidate_corrections=corr)
+        return ids, self._cosine_distances(q, ids, d)
+
+    def _cosine_distances(
+        self, q: NDArray[Any], ids: NDArray[np.int64], d: NDArray[np.float32]
+    ) -> NDArray[np.float32]:
+        """Estimator distances -(c <v, 2b - 1> + e) -> 1 - estimated <q, x> / |q| (+inf for
+        padding)."""
         mean = getattr(self.hasher, "mean_", None)
         qf = np.asarray(q, dtype=np.float64)
         shift = qf @ mean.astype(np.float64) if mean is not None else np.zeros(len(qf))
         norm = np.linalg.norm(qf, axis=1)
         norm = np.where(norm > 0, norm, 1.0)
         est = (-d.astype(np.float64) + shift[:, None]) / norm[:, None]
-        return ids, np.where(ids >= 0, 1.0 - est, np.inf).astype(np.float32)
+        return np.where(ids >= 0, 1.0 - est, np.inf).astype(np.float32)
 
     def _coarse(
         self,
@@ -427,9 +439,12 @@ def _check_index_scoring(scoring: str, index: HashIndex, rerank: bool, rescore: 
         return False
     if scoring != "cosine":
         raise ValueError(f"scoring must be 'asymmetric' or 'cosine', got {scoring!r}")
-    if rerank and rescore != "local":
-        raise ValueError("scoring='cosine' reranks locally; use rescore='local'")
     store = index.store
+    if rerank and rescore != "local" and not store.supports_cosine_rescoring:
+        raise ValueError(
+            f"{type(store).__name__} cannot rerank scoring='cosine' server-side; "
+            "use rescore='local'"
+        )
     why = store.corrections_unavailable()  # the store, or this collection of it, has no factors
     if why is not None:
         raise ValueError(why)

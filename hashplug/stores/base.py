@@ -361,6 +361,7 @@ CAPABILITY_METHODS: dict[str, tuple[str, ...]] = {
     "supports_rescoring": ("search_rescored",),
     "supports_native_index": ("create_index", "index_info"),
     "supports_corrections": ("lookup_corrections",),
+    "supports_cosine_rescoring": ("search_rescored_cosine",),
 }
 
 
@@ -397,6 +398,10 @@ class Store(ABC):
     #: Bytes the engine keeps per item for those factors (0 without ``supports_corrections``);
     #: :meth:`bytes_per_vector` counts them.
     correction_bytes: ClassVar[int] = 0
+    #: True when the store has ``search_rescored_cosine(query_weights, k, oversample, filter)``:
+    #: the ``scoring="cosine"`` rerank server-side (``HashIndex.search(rescore="store",
+    #: scoring="cosine")``).
+    supports_cosine_rescoring: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -566,6 +571,25 @@ class Store(ABC):
         """
         raise ValueError(
             f"{type(self).__name__} ({self.name}) cannot rescore server-side; use rescore='local'"
+        )
+
+    def search_rescored_cosine(
+        self,
+        query_weights: ArrayLike,
+        k: int,
+        oversample: int = 10,
+        filter: Filter | None = None,
+    ) -> ScoredHits:
+        """Server-side ``scoring="cosine"`` search: the engine takes the Hamming top
+        ``k * oversample`` (query codes: the signs of ``query_weights``) and reranks it by
+        ``c * <v, 2b - 1> + e`` with each item's stored factors; distances are its negative,
+        ascending (padding -1, +inf), as :func:`hashplug.rerank.rerank` with ``scoring="cosine"``.
+
+        Only stores with :attr:`supports_cosine_rescoring`; the others raise ValueError.
+        """
+        raise ValueError(
+            f"{type(self).__name__} ({self.name}) cannot rerank scoring='cosine' server-side; "
+            "use rescore='local'"
         )
 
     def get_codes(self, ids: ArrayLike) -> NDArray[np.uint8]:

@@ -41,7 +41,7 @@ from ._conformance_base import (
 )
 from .corrections import CorrectionsConformance
 from .filter_cases import FILTER_CASES
-from .rescoring import RescoringConformance
+from .rescoring import CosineRescoringConformance, RescoringConformance
 
 __all__ = [
     "CAPABILITY_MIXINS",
@@ -51,6 +51,7 @@ __all__ = [
     "CorrectionsConformance",
     "PayloadConformance",
     "PersistenceConformance",
+    "CosineRescoringConformance",
     "RescoringConformance",
     "StoreConformance",
     "make_meta",
@@ -431,6 +432,7 @@ CAPABILITY_MIXINS: tuple[type[ConformanceBase], ...] = (
     PersistenceConformance,
     RescoringConformance,
     CorrectionsConformance,
+    CosineRescoringConformance,
 )
 
 
@@ -441,6 +443,7 @@ class StoreConformance(
     ConcurrencyConformance,
     RescoringConformance,
     CorrectionsConformance,
+    CosineRescoringConformance,
 ):
     """Every mixin (kept for existing adapters): tests of a capability the store does not declare
     are skipped."""

@@ -18,7 +18,7 @@ from .._validate import sigmoid
 from ..stores.base import ScoredHits, Store
 from ._conformance_base import ConformanceBase, MakeStore
 
-__all__ = ["RescoringConformance", "asymmetric_reference"]
+__all__ = ["CosineRescoringConformance", "RescoringConformance", "asymmetric_reference"]
 
 
 def asymmetric_reference(logits: NDArray[Any], codes: NDArray[np.uint8]) -> NDArray[np.float64]:
@@ -108,3 +108,66 @@ class RescoringConformance(ConformanceBase):
         same = native.ids == local.ids
         assert same.mean() >= 0.8, same  # the others are near-ties
         idx.close()
+
+
+class CosineRescoringConformance(ConformanceBase):
+    """Stores with ``supports_cosine_rescoring``: ``search_rescored_cosine`` is the local
+    ``scoring="cosine"`` rerank, computed by the engine.
+
+    The engine may round the query weights v to float16 (Qdrant's Float16 storage); distances are
+    checked within ``max|c| * Σ|v - f16(v)| / |q|`` of ``memory://``'s local rerank.
+    """
+
+    capability: ClassVar[str | None] = "supports_cosine_rescoring"
+
+    def test_index_cosine_rescore_store_equals_the_local_rerank(
+        self, make_store: MakeStore
+    ) -> None:
+        from ..hashers import HashingBaseline
+        from ..index import HashIndex
+        from .corrections import real_embeddings
+
+        x, q = real_embeddings(500, 8)
+        h = HashingBaseline(self.n_bits).fit(x)
+        ids = np.arange(500, dtype=np.int64) * 7 + 2
+        idx, ref = HashIndex(make_store("conf_cos_rescore"), h), HashIndex("memory://", h)
+        self._require(idx.store, "supports_cosine_rescoring", "CosineRescoringConformance")
+        for i in (idx, ref):
+            i.add(x, ids, progress=False, scoring="cosine")
+        kw: dict[str, Any] = {"k": 10, "oversample": 50, "scoring": "cosine"}  # every item
+        want = ref.search(q, **kw)
+        got = idx.search(q, rescore="store", **kw)
+        v = h.cosine_query(q).astype(np.float64)
+        err = np.abs(v - v.astype(np.float16).astype(np.float64)).sum(1)
+        cmax = float(np.abs(h.correction(x)[:, 0]).max()) * 1.01
+        tol = cmax * err / np.linalg.norm(q, axis=1) + 1e-4
+        for r in range(len(q)):
+            np.testing.assert_allclose(got.distances[r], want.distances[r], rtol=0, atol=tol[r])
+        assert (got.ids == want.ids).mean() >= 0.8  # the others are near-ties
+        assert (got.ids >= 0).all() and (np.diff(got.distances, axis=1) >= 0).all()
+        # a filter is applied before the rerank; k beyond the matches pads
+        sub = idx.search(
+            q[:2],
+            k=10,
+            oversample=3,
+            scoring="cosine",
+            rescore="store",
+            filter={"nothing": "matches"},
+        )
+        assert (sub.ids == -1).all() and np.isinf(sub.distances).all()
+        idx.close()
+
+    def test_cosine_rescore_refuses_items_without_factors(self, store: Store) -> None:
+        self._require(store, "supports_cosine_rescoring", "CosineRescoringConformance")
+        ids, codes = self._fill(store, 20)  # written without corrections
+        v = np.random.default_rng(3).standard_normal((2, self.n_bits)).astype(np.float32)
+        with pytest.raises(ValueError, match="corrections"):
+            store.search_rescored_cosine(v, 5, 4)
+        for args, msg in (
+            ((v, 0, 2), "k"),
+            ((v[:, :-8], 5, 2), "shape"),
+            ((np.full_like(v, np.inf), 5, 2), "NaN or inf"),
+        ):
+            with pytest.raises(ValueError, match=msg):
+                store.search_rescored_cosine(*args)
+        assert store.count() == 20

@@ -11,6 +11,9 @@ distance and binary quantization (1 bit per dimension, XOR + popcount, kept in R
   quantized candidates against the original ±1 vectors. With s = 2b - 1,
   ``s·t = Σ (2b - 1)(2p - 1)`` and ``Σ |b - p| = Σ (1 - (2b - 1)(2p - 1)) / 2``, so the asymmetric
   distance is exactly ``asym = (n - s·t) / 2``.
+* Native cosine rescoring (``scoring="cosine"``): the query is the hasher's per-bit weights v
+  (``cosine_query``), Qdrant rescores the quantized candidates to ``v·s`` and a formula over them
+  adds the item's factors from its payload: ``c * v·s + e``, the estimator of the local rerank.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from hashplug.stores.base import (
     ScoredHits,
     StoreError,
     check_positive_int,
+    unpack_corrections,
 )
 
 __all__ = [
@@ -40,9 +44,15 @@ __all__ = [
     "hamming_from_scores",
     "asym_from_scores",
     "query_tanh",
+    "query_rows",
     "encode_payload",
     "BOOL_SHADOW_KEY",
     "CORR_KEY",
+    "CORR_C_KEY",
+    "CORR_E_KEY",
+    "MISSING_E",
+    "corr_from_payload",
+    "cosine_from_points",
     "decode_payload",
     "order_rows",
     "hits_from_points",
@@ -105,20 +115,24 @@ def asym_from_scores(scores: NDArray[np.float64], n_bits: int) -> NDArray[np.flo
     return ((n_bits - np.asarray(scores, dtype=np.float64)) / 2.0).astype(np.float32)
 
 
-def query_tanh(query_logits: ArrayLike, n_bits: int) -> NDArray[np.float32]:
-    """Validate query logits u (Q, n_bits) or (n_bits,) and return t = tanh(u / 2) = 2p - 1."""
-    u = np.asarray(query_logits)
+def query_rows(x: ArrayLike, n_bits: int, what: str = "query logits") -> NDArray[np.float64]:
+    """Validate per-bit query values (Q, n_bits) or (n_bits,) -> float64 (Q, n_bits)."""
+    u = np.asarray(x)
     if u.ndim == 1:
         u = u[None, :]
     if u.ndim != 2 or u.shape[1] != n_bits:
-        raise ValueError(
-            f"query logits must have shape (Q, {n_bits}), got {np.shape(query_logits)}"
-        )
+        raise ValueError(f"{what} must have shape (Q, {n_bits}), got {np.shape(x)}")
     if u.dtype.kind not in "fiu":
-        raise ValueError(f"query logits must be numeric, got dtype {u.dtype}")
+        raise ValueError(f"{what} must be numeric, got dtype {u.dtype}")
     u = u.astype(np.float64)
     if not np.isfinite(u).all():
-        raise ValueError("query logits contain NaN or inf")
+        raise ValueError(f"{what} contain NaN or inf")
+    return u
+
+
+def query_tanh(query_logits: ArrayLike, n_bits: int) -> NDArray[np.float32]:
+    """Validate query logits u (Q, n_bits) or (n_bits,) and return t = tanh(u / 2) = 2p - 1."""
+    u = query_rows(query_logits, n_bits)
     return np.tanh(u / 2.0).astype(np.float32)
 
 
@@ -132,17 +146,38 @@ def check_rescore_args(k: Any, oversample: Any) -> tuple[int, int]:
 BOOL_SHADOW_KEY = "__hashplug_bools__"
 
 
-#: Payload key of the ``scoring="cosine"`` factors: both float16 halves in one int32
-#: (``hashplug.stores.base.pack_corrections``); absent where an item has none. A payload key
-#: needs no schema, so collections of older versions take it as they are.
+#: Payload keys of the ``scoring="cosine"`` factors c and e (float16 values, stored as numbers so
+#: that a Qdrant formula can read them: native cosine rescoring); absent where an item has none.
+#: A payload key needs no schema, so collections of older versions take them as they are.
+CORR_C_KEY = "__hashplug_c__"
+CORR_E_KEY = "__hashplug_e__"
+#: Where hashplug 0.1 kept both factors, as float16 halves in one int32
+#: (``hashplug.stores.base.pack_corrections``): still read.
 CORR_KEY = "__hashplug_corr__"
+#: The formula's value of e for an item without factors: its score becomes about -1e30, which
+#: ``cosine_from_points`` reports (Qdrant would otherwise fail the whole query, untyped).
+MISSING_E = -1e30
+
+
+def corr_from_payload(p: Mapping[str, Any] | None) -> tuple[float, float] | None:
+    """The stored factors (c, e) of a payload, or None when it has none."""
+    if not p:
+        return None
+    c, e = p.get(CORR_C_KEY), p.get(CORR_E_KEY)
+    if isinstance(c, int | float) and isinstance(e, int | float):
+        return float(c), float(e)
+    old = p.get(CORR_KEY)
+    if isinstance(old, int) and not isinstance(old, bool):
+        c16, e16 = unpack_corrections(np.array([old]))[0]
+        return float(c16), float(e16)
+    return None
 
 
 def encode_payload(
-    p: Payload | None, bool_shadow: bool = False, corr: int | None = None
+    p: Payload | None, bool_shadow: bool = False, corr: tuple[float, float] | None = None
 ) -> dict[str, Any] | None:
-    """The stored payload of ``p`` (plus the packed factors ``corr`` when given)."""
-    extra = {} if corr is None else {CORR_KEY: corr}
+    """The stored payload of ``p`` (plus the factors ``corr`` = (c, e) when given)."""
+    extra = {} if corr is None else {CORR_C_KEY: corr[0], CORR_E_KEY: corr[1]}
     if p is None:
         return extra or None
     if len(p) == 0:
@@ -161,7 +196,8 @@ def decode_payload(p: Mapping[str, Any] | None) -> Payload | None:
     if not p:
         return None
     out = dict(p)
-    out.pop(CORR_KEY, None)
+    for key in (CORR_KEY, CORR_C_KEY, CORR_E_KEY):
+        out.pop(key, None)
     if not out:
         return None
     if len(out) == 1 and out.get(EMPTY_PAYLOAD_KEY) is True:
@@ -223,5 +259,24 @@ def rescored_from_points(res: list[list[Any]], n_bits: int, k: int) -> ScoredHit
         ids = np.fromiter((p.id for p in hits), dtype=np.int64, count=len(hits))
         scores = np.fromiter((p.score for p in hits), dtype=np.float64, count=len(hits))
         rows.append((ids, asym_from_scores(scores, n_bits), None))
+    ids_o, dist_o, _ = order_rows(rows, k, np.inf, np.float32)
+    return ScoredHits(ids_o, dist_o)
+
+
+def cosine_from_points(res: list[list[Any]], k: int) -> ScoredHits:
+    """Formula-scored hits (``c * v·s + e``) -> (ids (Q, k), distances -(c * v·s + e) (Q, k)),
+    ascending, ties by smaller id, padding (-1, +inf): the local cosine rerank's convention."""
+    rows = []
+    for hits in res:
+        ids = np.fromiter((p.id for p in hits), dtype=np.int64, count=len(hits))
+        scores = np.fromiter((p.score for p in hits), dtype=np.float64, count=len(hits))
+        missing = ids[scores < MISSING_E / 2]
+        if missing.size:
+            raise ValueError(
+                f"{missing.size} candidates (ids {missing[:5].tolist()}) have no stored "
+                "corrections for scoring='cosine': they were written without them (before this "
+                "store kept them, or not through HashIndex.add); add them again"
+            )
+        rows.append((ids, -scores, None))
     ids_o, dist_o, _ = order_rows(rows, k, np.inf, np.float32)
     return ScoredHits(ids_o, dist_o)

@@ -20,16 +20,16 @@ from hashplug.stores.base import (
     ScoredHits,
     as_ids,
     check_store_corrections,
-    pack_corrections,
-    unpack_corrections,
 )
 
 from ._common import (
-    CORR_KEY,
     check_rescore_args,
     codes_to_vectors,
+    corr_from_payload,
+    cosine_from_points,
     decode_payload,
     hits_from_points,
+    query_rows,
     query_tanh,
     rescored_from_points,
     vectors_to_codes,
@@ -41,11 +41,15 @@ __all__ = ["QdrantBase"]
 class QdrantBase(HitsStore):
     """Base of the Qdrant stores: the public data and search methods over five primitives.
 
-    The ``scoring="cosine"`` factors of an item live in its payload under :data:`CORR_KEY`
-    (one int32 holding two float16; hidden from ``get_payloads``)."""
+    The ``scoring="cosine"`` factors c, e of an item live in its payload as two numbers
+    (:data:`CORR_C_KEY`, :data:`CORR_E_KEY`: float16 values; hidden from ``get_payloads``), where
+    a Qdrant formula reads them for the native cosine rescoring."""
 
     supports_corrections: ClassVar[bool] = True
-    correction_bytes: ClassVar[int] = 4  # the int32 value (Qdrant's payload storage adds its own)
+    supports_cosine_rescoring: ClassVar[bool] = True
+    correction_bytes: ClassVar[int] = (
+        4  # two float16 values (Qdrant's payload storage adds its own)
+    )
 
     # -- primitives ------------------------------------------------------------------------------
     def _retrieve(
@@ -62,8 +66,13 @@ class QdrantBase(HitsStore):
         oversampling: float,
         filter: Filter | None,
         with_vector: bool,
+        formula_limit: int | None = None,
     ) -> list[list[Any]]:
-        """One scored point list per query vector (quantized scores unless ``rescore``)."""
+        """One scored point list per query vector (quantized scores unless ``rescore``).
+
+        ``formula_limit``: those ``limit`` points (a prefetch) are scored again by the formula
+        ``c * score + e`` over their payload factors, and the best ``formula_limit`` returned.
+        """
         raise NotImplementedError
 
     def _upsert_points(
@@ -71,10 +80,10 @@ class QdrantBase(HitsStore):
         ids: NDArray[np.int64],
         vectors: NDArray[np.float32],
         payloads: Sequence[Payload | None],
-        corr: Sequence[int | None],
+        corr: Sequence[tuple[float, float] | None],
     ) -> None:
-        """Write points (non-empty; ids unique, already checked); ``corr``: each item's packed
-        factors for :data:`CORR_KEY`, or None."""
+        """Write points (non-empty; ids unique, already checked); ``corr``: each item's factors
+        (c, e), or None."""
         raise NotImplementedError
 
     def _delete_points(self, ids: NDArray[np.int64]) -> None:
@@ -102,10 +111,10 @@ class QdrantBase(HitsStore):
         if new_ids.size == 0:
             return
         absent = np.isnan(corr16).all(axis=1).tolist()
-        values = pack_corrections(corr16).tolist()
-        packed = [None if a else v for a, v in zip(absent, values, strict=True)]
+        values = corr16.astype(np.float64).tolist()
+        pairs = [None if a else (v[0], v[1]) for a, v in zip(absent, values, strict=True)]
         vectors = codes_to_vectors(new_codes, meta.n_bits)
-        self._upsert_points(new_ids, vectors, new_pl, packed)
+        self._upsert_points(new_ids, vectors, new_pl, pairs)
 
     def lookup_corrections(self, ids: ArrayLike) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
         """The factors of ``ids`` (NaN and not found for points written without them)."""
@@ -118,14 +127,11 @@ class QdrantBase(HitsStore):
             if valid.size
             else {}
         )
-        packed = np.zeros(q.size, np.int64)
         found = np.zeros(q.size, bool)
         for r, i in enumerate(q.tolist()):
-            v = (got[i].payload or {}).get(CORR_KEY) if i in got else None
-            if isinstance(v, int):
-                packed[r], found[r] = v, True
-        if found.any():
-            out[found] = unpack_corrections(packed[found])
+            v = corr_from_payload(got[i].payload) if i in got else None
+            if v is not None:
+                out[r], found[r] = v, True
         return out, found & ~np.isnan(out).any(axis=1)
 
     def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
@@ -216,3 +222,29 @@ class QdrantBase(HitsStore):
             return ScoredHits(np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
         res = self._query(t, limit, True, factor, filter, with_vector=False)
         return rescored_from_points(res, meta.n_bits, k)
+
+    def search_rescored_cosine(
+        self,
+        query_weights: ArrayLike,
+        k: int,
+        oversample: int = 10,
+        filter: Filter | None = None,
+    ) -> ScoredHits:
+        """Native ``scoring="cosine"`` search: Qdrant takes the Hamming top ``k * oversample`` on
+        the quantized vectors, rescores them to ``v·s`` against the stored ±1 vectors, and a
+        formula adds each item's factors from its payload: ``c * v·s + e``.
+
+        ``query_weights``: the hasher's ``cosine_query(q)`` (Q, n_bits) or (n_bits,); their signs
+        pick the coarse candidates. Returns ``(ids int64 (Q, k), distances float32 (Q, k))``,
+        distance = ``-(c * v·s + e)`` as in the local cosine rerank, ascending by (distance, id);
+        padding (-1, +inf). Qdrant rounds v to float16 with ``datatype="float16"``. Candidates
+        without factors: ValueError naming them (written before the store kept them).
+        """
+        k, oversample = check_rescore_args(k, oversample)
+        meta = self._require_open()
+        v = query_rows(query_weights, meta.n_bits, "query weights").astype(np.float32)
+        if v.shape[0] == 0:
+            return ScoredHits(np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
+        limit = k * oversample
+        res = self._query(v, limit, True, 1.0, filter, False, formula_limit=limit)
+        return cosine_from_points(res, k)

@@ -43,8 +43,11 @@ from hashplug.stores.retry import RetryPolicy
 from hashplug.stores.uri import parse_uri, to_bool, to_finite_float
 
 from ._common import (
+    CORR_C_KEY,
+    CORR_E_KEY,
     DATATYPES,
     META_KEY,
+    MISSING_E,
     encode_payload,
 )
 from .base import QdrantBase
@@ -403,7 +406,7 @@ class QdrantStore(QdrantBase):
         ids: NDArray[np.int64],
         vectors: NDArray[np.float32],
         payloads: Sequence[Payload | None],
-        corr: Sequence[int | None],
+        corr: Sequence[tuple[float, float] | None],
     ) -> None:
         b = self._batch
         for s in range(0, ids.size, b):
@@ -476,6 +479,7 @@ class QdrantStore(QdrantBase):
         oversampling: float,
         filter: Filter | None,
         with_vector: bool,
+        formula_limit: int | None = None,
     ) -> list[list[Any]]:
         flt = to_client_filter(filter)
         params = None  # local mode is exact; it warns on params
@@ -483,17 +487,35 @@ class QdrantStore(QdrantBase):
             params = m.SearchParams(
                 quantization=m.QuantizationSearchParams(rescore=rescore, oversampling=oversampling)
             )
-        reqs = [
-            m.QueryRequest(
-                query=v,
-                limit=limit,
-                filter=flt,
-                params=params,
-                with_vector=with_vector,
-                with_payload=False,
+        if formula_limit is None:
+            reqs = [
+                m.QueryRequest(
+                    query=v,
+                    limit=limit,
+                    filter=flt,
+                    params=params,
+                    with_vector=with_vector,
+                    with_payload=False,
+                )
+                for v in vectors.tolist()
+            ]
+        else:
+            formula = m.FormulaQuery(
+                formula=m.SumExpression(
+                    sum=[m.MultExpression(mult=[CORR_C_KEY, "$score"]), CORR_E_KEY]
+                ),
+                defaults={CORR_C_KEY: 0.0, CORR_E_KEY: MISSING_E},
             )
-            for v in vectors.tolist()
-        ]
+            reqs = [
+                m.QueryRequest(
+                    query=formula,
+                    prefetch=m.Prefetch(query=v, limit=limit, filter=flt, params=params),
+                    limit=formula_limit,
+                    with_vector=False,
+                    with_payload=False,
+                )
+                for v in vectors.tolist()
+            ]
         res = self._call("query", lambda c: c.query_batch_points(self.collection, requests=reqs))
         return [r.points for r in res]
 

@@ -36,8 +36,11 @@ from hashplug.stores.base import (
 from hashplug.stores.uri import parse_uri, to_bool
 
 from ._common import (
+    CORR_C_KEY,
+    CORR_E_KEY,
     DATATYPES,
     META_FILE,
+    MISSING_E,
     encode_payload,
 )
 from .base import QdrantBase
@@ -249,7 +252,7 @@ class QdrantEdgeStore(QdrantBase):
         ids: NDArray[np.int64],
         vectors: NDArray[np.float32],
         payloads: Sequence[Payload | None],
-        corr: Sequence[int | None],
+        corr: Sequence[tuple[float, float] | None],
     ) -> None:
         shard = self._shard()
         h = self._h
@@ -330,22 +333,45 @@ class QdrantEdgeStore(QdrantBase):
         oversampling: float,
         filter: Filter | None,
         with_vector: bool,
+        formula_limit: int | None = None,
     ) -> list[list[Any]]:
         flt = to_edge_filter(filter)
         params = qe.SearchParams(
             quantization=qe.QuantizationSearchParams(rescore=rescore, oversampling=oversampling)
         )
-        reqs = [
-            qe.QueryRequest(
-                limit=limit,
-                query=qe.Query.Nearest(v),
-                filter=flt,
-                params=params,
-                with_vector=with_vector,
-                with_payload=False,
+        if formula_limit is None:
+            reqs = [
+                qe.QueryRequest(
+                    limit=limit,
+                    query=qe.Query.Nearest(v),
+                    filter=flt,
+                    params=params,
+                    with_vector=with_vector,
+                    with_payload=False,
+                )
+                for v in vectors.tolist()
+            ]
+        else:
+            ex = qe.Expression
+            formula = qe.Formula(
+                ex.Sum(
+                    [
+                        ex.Mult([ex.Variable(CORR_C_KEY), ex.Variable("$score")]),
+                        ex.Variable(CORR_E_KEY),
+                    ]
+                ),
+                defaults={CORR_C_KEY: 0.0, CORR_E_KEY: MISSING_E},
             )
-            for v in vectors.tolist()
-        ]
+            reqs = [
+                qe.QueryRequest(
+                    limit=formula_limit,
+                    query=formula,
+                    prefetches=[qe.Prefetch(limit, qe.Query.Nearest(v), params=params, filter=flt)],
+                    with_vector=False,
+                    with_payload=False,
+                )
+                for v in vectors.tolist()
+            ]
         shard = self._shard()
         try:
             if len(reqs) == 1:

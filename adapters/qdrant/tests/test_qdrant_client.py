@@ -33,6 +33,7 @@ from hashplug.testing import (
     ConcurrencyConformance,
     CoreConformance,
     CorrectionsConformance,
+    CosineRescoringConformance,
     PayloadConformance,
     PersistenceConformance,
     RescoringConformance,
@@ -49,6 +50,7 @@ class TestQdrantLocalModeConformance(
     ConcurrencyConformance,
     RescoringConformance,
     CorrectionsConformance,
+    CosineRescoringConformance,
 ):
     """The shared Store contract on qdrant-client's local mode (persisted to a folder)."""
 

@@ -29,6 +29,7 @@ from hashplug.testing import (
     ConcurrencyConformance,
     CoreConformance,
     CorrectionsConformance,
+    CosineRescoringConformance,
     PayloadConformance,
     PersistenceConformance,
     RescoringConformance,
@@ -45,6 +46,7 @@ class TestQdrantEdgeConformance(
     ConcurrencyConformance,
     RescoringConformance,
     CorrectionsConformance,
+    CosineRescoringConformance,
 ):
     """The shared Store contract on a real Qdrant Edge shard (Float16 ±1 vectors + 1-bit BQ)."""
 
@@ -60,6 +62,7 @@ class TestQdrantEdgeConformanceFloat32(
     ConcurrencyConformance,
     RescoringConformance,
     CorrectionsConformance,
+    CosineRescoringConformance,
 ):
     """The same contract with Float32 storage (what native rescoring needs for exact float32)."""
 
@@ -140,6 +143,23 @@ def test_payloads_round_trip_exactly(tmp_path: Path) -> None:
     assert s.get_payloads([2**63 - 1, 2, 1, 0, 5]) == [payloads[3], payloads[2], {}, None, None]
     np.testing.assert_array_equal(s.get_codes([2**63 - 1]), random_codes(4, 64, seed=2)[3:4])
     s.close()
+
+
+def test_factors_of_hashplug_0_1_are_still_read(tmp_path: Path) -> None:
+    # hashplug 0.1 kept both factors as float16 halves of one int32 under __hashplug_corr__.
+    from hashplug.stores.base import pack_corrections
+
+    store = QdrantEdgeStore(tmp_path / "old")
+    store.open(make_meta(64))
+    f = np.array([[1.25, -0.5], [0.75, 0.125]], np.float16)
+    packed = pack_corrections(f).tolist()
+    store.upsert([1, 2], random_codes(2, 64), payloads=[{"__hashplug_corr__": p} for p in packed])
+    store.upsert([3], random_codes(1, 64, seed=1), corrections=np.array([[2.0, 0.25]]))
+    got, found = store.lookup_corrections([1, 2, 3, 4])
+    assert found.tolist() == [True, True, True, False]
+    np.testing.assert_array_equal(got[:3], [[1.25, -0.5], [0.75, 0.125], [2.0, 0.25]])
+    assert store.get_payloads([1, 3]) == [None, None]  # hashplug's keys stay hidden
+    store.close()
 
 
 def test_filters_native_and_translated(tmp_path: Path) -> None:
