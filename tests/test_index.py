@@ -105,6 +105,8 @@ def test_store_side_rescoring_is_refused_where_the_store_cannot(small):
     with pytest.raises(ValueError, match="rescore must be"):
         index.search(x[:2], k=3, rescore="milvus")
     assert index.search(x[:2], k=3, rescore="local").ids.shape == (2, 3)
+    with pytest.raises(ValueError, match="cannot rerank scoring='cosine' server-side"):
+        index.search(x[:2], k=3, rescore="store", scoring="cosine")
 
 
 def test_cli_search_never_creates_a_collection(tmp_path, capsys):
