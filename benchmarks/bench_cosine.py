@@ -89,7 +89,10 @@ def asym_ids(h, x, q, k):  # type: ignore[no-untyped-def]
 
 
 def rabitq_ids(x, q, k, budget):  # type: ignore[no-untyped-def]
-    """faiss IndexRaBitQ (after PCA when the budget is below d/8 + factors); None if unavailable."""
+    """Search with faiss IndexRaBitQ (after PCA when the budget is below d/8 + factors).
+
+    (None, None) where faiss has no IndexRaBitQ or the budget leaves no dimension to code.
+    """
     if faiss is None or not hasattr(faiss, "IndexRaBitQ"):
         return None, None
     d = x.shape[1]

@@ -153,8 +153,10 @@ _ROW_IDS = np.zeros(0, np.int64)
 
 
 def _row_ids(n: int) -> NDArray[np.int64]:
-    """``arange(n)`` as a read-only view of one cached array, so that searches without ids do
-    not write N ids on every call (80 MB at 10M codes)."""
+    """Return ``arange(n)`` as a read-only view of one cached array.
+
+    So searches without ids do not write N ids on every call (80 MB at 10M codes).
+    """
     global _ROW_IDS
     if _ROW_IDS.size < n:
         grown = np.arange(max(n, 2 * _ROW_IDS.size), dtype=np.int64)
@@ -168,7 +170,7 @@ _CHECKED_IDS: dict[int, tuple[weakref.ref[NDArray[np.int64]], bool]] = {}
 
 
 def _forget(key: int) -> Any:
-    """The weak reference's callback: drop the entry when its array is freed."""
+    """Return the weak reference's callback, which drops the entry when its array is freed."""
     return lambda _ref: _CHECKED_IDS.pop(key, None)
 
 
@@ -176,7 +178,8 @@ def _check_ids(ids: ArrayLike | None, n: int) -> tuple[NDArray[np.int64], bool]:
     """Row ids (default arange); returns (ids int64, whether they are non-decreasing).
 
     A read-only int64 array that owns its data (as a store's snapshot keeps them) is checked
-    once, not on every search (two O(N) passes: 20 ms at 10M ids)."""
+    once, not on every search (two O(N) passes: 20 ms at 10M ids).
+    """
     if ids is None:
         return _row_ids(n), True
     frozen = (

@@ -15,8 +15,11 @@ __all__ = ["CodeHits", "Hits", "ScoredHits"]
 
 
 class Hits(NamedTuple):
-    """A store's coarse top-``limit``: ``ids`` int64 (Q, limit), -1 for padding, and Hamming
-    ``distances`` int32 (Q, limit), ``HAMMING_PAD`` for padding; ascending by (distance, id)."""
+    """A store's coarse top-``limit``, ascending by (distance, id).
+
+    ``ids`` int64 (Q, limit), -1 for padding, and Hamming ``distances`` int32 (Q, limit),
+    ``HAMMING_PAD`` for padding.
+    """
 
     ids: NDArray[np.int64]
     distances: NDArray[np.int32]
@@ -31,8 +34,11 @@ class CodeHits(NamedTuple):
 
 
 class ScoredHits(NamedTuple):
-    """A reranked top-k: ``ids`` int64 (Q, k), -1 for padding, and float32 ``distances``
-    (asymmetric or estimated cosine distance; +inf for padding), ascending by (distance, id)."""
+    """A reranked top-k, ascending by (distance, id).
+
+    ``ids`` int64 (Q, k), -1 for padding, and float32 ``distances`` (asymmetric or estimated cosine
+    distance; +inf for padding).
+    """
 
     ids: NDArray[np.int64]
     distances: NDArray[np.float32]

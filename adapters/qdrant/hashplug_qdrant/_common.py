@@ -69,7 +69,10 @@ def codes_to_vectors(codes: NDArray[np.uint8], n_bits: int) -> NDArray[np.float3
 
 
 def vectors_to_codes(vectors: Sequence[Sequence[float]], n_bits: int) -> NDArray[np.uint8]:
-    """Stored vectors (lists of ±1 floats, as Qdrant returns them) -> packed codes (sign > 0)."""
+    """Convert stored vectors (lists of ±1 floats, as Qdrant returns them) to packed codes.
+
+    A bit is set where the sign is > 0.
+    """
     n = len(vectors)
     try:
         flat = np.fromiter(chain.from_iterable(vectors), dtype=np.float32, count=n * n_bits)
@@ -141,7 +144,7 @@ CORR_KEY = "__hashplug_corr__"
 def encode_payload(
     p: Payload | None, bool_shadow: bool = False, corr: int | None = None
 ) -> dict[str, Any] | None:
-    """The stored payload of ``p`` (plus the packed factors ``corr`` when given)."""
+    """Return the stored payload of ``p`` (plus the packed factors ``corr`` when given)."""
     extra = {} if corr is None else {CORR_KEY: corr}
     if p is None:
         return extra or None
@@ -157,7 +160,7 @@ def encode_payload(
 
 
 def decode_payload(p: Mapping[str, Any] | None) -> Payload | None:
-    """The caller's payload from a stored one (hashplug's own keys removed)."""
+    """Return the caller's payload from a stored one (hashplug's own keys removed)."""
     if not p:
         return None
     out = dict(p)

@@ -42,7 +42,8 @@ class QdrantBase(HitsStore):
     """Base of the Qdrant stores: the public data and search methods over five primitives.
 
     The ``scoring="cosine"`` factors of an item live in its payload under :data:`CORR_KEY`
-    (one int32 holding two float16; hidden from ``get_payloads``)."""
+    (one int32 holding two float16; hidden from ``get_payloads``).
+    """
 
     supports_corrections: ClassVar[bool] = True
     correction_bytes: ClassVar[int] = 4  # the int32 value (Qdrant's payload storage adds its own)
@@ -51,7 +52,7 @@ class QdrantBase(HitsStore):
     def _retrieve(
         self, ids: NDArray[np.int64], with_vector: bool, with_payload: bool
     ) -> dict[int, Any]:
-        """Records by id (absent ids missing); each has ``.vector`` and ``.payload``."""
+        """Return records by id (absent ids missing); each has ``.vector`` and ``.payload``."""
         raise NotImplementedError
 
     def _query(
@@ -73,8 +74,10 @@ class QdrantBase(HitsStore):
         payloads: Sequence[Payload | None],
         corr: Sequence[int | None],
     ) -> None:
-        """Write points (non-empty; ids unique, already checked); ``corr``: each item's packed
-        factors for :data:`CORR_KEY`, or None."""
+        """Write points (non-empty; ids unique, already checked).
+
+        ``corr``: each item's packed factors for :data:`CORR_KEY`, or None.
+        """
         raise NotImplementedError
 
     def _delete_points(self, ids: NDArray[np.int64]) -> None:
@@ -94,8 +97,11 @@ class QdrantBase(HitsStore):
         *,
         corrections: ArrayLike | None = None,
     ) -> None:
-        """Insert or replace points; ``corrections`` (n, 2): the items' ``scoring="cosine"``
-        factors, kept as float16 (a row of NaN, or None: none)."""
+        """Insert or replace points.
+
+        ``corrections`` (n, 2): the items' ``scoring="cosine"`` factors, kept as float16 (a row of
+        NaN, or None: none).
+        """
         new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
         corr16 = check_store_corrections(corrections, new_ids.size)
         meta = self._require_open()
@@ -108,7 +114,7 @@ class QdrantBase(HitsStore):
         self._upsert_points(new_ids, vectors, new_pl, packed)
 
     def lookup_corrections(self, ids: ArrayLike) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-        """The factors of ``ids`` (NaN and not found for points written without them)."""
+        """Return the factors of ``ids`` (NaN and not found for points written without them)."""
         self._require_open()
         q = np.asarray(ids, dtype=np.int64).reshape(-1)
         out = np.full((q.size, 2), np.nan, np.float32)
@@ -129,6 +135,7 @@ class QdrantBase(HitsStore):
         return out, found & ~np.isnan(out).any(axis=1)
 
     def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
+        """Return the codes of ``ids`` in order and a mask of which ids exist."""
         meta = self._require_open()
         q = np.asarray(ids, dtype=np.int64).reshape(-1)
         out = np.zeros((q.size, meta.n_bytes), np.uint8)
@@ -144,6 +151,7 @@ class QdrantBase(HitsStore):
         return out, found
 
     def get_payloads(self, ids: ArrayLike) -> list[Payload | None]:
+        """Return the payloads of ``ids`` in order (None where absent)."""
         self._require_open()
         q = np.asarray(ids, dtype=np.int64).reshape(-1)
         valid = q[q >= 0]
@@ -155,12 +163,14 @@ class QdrantBase(HitsStore):
         return [decode_payload(got[i].payload) if i in got else None for i in q.tolist()]
 
     def delete(self, ids: ArrayLike) -> None:
+        """Delete items; ids that are not stored are ignored."""
         self._require_open()
         q = np.unique(as_ids(ids))
         if q.size:
             self._delete_points(q)
 
     def iter_ids(self, batch_size: int = 50_000) -> Iterator[NDArray[np.int64]]:
+        """Yield every stored id once, in int64 batches of at most ``batch_size``."""
         self._require_open()
         offset = None
         while True:
@@ -194,8 +204,10 @@ class QdrantBase(HitsStore):
         *,
         exact_ties: bool = True,
     ) -> ScoredHits:
-        """Native asymmetric search: Qdrant picks the Hamming top ``k * oversample`` on the
-        quantized vectors and rescores them against the stored ±1 vectors with t = tanh(u / 2).
+        """Run the native asymmetric search.
+
+        Qdrant picks the Hamming top ``k * oversample`` on the quantized vectors and rescores them
+        against the stored ±1 vectors with t = tanh(u / 2).
 
         ``query_logits``: the hasher's calibrated query logits u (``hasher.query_logits``, whose
         sigmoid is ``hasher.query``), (Q, n_bits) or (n_bits,). Returns ``(ids int64
