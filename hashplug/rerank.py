@@ -86,7 +86,7 @@ from ._kernels.heap import _merge_kernel
 from ._kernels.two_stage import _two_stage_kernel
 from ._validate import check_positive_int, sigmoid
 from .codes import HAMMING_PAD
-from .results import ScoredHits
+from .results import RowHits, ScoredHits
 
 __all__ = [
     "HAMMING_PAD",
@@ -582,8 +582,8 @@ def _hamming_select(
 
 def hamming_topk(
     query_codes: ArrayLike, codes: ArrayLike, k: int, *, ids: ArrayLike | None = None
-) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
-    """Symmetric Hamming top-k: ``(rows int64 (Q, k), distances int32 (Q, k))``.
+) -> RowHits:
+    """Symmetric Hamming top-k: :class:`RowHits` ``(rows int64 (Q, k), distances int32 (Q, k))``.
 
     Returns ROW numbers into ``codes`` (not ids), ascending by (distance, id, row); ``ids`` (N,)
     only sets the tie order (default: the row number). Slots beyond N hold row -1 and distance
@@ -604,7 +604,7 @@ def hamming_topk(
     out_r = np.full((nq, k), -1, np.int64)
     out_d = np.full((nq, k), HAMMING_PAD, np.int32)
     if nq == 0 or n == 0:
-        return out_r, out_d
+        return RowHits(out_r, out_d)
     qw = _words(np.ascontiguousarray(q))
     cw = _words(c)
     kk = min(k, n)
@@ -617,7 +617,7 @@ def hamming_topk(
             )
             out_r[q0 : q0 + step, :kk] = rows
             out_d[q0 : q0 + step, :kk] = np.where(rows >= 0, dist, HAMMING_PAD)
-    return out_r, out_d
+    return RowHits(out_r, out_d)
 
 
 def hamming_distances_fast(a: ArrayLike, b: ArrayLike) -> NDArray[np.int32]:

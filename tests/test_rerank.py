@@ -486,7 +486,7 @@ def test_default_row_ids_are_one_cached_read_only_array():
 
 
 def test_kernel_results_are_named_tuples(rng):
-    from hashplug.results import ScoredHits
+    from hashplug.results import RowHits, ScoredHits
 
     codes = rng.integers(0, 256, (50, 8), dtype=np.uint8)
     p = rng.random((3, 64)).astype(np.float32)
@@ -499,6 +499,10 @@ def test_kernel_results_are_named_tuples(rng):
     np.testing.assert_array_equal(again.ids, res.ids)
     rows = R.rerank_rows(p, cand, codes, 4)
     assert isinstance(rows, ScoredHits) and rows.ids.shape == ids.shape == (3, 4)
+    ham = R.hamming_topk(codes[:3], codes, 4)
+    assert isinstance(ham, RowHits) and ham.rows is ham[0] and ham.distances.dtype == np.int32
+    r, d = ham  # plain unpacking keeps working
+    assert (r[:, 0] == np.arange(3)).all() and (d[:, 0] == 0).all()  # each code finds itself
 
 
 def test_read_only_ids_are_checked_once_and_writable_ones_every_time():

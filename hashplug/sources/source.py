@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from ..results import ShortlistHits, SourceHits
 from ..stores.base import StoreError
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "SourceError",
     "SourceInfo",
     "Source",
+    "SourceHits",
+    "ShortlistHits",
     "choose_vector_field",
     "as_source_ids",
     "metric_scores",
@@ -95,25 +98,22 @@ class Source(ABC):
         """Vectors of ``ids`` in order (float32 (n, dim); zeros where missing) and a found mask."""
 
     @abstractmethod
-    def search(
-        self, queries: NDArray[np.float32], k: int
-    ) -> tuple[list[NDArray[Any]], NDArray[np.float32]]:
+    def search(self, queries: NDArray[np.float32], k: int) -> SourceHits:
         """Run the engine's own exact float search in the source metric.
 
-        Per query its ``k`` best ids (a list of Q id arrays, shorter when fewer rows) and scores
-        float32 (Q, k) (nan padding).
+        A :class:`SourceHits`: per query its ``k`` best ``ids`` (a list of Q id arrays, shorter
+        when fewer rows) and ``scores`` float32 (Q, k) (nan padding).
         """
 
     #: True when :meth:`search_among` scores listed ids inside the engine (no vector leaves it);
     #: a source may decide per collection (Milvus: only over an exact index).
     scores_in_engine: bool = False
 
-    def search_among(
-        self, query: NDArray[np.float32], ids: NDArray[Any], k: int
-    ) -> tuple[NDArray[Any], NDArray[np.float32]]:
+    def search_among(self, query: NDArray[np.float32], ids: NDArray[Any], k: int) -> ShortlistHits:
         """Run the engine's exact float search of one query (dim,) restricted to ``ids``.
 
-        The ``k`` best of them and their scores, best first (sources with :attr:`scores_in_engine`).
+        A :class:`ShortlistHits`: the ``k`` best of them and their scores, best first (sources
+        with :attr:`scores_in_engine`).
         """
         raise NotImplementedError(f"{type(self).__name__} cannot score ids in its engine")
 

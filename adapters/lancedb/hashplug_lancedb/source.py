@@ -22,6 +22,7 @@ from hashplug.sources.source import (
     Metric,
     Source,
     SourceError,
+    SourceHits,
     SourceInfo,
     as_source_ids,
     choose_vector_field,
@@ -230,9 +231,7 @@ class LanceDBSource(Source):
                     out[i], found[i] = vecs[r], True
         return out, found
 
-    def search(
-        self, queries: NDArray[np.float32], k: int
-    ) -> tuple[list[NDArray[Any]], NDArray[np.float32]]:
+    def search(self, queries: NDArray[np.float32], k: int) -> SourceHits:
         """Run LanceDB's exact float search (see :meth:`Source.search`)."""
         q = np.asarray(queries, np.float32)
         ids: list[NDArray[Any]] = []
@@ -249,7 +248,7 @@ class LanceDBSource(Source):
             ids.append(as_source_ids(res.column(self._id).to_pylist(), self.info.id_kind))
             d = res.column("_distance").to_numpy().astype(np.float32)
             scores[r, : d.size] = self._similarity(d)
-        return ids, scores
+        return SourceHits(ids, scores)
 
     def _similarity(self, d: NDArray[np.float32]) -> NDArray[np.float32]:
         """LanceDB's distance -> the metric score hashplug reports."""

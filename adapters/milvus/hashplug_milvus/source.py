@@ -40,8 +40,10 @@ from pymilvus import DataType, MilvusClient
 
 from hashplug.sources.source import (
     Metric,
+    ShortlistHits,
     Source,
     SourceError,
+    SourceHits,
     SourceInfo,
     as_source_ids,
     better_first,
@@ -449,9 +451,7 @@ class MilvusSource(Source):
                     out[i], found[i] = vec, True
         return out, found
 
-    def search(
-        self, queries: NDArray[np.float32], k: int
-    ) -> tuple[list[NDArray[Any]], NDArray[np.float32]]:
+    def search(self, queries: NDArray[np.float32], k: int) -> SourceHits:
         """Run Milvus' exact float search (see :meth:`Source.search`)."""
         if not self.index_type:
             raise SourceError(
@@ -492,11 +492,9 @@ class MilvusSource(Source):
                 if self.info.metric == "l2":
                     d = np.sqrt(np.maximum(d, 0))  # Milvus reports squared L2
                 scores[s + r, : d.size] = d
-        return ids, scores
+        return SourceHits(ids, scores)
 
-    def search_among(
-        self, query: NDArray[np.float32], ids: NDArray[Any], k: int
-    ) -> tuple[NDArray[Any], NDArray[np.float32]]:
+    def search_among(self, query: NDArray[np.float32], ids: NDArray[Any], k: int) -> ShortlistHits:
         """Run filtered exact searches (``pk in [...]``) and merge them by score.
 
         :data:`_FETCH_IDS` keys each; keys Milvus cannot spell in a filter are fetched and scored
@@ -537,7 +535,9 @@ class MilvusSource(Source):
             scores += sc.tolist()
         sc_arr = np.asarray(scores, np.float32)
         order = np.argsort(-better_first(self.info.metric) * sc_arr, kind="stable")[:top]
-        return as_source_ids([keys[i] for i in order], self.info.id_kind), sc_arr[order]
+        return ShortlistHits(
+            as_source_ids([keys[i] for i in order], self.info.id_kind), sc_arr[order]
+        )
 
     def _index_metric(self) -> str:
         return {"cosine": "COSINE", "dot": "IP", "l2": "L2"}[self.info.metric]

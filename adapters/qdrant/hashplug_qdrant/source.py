@@ -25,8 +25,10 @@ from numpy.typing import NDArray
 
 from hashplug.sources.source import (
     Metric,
+    ShortlistHits,
     Source,
     SourceError,
+    SourceHits,
     SourceInfo,
     as_source_ids,
     choose_vector_field,
@@ -159,22 +161,18 @@ class _QdrantBase(Source):
         """Return the engine's exact top-``k`` points of one query (among ``pids`` when given)."""
         raise NotImplementedError
 
-    def search(
-        self, queries: NDArray[np.float32], k: int
-    ) -> tuple[list[NDArray[Any]], NDArray[np.float32]]:
+    def search(self, queries: NDArray[np.float32], k: int) -> SourceHits:
         ids: list[NDArray[Any]] = []
         scores = np.full((len(queries), k), np.nan, np.float32)
         for r, q in enumerate(np.asarray(queries, np.float32)):
             ids_r, scores[r] = self._scores(self._nearest(q, k, None), k)
             ids.append(ids_r)
-        return ids, scores
+        return SourceHits(ids, scores)
 
-    def search_among(
-        self, query: NDArray[np.float32], ids: NDArray[Any], k: int
-    ) -> tuple[NDArray[Any], NDArray[np.float32]]:
+    def search_among(self, query: NDArray[np.float32], ids: NDArray[Any], k: int) -> ShortlistHits:
         pids = [_point_id(v, self.info.id_kind) for v in np.asarray(ids).tolist()]
         got, sc = self._scores(self._nearest(np.asarray(query, np.float32), k, pids), k)
-        return got, sc[: len(got)]
+        return ShortlistHits(got, sc[: len(got)])
 
     def _scores(self, points: list[Any], k: int) -> tuple[NDArray[Any], NDArray[np.float32]]:
         ids = as_source_ids([p.id for p in points], self.info.id_kind)
