@@ -113,7 +113,10 @@ _SERVERS: list[Any] = []
 
 
 def write_milvus(root: Path, ids: np.ndarray, x: np.ndarray) -> str:
-    """The real Milvus standalone server (started here, stopped at exit), written by pymilvus."""
+    """Write the set into a real Milvus standalone server with pymilvus; return its store URI.
+
+    The server is started here and stopped at exit.
+    """
     from hashplug_milvus.server import EmbeddedMilvus
 
     srv = EmbeddedMilvus(root / "server").start()

@@ -92,7 +92,10 @@ def asym_ids(h, x, q, k):  # type: ignore[no-untyped-def]
 
 
 def rabitq_ids(x, q, k, budget):  # type: ignore[no-untyped-def]
-    """faiss IndexRaBitQ (after PCA when the budget is below d/8 + factors); None if unavailable."""
+    """Search with faiss IndexRaBitQ (after PCA when the budget is below d/8 + factors).
+
+    (None, None) where faiss has no IndexRaBitQ or the budget leaves no dimension to code.
+    """
     if faiss is None or not hasattr(faiss, "IndexRaBitQ"):
         return None, None
     d = x.shape[1]
@@ -109,8 +112,11 @@ def rabitq_ids(x, q, k, budget):  # type: ignore[no-untyped-def]
 
 
 def pq_ids(x, q, k, budget, opq):  # type: ignore[no-untyped-def]
-    """faiss IndexPQ with ``budget`` sub-quantizers of 8 bits (``budget`` bytes, no factors),
-    inner-product ADC, after an OPQ rotation when ``opq``; None if faiss or the split is out."""
+    """Search with a FAISS IndexPQ of ``budget`` sub-quantizers of 8 bits (``budget`` bytes).
+
+    Inner-product ADC, no factors, after an OPQ rotation when ``opq``; None if faiss is missing
+    or ``budget`` does not divide the dimension.
+    """
     d = x.shape[1]
     if faiss is None or d % budget:
         return None

@@ -156,7 +156,7 @@ def worker_kill_run(shards: Path, hasher: Path, work: Path, k: int) -> dict:
 
 
 def _subset(shards: Path, work: Path, k: int) -> Path:
-    """The first ``k`` shards, symlinked into their own directory."""
+    """Symlink the first ``k`` shards into their own directory."""
     sub = work / f"subset_{k}"
     sub.mkdir(exist_ok=True)
     for p in sorted(shards.glob("*.parquet"))[:k]:
@@ -168,8 +168,11 @@ def _subset(shards: Path, work: Path, k: int) -> Path:
 def milvus_runs(
     shards: Path, hasher: Path, work: Path, k: int, per_shard: int, extra, names=("local", "ray-2")
 ) -> dict:
-    """The first ``k`` shards (symlinked) into a fresh Milvus standalone server, one collection
-    per run (``names``: local, ray-1, ray-2), each checked for every id exactly once."""
+    """Ingest the first ``k`` shards (symlinked) into a fresh Milvus standalone server.
+
+    One collection per run (``names``: local, ray-1, ray-2), each checked for every id exactly
+    once.
+    """
     from hashplug_milvus.server import EmbeddedMilvus
 
     sub = _subset(shards, work, k)
@@ -185,7 +188,7 @@ def milvus_runs(
 
 
 def table(res: dict) -> str:
-    """The README's Markdown table from a results JSON."""
+    """Return the README's Markdown table from a results JSON."""
     rows = ["| run | workers | vectors | rows phase s | vec/s (rows) | index build s | total s | "
             "peak RSS per worker MB |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     runs = [(f"LanceDB {k}", v) for k, v in res["runs"].items()]

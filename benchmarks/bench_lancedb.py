@@ -177,9 +177,12 @@ def bench_disk(root: Path, ids: np.ndarray, codes: np.ndarray) -> list[Row]:
 
 
 def bench_disk_defaults(root: Path, ids: np.ndarray, codes: np.ndarray, batch: int) -> list[Row]:
-    """Disk per vector after an ingest in batches with the store's defaults (IVF_FLAT built at
-    100k rows, periodic optimize deleting versions older than 60 s), then after ``finish_writes``
-    (what ``hashplug ingest`` ends with: every old version deleted)."""
+    """Measure the disk per vector after an ingest in batches, then after ``finish_writes``.
+
+    The ingest uses the store's defaults (IVF_FLAT built at 100k rows, periodic optimize deleting
+    versions older than 60 s); ``finish_writes`` is what ``hashplug ingest`` ends with (every old
+    version deleted).
+    """
     n = ids.size
     s = LanceDBStore(root / "defaults", "t")
     s.open(make_meta(codes.shape[1] * 8))
@@ -199,10 +202,12 @@ def bench_disk_defaults(root: Path, ids: np.ndarray, codes: np.ndarray, batch: i
 
 
 def bench_hash_index(root: Path, n: int, n_bits: int, n_queries: int) -> list[Row]:
-    """HashIndex end to end on real embeddings (the fmnist set, tiled with noise to ``n``):
-    ingest rate (embeddings -> hashed -> stored), p50 of ``HashIndex.search`` (k=10,
-    oversample 10, rerank on) vs the bare LanceDB hamming top-100 on the same table, and
-    mAP@1000 through LanceDB vs exhaustive asymmetric search on the untiled set."""
+    """Measure HashIndex end to end on real embeddings (the fmnist set, tiled with noise to ``n``).
+
+    Ingest rate (embeddings -> hashed -> stored), p50 of ``HashIndex.search`` (k=10, oversample 10,
+    rerank on) vs the bare LanceDB hamming top-100 on the same table, and mAP@1000 through LanceDB
+    vs exhaustive asymmetric search on the untiled set.
+    """
     from hashplug import HashIndex, HashingBaseline, search_codes
     from hashplug.bench.datasets import default_embeddings_path, load_embeddings
     from hashplug.bench.metrics import map_at_k

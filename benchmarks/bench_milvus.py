@@ -142,8 +142,11 @@ def bench_recall(uri: str, data: Path, nprobes: list[int], nlist: int) -> list[R
     kth = np.partition(d, 9, axis=1)[:, 9]  # the 10th smallest exact distance per query
 
     def recall(ids: np.ndarray) -> float:
-        """Tie-aware recall@10: a hit counts if its exact distance is within the true top-10's
-        (items with identical codes tie, and either of them is a correct answer)."""
+        """Return the tie-aware recall@10.
+
+        A hit counts if its exact distance is within the true top-10's (items with identical codes
+        tie, and either of them is a correct answer).
+        """
         ok = np.where(
             ids >= 0, np.take_along_axis(d, np.maximum(ids, 0), 1) <= kth[:, None] + 1e-9, False
         )

@@ -62,9 +62,12 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fmnist_effnet.
 
 
 def keep_freed_memory() -> bool:
-    """Ask glibc to serve blocks up to 32 MB from the heap and keep freed memory: otherwise each
-    call of the numpy baseline maps, faults in and unmaps its temporaries anew (here 1,855 page
-    faults per 100-query rerank call: 14.7 ms instead of 8.9), and its times swing between runs."""
+    """Ask glibc to serve blocks up to 32 MB from the heap and keep freed memory.
+
+    Otherwise each call of the numpy baseline maps, faults in and unmaps its temporaries anew (here
+    1,855 page faults per 100-query rerank call: 14.7 ms instead of 8.9), and its times swing
+    between runs.
+    """
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
@@ -79,10 +82,13 @@ def median_times(
     repeats: int,
     prepare: dict[str, Callable[[], object]] | None = None,
 ) -> dict[str, float]:
-    """Median wall time of each function. Repeats are interleaved across the functions, so that a
-    change in background load hits every method alike; each timed call is preceded by an untimed
-    call of the same function (steady state: every method is timed in its own warm caches,
-    whatever ran before it), or by ``prepare[name]()`` where given."""
+    """Median wall time of each function.
+
+    Repeats are interleaved across the functions, so that a change in background load hits every
+    method alike; each timed call is preceded by an untimed call of the same function (steady state:
+    every method is timed in its own warm caches, whatever ran before it), or by ``prepare[name]()``
+    where given.
+    """
     prepare = prepare or {}
     ts: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
@@ -162,8 +168,10 @@ def torch_rerank(p: np.ndarray, codes: np.ndarray, rows: np.ndarray, k: int) -> 
 
 @numba.njit(cache=True, parallel=True)
 def read_candidates(rows: np.ndarray, cw: np.ndarray, n_chunks: int) -> int:
-    """The floor of any exact rerank: every candidate's code read once, nothing scored (the
-    gather rerank_rows does, in the same chunks). Returns a checksum so that nothing is skipped."""
+    """Measure the floor of any exact rerank: every candidate's code read once, nothing scored.
+
+    The gather rerank_rows does, in the same chunks. Returns a checksum so that nothing is skipped.
+    """
     nq, nc = rows.shape
     per = (nq + n_chunks - 1) // n_chunks
     sums = np.zeros(n_chunks, np.uint64)
@@ -222,8 +230,10 @@ def first_call_times() -> str:
 def bench_search(
     name: str, codes: np.ndarray, p: np.ndarray, a: argparse.Namespace, got: dict[str, float]
 ) -> None:
-    """Exhaustive / two-stage search on one data set, against FAISS, numpy and torch; the
-    figures the targets are judged on go into ``got``."""
+    """Run exhaustive / two-stage search on one data set, against FAISS, numpy and torch.
+
+    The figures the targets are judged on go into ``got``.
+    """
     k, rep = a.k, a.repeats
     all_threads = numba.config.NUMBA_NUM_THREADS
     n, nq = codes.shape[0], p.shape[0]
@@ -364,7 +374,7 @@ def bench_rerank(
 
 
 def show_targets(got: dict[str, float], k: int) -> None:
-    """The issue's targets next to the figures measured above (same run)."""
+    """Print the issue's targets next to the figures measured above (same run)."""
     all_t = numba.config.NUMBA_NUM_THREADS
     rows: list[tuple[str, str, str, str]] = []
 

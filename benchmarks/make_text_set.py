@@ -56,7 +56,8 @@ def build(
     """Encode the fortunes (all, or a seeded sample of ``max_texts``) and write the set.
 
     ``max_tokens``: the encoder's truncation (MiniLM's own is 256; fortunes have a median of
-    ~100 characters, so 128 tokens cuts only the longest). Returns the path written."""
+    ~100 characters, so 128 tokens cuts only the longest). Returns the path written.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from hashplug import load_encoder
 

@@ -1,8 +1,9 @@
-"""Cross-modal retrieval with one hasher: index images and query them with text (CLIP), index
-sounds and query them with text (CLAP).
+r"""Cross-modal retrieval with one hasher.
+
+Index images and query them with text (CLIP), index sounds and query them with text (CLAP).
 
     .venv/bin/python examples/cross_modal_search.py                      # offline smoke demo
-    .venv/bin/python examples/cross_modal_search.py --download \\
+    .venv/bin/python examples/cross_modal_search.py --download \
         --clip open_clip:ViT-B-16/dfn2b --clap clap:HTSAT-tiny/630k-audioset-best.pt
 
 The default specs build the real architectures with RANDOM weights (nothing can be downloaded

@@ -11,7 +11,7 @@ import numpy as np
 
 
 def open_array(path: str, *keys: str) -> np.ndarray:
-    """An .npy array, or the first of ``keys`` (then "x", "embeddings") in an .npz, memory-mapped.
+    """Open an .npy array, or the first of ``keys`` (then "x", "embeddings") in an .npz.
 
     ``.npy`` and arrays stored uncompressed in an ``.npz`` (``np.savez``) are mapped read-only,
     so ingest reads them batch by batch; compressed members (``np.savez_compressed``) are
@@ -61,8 +61,11 @@ def read_npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]
 
 
 def _spill_member(member: IO[bytes]) -> np.ndarray | None:
-    """A compressed .npy stream copied chunk by chunk to an unnamed temporary file, mapped
-    read-only (None for object arrays). ValueError if the stream ends early (a truncated file)."""
+    """Copy a compressed .npy stream chunk by chunk to an unnamed temporary file and map it.
+
+    Mapped read-only (None for object arrays). ValueError if the stream ends early (a truncated
+    file).
+    """
     shape, fortran, dtype = read_npy_header(member)
     if dtype.hasobject:
         return None
@@ -85,7 +88,7 @@ def _spill_member(member: IO[bytes]) -> np.ndarray | None:
 
 
 def _map_member(path: str, info: zipfile.ZipInfo) -> np.ndarray | None:
-    """The stored .npy member ``info`` of the zip at ``path`` as a read-only memmap, or None."""
+    """Map the stored .npy member ``info`` of the zip at ``path`` as a read-only memmap, or None."""
     with open(path, "rb") as f:
         f.seek(info.header_offset)
         local = f.read(30)

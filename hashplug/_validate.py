@@ -12,8 +12,9 @@ __all__ = ["as_matrix", "check_finite", "check_positive_int", "iter_batches", "s
 
 
 def check_positive_int(value: Any, what: str, most: int | None = None) -> int:
-    """Return ``value`` as int, or raise ValueError unless it is an int (or numpy integer) > 0
-    (and at most ``most`` when given).
+    """Return ``value`` as int, or raise ValueError unless it is a positive int.
+
+    An int or numpy integer > 0, and at most ``most`` when given.
 
     ``bool`` is refused (``True`` is not a count), and so are floats, even integral ones. The one
     check of every count argument (k, limit, oversample, batch sizes ...) in core and adapters.

@@ -60,7 +60,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _bench_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The run_bench settings that ``bench`` and ``run`` share."""
+    """Return the run_bench settings that ``bench`` and ``run`` share."""
     return {
         "hashers": args.hashers,
         "bits": args.bits,
@@ -72,7 +72,7 @@ def _bench_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """The paper's table and the per-backend figures, written as Markdown, JSON and PNG."""
+    """Write the paper's table and the per-backend figures as Markdown, JSON and PNG."""
     from .bench.datasets import default_embeddings_path
     from .bench.run import run_bench
 
@@ -91,7 +91,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The main job: real encoder on real labelled data -> fit -> ingest -> search -> report."""
+    """Run the main job: real encoder on real labelled data -> fit -> ingest -> search -> report."""
     from .bench.run import run_bench
     from .bench.sources import embed_split, encoder_info, load_source
     from .encoders import load_encoder
@@ -124,7 +124,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """hashplug against each engine's own quantization: frontier table, plots, recommendation."""
+    """Compare hashplug with each engine's own quantization.
+
+    Writes the frontier table, plots and a recommendation.
+    """
     from .bench.compare import CompareConfig, run_compare
     from .bench.compare_report import write_compare_report
     from .bench.datasets import default_embeddings_path
@@ -201,15 +204,20 @@ def _compact_compare(
 
 
 def _load_array(path: str, *keys: str) -> np.ndarray:
-    """An .npy array, or the first of ``keys`` (then "x", "embeddings") found in an .npz;
-    memory-mapped where the file allows (see :func:`hashplug._npfiles.open_array`)."""
+    """Load an .npy array, or the first of ``keys`` (then "x", "embeddings") found in an .npz.
+
+    Memory-mapped where the file allows (see :func:`hashplug._npfiles.open_array`).
+    """
     from ._npfiles import open_array
 
     return open_array(path, *keys)
 
 
 def _shard_dir(path: str) -> bool:
-    """A local directory or a URI (``s3://bucket/prefix``, ``file:///dir``): a set of shards."""
+    """Return True for a local directory or a URI: a set of shards.
+
+    A URI such as ``s3://bucket/prefix`` or ``file:///dir``.
+    """
     return os.path.isdir(path) or "://" in path
 
 
@@ -327,8 +335,11 @@ def _ingest_shards(args: argparse.Namespace) -> int:
 
 
 def _store_for_scoring(uri: str, hasher: Any, scoring: str) -> Any:
-    """Open the store at ``uri``; for ``scoring="cosine"`` check first (before anything is
-    created) that it keeps the per-vector factors and that the hasher computes them."""
+    """Open the store at ``uri``, checking first what ``scoring="cosine"`` needs.
+
+    Before anything is created: that the store keeps the per-vector factors and that the hasher
+    computes them.
+    """
     from .stores.registry import open_store
 
     store = open_store(uri)
@@ -637,6 +648,7 @@ def _add_shard_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``hashplug`` command line with ``argv``; return the exit status."""
     from .stores.base import StoreError
 
     args = build_parser().parse_args(argv)

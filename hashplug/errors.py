@@ -32,7 +32,8 @@ class StoreUnavailableError(StoreError):
     """A server stayed unreachable (or overloaded) through every retry.
 
     ``attempts``: how many calls were made; ``elapsed``: seconds from the first to the last.
-    The last underlying error is the ``__cause__``."""
+    The last underlying error is the ``__cause__``.
+    """
 
     def __init__(self, message: str, *, attempts: int = 1, elapsed: float = 0.0) -> None:
         super().__init__(message)

@@ -35,9 +35,11 @@ __all__ = ["HashIndex", "SearchResult", "default_oversample"]
 
 @dataclass
 class SearchResult:
-    """Top-k per query: ``ids`` int64 (Q, k) (-1 = no result), ``distances`` float32 (Q, k)
-    (asymmetric distance when reranked, Hamming otherwise; +inf for padding), and ``payloads``
-    (Q lists of k dicts or None) when asked for."""
+    """Top-k per query: ``ids``, ``distances`` and, when asked for, ``payloads``.
+
+    ``ids`` int64 (Q, k) (-1 = no result), ``distances`` float32 (Q, k) (asymmetric distance when
+    reranked, Hamming otherwise; +inf for padding), and ``payloads`` (Q lists of k dicts or None).
+    """
 
     ids: NDArray[np.int64]
     distances: NDArray[np.float32]
@@ -175,10 +177,11 @@ class HashIndex:
     def _corrections(
         self, x: Any, n: int, batch_size: int, required: bool = False
     ) -> NDArray[np.float32] | None:
-        """The ``scoring="cosine"`` factors of ``x`` when the store keeps them, else None.
+        """Return the ``scoring="cosine"`` factors of ``x`` when the store keeps them, else None.
 
         Rows whose factors overflow float16 (large embedding norms) become NaN (no factors),
-        or a ``ValueError`` when ``required``."""
+        or a ``ValueError`` when ``required``.
+        """
         if not self.store.supports_corrections or not hasattr(self.hasher, "correction"):
             return None
         why = self.store.corrections_unavailable()  # e.g. a collection of an older hashplug
@@ -200,8 +203,11 @@ class HashIndex:
         return out
 
     def bytes_per_vector(self) -> int:
-        """Bytes each item costs in the store: its code, plus the ``scoring="cosine"`` factors
-        where the store keeps them and the hasher computes them (``add`` writes them then)."""
+        """Return the bytes each item costs in the store.
+
+        Its code, plus the ``scoring="cosine"`` factors where the store keeps them and the hasher
+        computes them (``add`` writes them then).
+        """
         factors = hasattr(self.hasher, "correction") and self.store.supports_corrections
         if factors and self.store.corrections_unavailable() is None:
             return self.store.bytes_per_vector()
@@ -303,7 +309,10 @@ class HashIndex:
         return res
 
     def _count(self) -> int:
-        """The collection size, read at most every ``_SIZE_TTL`` seconds (a server round trip)."""
+        """Return the collection size, read at most every ``_SIZE_TTL`` seconds.
+
+        Reading it is a server round trip.
+        """
         now = time.monotonic()
         if self._size is None or now - self._size[0] > _SIZE_TTL:
             self._size = (now, self.store.count())
@@ -318,8 +327,10 @@ class HashIndex:
         c_corr: NDArray[np.float32],
         k: int,
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-        """The estimator rerank of the coarse candidates and their factors (NaN: none);
-        distances 1 - estimated <q, x> / |q|."""
+        """Rerank the coarse candidates with the estimator and their factors (NaN: none).
+
+        Distances are 1 - estimated <q, x> / |q|.
+        """
         from .rerank import rerank as rerank_codes
 
         valid = c_ids >= 0
@@ -340,8 +351,10 @@ class HashIndex:
     def _cosine_distances(
         self, q: NDArray[Any], ids: NDArray[np.int64], d: NDArray[np.float32]
     ) -> NDArray[np.float32]:
-        """Estimator distances -(c <v, 2b - 1> + e) -> 1 - estimated <q, x> / |q| (+inf for
-        padding)."""
+        """Convert estimator distances -(c <v, 2b - 1> + e) to 1 - estimated <q, x> / |q|.
+
+        Padding (id -1) gets +inf.
+        """
         mean = getattr(self.hasher, "mean_", None)
         qf = np.asarray(q, dtype=np.float64)
         shift = qf @ mean.astype(np.float64) if mean is not None else np.zeros(len(qf))
@@ -360,8 +373,9 @@ class HashIndex:
     ) -> tuple[
         NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None, NDArray[np.float32] | None
     ]:
-        """The exact top-``limit`` by (Hamming, id), the same on every call and store, with the
-        hits' codes (``with_codes``) and ``scoring="cosine"`` factors (``with_corr``).
+        """Return the exact top-``limit`` by (Hamming, id), the same on every call and store.
+
+        With the hits' codes (``with_codes``) and ``scoring="cosine"`` factors (``with_corr``).
 
         Engines keep an arbitrary subset of the items tied at their cut-off. Unless the store
         orders ties itself (``ordered_ties``), ask for a margin beyond ``limit``: when the
@@ -399,6 +413,7 @@ class HashIndex:
         return [[got.get(int(i)) if i >= 0 else None for i in row] for row in ids]
 
     def close(self) -> None:
+        """Close the store."""
         self.store.close()
 
     def __enter__(self) -> HashIndex:
@@ -422,7 +437,7 @@ _SIZE_TTL = 30.0
 
 
 def default_oversample(n: int, k: int) -> int:
-    """The oversample ``HashIndex.search`` uses by default for ``n`` codes and top-``k``.
+    """Return the oversample ``HashIndex.search`` uses by default for ``n`` codes and top-``k``.
 
     ``max(10, ceil(sqrt(n) / 5))``; the growth above 10 stops where ``k * oversample`` reaches
     :data:`MAX_MARGIN_LIMIT` (the most candidates every engine returns). Two-stage recall@10 against the exact asymmetric
@@ -434,7 +449,7 @@ def default_oversample(n: int, k: int) -> int:
 
 
 def _check_index_scoring(scoring: str, index: HashIndex, rerank: bool, rescore: str) -> bool:
-    """True for scoring="cosine" (after checking the store and hasher can serve it)."""
+    """Return True for scoring="cosine" (after checking the store and hasher can serve it)."""
     if scoring == "asymmetric":
         return False
     if scoring != "cosine":

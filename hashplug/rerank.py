@@ -86,7 +86,7 @@ from ._kernels.heap import _merge_kernel
 from ._kernels.two_stage import _two_stage_kernel
 from ._validate import check_positive_int, sigmoid
 from .codes import HAMMING_PAD
-from .results import ScoredHits
+from .results import RowHits, ScoredHits
 
 __all__ = [
     "HAMMING_PAD",
@@ -153,8 +153,10 @@ _ROW_IDS = np.zeros(0, np.int64)
 
 
 def _row_ids(n: int) -> NDArray[np.int64]:
-    """``arange(n)`` as a read-only view of one cached array, so that searches without ids do
-    not write N ids on every call (80 MB at 10M codes)."""
+    """Return ``arange(n)`` as a read-only view of one cached array.
+
+    So searches without ids do not write N ids on every call (80 MB at 10M codes).
+    """
     global _ROW_IDS
     if _ROW_IDS.size < n:
         grown = np.arange(max(n, 2 * _ROW_IDS.size), dtype=np.int64)
@@ -168,7 +170,7 @@ _CHECKED_IDS: dict[int, tuple[weakref.ref[NDArray[np.int64]], bool]] = {}
 
 
 def _forget(key: int) -> Any:
-    """The weak reference's callback: drop the entry when its array is freed."""
+    """Return the weak reference's callback, which drops the entry when its array is freed."""
     return lambda _ref: _CHECKED_IDS.pop(key, None)
 
 
@@ -176,7 +178,8 @@ def _check_ids(ids: ArrayLike | None, n: int) -> tuple[NDArray[np.int64], bool]:
     """Row ids (default arange); returns (ids int64, whether they are non-decreasing).
 
     A read-only int64 array that owns its data (as a store's snapshot keeps them) is checked
-    once, not on every search (two O(N) passes: 20 ms at 10M ids)."""
+    once, not on every search (two O(N) passes: 20 ms at 10M ids).
+    """
     if ids is None:
         return _row_ids(n), True
     frozen = (
@@ -579,8 +582,8 @@ def _hamming_select(
 
 def hamming_topk(
     query_codes: ArrayLike, codes: ArrayLike, k: int, *, ids: ArrayLike | None = None
-) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
-    """Symmetric Hamming top-k: ``(rows int64 (Q, k), distances int32 (Q, k))``.
+) -> RowHits:
+    """Symmetric Hamming top-k: :class:`RowHits` ``(rows int64 (Q, k), distances int32 (Q, k))``.
 
     Returns ROW numbers into ``codes`` (not ids), ascending by (distance, id, row); ``ids`` (N,)
     only sets the tie order (default: the row number). Slots beyond N hold row -1 and distance
@@ -601,7 +604,7 @@ def hamming_topk(
     out_r = np.full((nq, k), -1, np.int64)
     out_d = np.full((nq, k), HAMMING_PAD, np.int32)
     if nq == 0 or n == 0:
-        return out_r, out_d
+        return RowHits(out_r, out_d)
     qw = _words(np.ascontiguousarray(q))
     cw = _words(c)
     kk = min(k, n)
@@ -614,7 +617,7 @@ def hamming_topk(
             )
             out_r[q0 : q0 + step, :kk] = rows
             out_d[q0 : q0 + step, :kk] = np.where(rows >= 0, dist, HAMMING_PAD)
-    return out_r, out_d
+    return RowHits(out_r, out_d)
 
 
 def hamming_distances_fast(a: ArrayLike, b: ArrayLike) -> NDArray[np.int32]:

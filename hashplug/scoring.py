@@ -123,9 +123,10 @@ def ranking_probs(
 def cosine_estimates(
     query_logits: ArrayLike, codes: ArrayLike, corrections: ArrayLike
 ) -> NDArray[np.float64]:
-    """Reference (numpy) of the nearest-neighbour estimator: float64 (Q, N) scores, larger is closer.
+    """Return the reference (numpy) of the nearest-neighbour estimator.
 
-    ``c_x * <u_q, 2 b_x - 1> + e_x`` with ``(c_x, e_x) = corrections[x]`` from
+    Float64 (Q, N) scores, larger is closer: ``c_x * <u_q, 2 b_x - 1> + e_x`` with
+    ``(c_x, e_x) = corrections[x]`` from
     ``hasher.correction``: an estimate of ``<q, x> - <q, mean_>`` (RaBitQ's unbiased factor on
     the centred, projected vectors). The kernels' distance is its negative.
     """

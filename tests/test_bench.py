@@ -124,8 +124,10 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_cli_run_encodes_a_labelled_folder_and_reports(tmp_path, capsys):
-    """The main job's path on a small labelled image folder: real EfficientNet weights, encode,
-    cache, fit, ingest, search with rerank, report."""
+    """The main job's path on a small labelled image folder.
+
+    Real EfficientNet weights, encode, cache, fit, ingest, search with rerank, report.
+    """
     pytest.importorskip("torch")
     pytest.importorskip("efficientnet_lite_pytorch")
     from PIL import Image

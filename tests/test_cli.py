@@ -32,8 +32,10 @@ def test_version_and_every_option_documented(capsys):
 
 
 def test_scoring_cosine_through_ingest_and_search(tmp_path, fmnist, capsys):
-    """--scoring cosine on a file:// store gives HashIndex's cosine results, and the same ids
-    through LanceDB; a bad combination is one line on stderr and exit 2."""
+    """--scoring cosine on a file:// store gives HashIndex's cosine results.
+
+    And the same ids through LanceDB; a bad combination is one line on stderr and exit 2.
+    """
     import json
 
     import numpy as np
@@ -79,8 +81,10 @@ def test_scoring_cosine_through_ingest_and_search(tmp_path, fmnist, capsys):
 
 
 def test_embedding_files_are_memory_mapped_where_they_can_be(tmp_path):
-    """.npy and np.savez members map read-only (ingest reads batch by batch); compressed members
-    are decompressed in chunks to a temporary file and mapped too."""
+    """.npy and np.savez members map read-only (ingest reads batch by batch).
+
+    Compressed members are decompressed in chunks to a temporary file and mapped too.
+    """
     from hashplug._npfiles import open_array
 
     x = np.random.default_rng(0).normal(size=(50, 12)).astype(np.float32)

@@ -1,5 +1,8 @@
-"""hashplug compare on small real data with the real engines (LanceDB, Qdrant Edge, Milvus Lite,
-FAISS): the frontier rows, the report, and the bad-input errors of the CLI."""
+"""hashplug compare on small real data with the real engines.
+
+LanceDB, Qdrant Edge, Milvus Lite, FAISS: the frontier rows, the report, and the bad-input errors of
+the CLI.
+"""
 
 from __future__ import annotations
 

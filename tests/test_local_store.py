@@ -233,8 +233,10 @@ class TestFileStoreFaults(WriterKillConformance):
 
 
 def test_shared_memory_name_is_safe_for_a_writer_and_readers():
-    """Two objects on one memory://NAME: a writer upserting while readers search and count sees
-    no error, only whole batches, and codes that belong to their ids."""
+    """Two objects on one memory://NAME: a writer upserting while readers search and count.
+
+    The readers see no error, only whole batches, and codes that belong to their ids.
+    """
     import threading
 
     name = f"memory://race-{np.random.default_rng().integers(1 << 30)}"
@@ -400,9 +402,12 @@ def test_file_store_appends_segments_and_compacts(tmp_path, monkeypatch):
 
 
 def test_segments_replay_like_the_memory_store(tmp_path):
-    """Random upserts (new and replaced ids, with and without corrections) and deletes on a
-    file store, a memory store, and a reader object that catches up segment by segment: the
-    same rows in the same order, and a fresh open (all segments merged at once) agrees."""
+    """Random upserts and deletes: file store, memory store and a catching-up reader agree.
+
+    Random upserts (new and replaced ids, with and without corrections) and deletes on a file store,
+    a memory store, and a reader object that catches up segment by segment: the same rows in the
+    same order, and a fresh open (all segments merged at once) agrees.
+    """
     rng = np.random.default_rng(7)
     mem, fil = open_store("memory://"), _file_store(tmp_path / "c")
     mem.open(make_meta())

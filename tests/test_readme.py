@@ -186,9 +186,11 @@ def test_results_json_keys_equal_the_readme_table(tmp_path: Path) -> None:
 
 
 def test_readme_leaves_no_untracked_files(scratch: Path) -> None:
-    """Run last: what the blocks and commands above wrote (into the scratch folder that stands
-    for a checkout's root) is ignored by the repository's .gitignore, so ``git status`` of a
-    checkout where a user runs them stays clean."""
+    """Run last: what the blocks and commands above wrote is ignored by .gitignore.
+
+    They wrote into the scratch folder that stands for a checkout's root, so ``git status`` of a
+    checkout where a user runs them stays clean.
+    """
     import shutil
 
     if shutil.which("git") is None or not (REPO / ".gitignore").is_file():

@@ -103,9 +103,11 @@ def test_search_codes_exact_equals_reference(prob):
 
 @pytest.mark.parametrize("n_bits", [128, 192, 256])
 def test_search_exact_multiword_prefilter_keeps_every_neighbour(n_bits, rng):
-    """Codes of 2, 3, 4 words are filtered by a two-plane bound before the full bound. Clustered
-    codes (the cut-off falls fast, most rows filtered) and uniform ones with continuous
-    probabilities (the cut-off close to the bulk: a bound too high drops true neighbours)."""
+    """Codes of 2, 3, 4 words are filtered by a two-plane bound before the full bound.
+
+    Clustered codes (the cut-off falls fast, most rows filtered) and uniform ones with continuous
+    probabilities (the cut-off close to the bulk: a bound too high drops true neighbours).
+    """
     centres = rng.integers(0, 256, (20, n_bits // 8), dtype=np.uint8)
     flips = np.packbits(rng.random((6000, n_bits)) < 0.08, axis=1)
     clustered = centres[rng.integers(0, 20, 6000)] ^ flips
@@ -224,7 +226,7 @@ def test_rerank_duplicate_id_keeps_best_code(rng):
 
 
 def test_rerank_large_k(rng):
-    """k = C = 700: every candidate is scored in the first phase; distances bit-identical."""
+    """With k = C = 700, every candidate is scored in the first phase; distances bit-identical."""
     codes = rng.integers(0, 256, (3000, 9), dtype=np.uint8)
     p = rng.random((3, 72)).astype(np.float32)
     rows = np.stack([rng.permutation(3000)[:700] for _ in range(3)])
@@ -239,8 +241,10 @@ def test_rerank_large_k(rng):
 @pytest.mark.parametrize("n_bits", [64, 128, 200])
 @pytest.mark.parametrize("k", [1, 10, 50])
 def test_rerank_hamming_ordered_candidates_with_padding(n_bits, k, rng):
-    """The realistic case the pruning is built for: each query's Hamming top-1000 (best first),
-    with padding scattered through the lists; continuous probabilities (few ties)."""
+    """The realistic case the pruning is built for: each query's Hamming top-1000.
+
+    Best first, with padding scattered through the lists; continuous probabilities (few ties).
+    """
     codes = rng.integers(0, 256, (20_000, n_bits // 8), dtype=np.uint8)
     p = rng.random((20, n_bits)).astype(np.float32)
     rows, _ = R.hamming_topk(np.packbits(p > 0.5, axis=1), codes, 1000)
@@ -445,8 +449,10 @@ def test_two_stage_recall_on_real_codes(fmnist):
 
 
 def test_small_calls_run_serially_and_restore_the_thread_count(monkeypatch, rng):
-    """Below _SERIAL_WORK comparisons a call runs on one thread (a busy pool can cost ms);
-    the answers are the same and the caller's thread setting is left as it was."""
+    """Below _SERIAL_WORK comparisons a call runs on one thread (a busy pool can cost ms).
+
+    The answers are the same and the caller's thread setting is left as it was.
+    """
     codes = tie_codes(rng, 3000, 64, distinct=200)
     p = dyadic_probs(rng, 2, 64)
     seen = []
@@ -480,7 +486,7 @@ def test_default_row_ids_are_one_cached_read_only_array():
 
 
 def test_kernel_results_are_named_tuples(rng):
-    from hashplug.results import ScoredHits
+    from hashplug.results import RowHits, ScoredHits
 
     codes = rng.integers(0, 256, (50, 8), dtype=np.uint8)
     p = rng.random((3, 64)).astype(np.float32)
@@ -493,6 +499,10 @@ def test_kernel_results_are_named_tuples(rng):
     np.testing.assert_array_equal(again.ids, res.ids)
     rows = R.rerank_rows(p, cand, codes, 4)
     assert isinstance(rows, ScoredHits) and rows.ids.shape == ids.shape == (3, 4)
+    ham = R.hamming_topk(codes[:3], codes, 4)
+    assert isinstance(ham, RowHits) and ham.rows is ham[0] and ham.distances.dtype == np.int32
+    r, d = ham  # plain unpacking keeps working
+    assert (r[:, 0] == np.arange(3)).all() and (d[:, 0] == 0).all()  # each code finds itself
 
 
 def test_read_only_ids_are_checked_once_and_writable_ones_every_time():
@@ -519,8 +529,10 @@ def test_read_only_ids_are_checked_once_and_writable_ones_every_time():
 
 
 def test_thread_pool_start_leaves_the_environment_as_it_was():
-    """The kernels start Numba's pool with OMP_WAIT_POLICY=PASSIVE only around its start, and
-    never override a policy the user set."""
+    """The kernels start Numba's pool with OMP_WAIT_POLICY=PASSIVE only around its start.
+
+    They never override a policy the user set.
+    """
     import os
     import subprocess
     import sys

@@ -27,17 +27,21 @@ from .tables import (
 
 @njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
 def _key_id(row, ids, rowmap, use_map):
-    """(tie key, id) of scanned row ``row``: the key is ``rowmap[row]`` if use_map else ``row``;
-    the id ``ids[key]``, or the key itself when ids is empty (row numbers as ids, no random read);
-    a negative id marks padding."""
+    """Return (tie key, id) of scanned row ``row``.
+
+    The key is ``rowmap[row]`` if use_map else ``row``; the id ``ids[key]``, or the key itself when
+    ids is empty (row numbers as ids, no random read); a negative id marks padding.
+    """
     rr = rowmap[row] if use_map else row
     return rr, (ids[rr] if ids.shape[0] else rr)
 
 
 @_leaf
 def _offer(cw, row, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax):
-    """Score row ``row`` of cw exactly and offer it to the heap (key and id: _key_id; padding is
-    skipped); returns (size, smax)."""
+    """Score row ``row`` of cw exactly and offer it to the heap; return (size, smax).
+
+    Key and id: _key_id; padding is skipped.
+    """
     rr, i = _key_id(row, ids, rowmap, use_map)
     if i < 0:
         return size, smax
@@ -54,8 +58,10 @@ def _offer(cw, row, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, siz
 def _offer_passed(
     msk, sblk, r, cw, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
 ):
-    """Offer the rows r + j of a block whose bit j is set in msk (their bound sblk[j] passed),
-    skipping those the falling smax has since excluded; returns (size, smax)."""
+    """Offer the rows r + j of a block whose bit j is set in msk; return (size, smax).
+
+    Their bound sblk[j] passed; those the falling smax has since excluded are skipped.
+    """
     while msk:
         j = ctz64(msk)
         msk &= msk - np.uint64(1)
@@ -70,8 +76,10 @@ def _offer_passed(
 def _asym_scan1(
     cw, ids, rowmap, use_map, r0, r1, nib, qwords, planes, m, delta, hd, hi, hr, size, sblk
 ):
-    """_asym_scan for one-word codes: the bound is computed for blocks of 64 codes (vectorised,
-    by _bound_block inlined here)."""
+    """Run _asym_scan for one-word codes.
+
+    The bound is computed for blocks of 64 codes (vectorised, by _bound_block inlined here).
+    """
     smax = _BIG if size < hd.shape[0] else _smax(hd[0], m, delta)
     flat = cw.reshape(cw.shape[0])
     q = qwords[0]

@@ -1,5 +1,7 @@
-"""Rerank of given candidates: ``rerank`` (candidates' codes given) and ``rerank_rows`` (row
-numbers into a code matrix, gathered here), with the duplicate-id fallback of both.
+"""Rerank of given candidates: ``rerank`` and ``rerank_rows``.
+
+``rerank`` gets the candidates' codes, ``rerank_rows`` row numbers into a code matrix (gathered
+here); both with the duplicate-id fallback.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ def _offer_scored(dbuf, rows, ns, ids, rowmap, use_map, hd, hi, hr, size):
 def _rerank_scan(
     cw, ids, rowmap, use_map, r0, r1, nib, qwords, planes, m, delta, hd, hi, hr, sblk, rbuf, dbuf
 ):
-    """Exact top-k of the candidate rows [r0, r1) (keys and ids: _key_id); returns the
-    heap size. Scratch: sblk, rbuf and dbuf of max(64, 2k) entries (see _rerank_scratch).
+    """Take the exact top-k of the candidate rows [r0, r1); return the heap size.
+
+    Keys and ids: _key_id. Scratch: sblk, rbuf and dbuf of max(64, 2k) entries (see
+    _rerank_scratch).
 
     Candidates usually arrive best first (a database's Hamming order), so the first 2k are scored
     outright and set the heap's threshold; the rest are bounded 64 at a time and scored only where
@@ -76,9 +80,11 @@ def _rerank_scan(
 
 @_leaf
 def _gather_rows(rows, cw, buf_w, buf_r):
-    """Copy the codes of rows[:] (negative rows skipped) into buf_w, their rows into buf_r;
-    returns how many, or -1 (nothing read) if a row is past the matrix. Without padding it is a
-    plain copy loop whose scattered loads overlap (prefetching did not help)."""
+    """Copy the codes of rows[:] into buf_w, their rows into buf_r; return how many.
+
+    Negative rows are skipped; -1 (nothing read) if a row is past the matrix. Without padding it is
+    a plain copy loop whose scattered loads overlap (prefetching did not help).
+    """
     nc = rows.shape[0]
     nw = cw.shape[1]
     lo = 0
@@ -114,8 +120,11 @@ def _gather_rows(rows, cw, buf_w, buf_r):
 
 @njit(cache=True, nogil=True)
 def _rerank_scratch(nw, k):
-    """Per-chunk scratch of the rerank kernels: query tables (nib, qwords, planes), the heap
-    (hd, hi, hr) and drain buffer (tmp), and the buffers _rerank_scan needs at these sizes."""
+    """Allocate the per-chunk scratch of the rerank kernels.
+
+    Query tables (nib, qwords, planes), the heap (hd, hi, hr) and drain buffer (tmp), and the
+    buffers _rerank_scan needs at these sizes.
+    """
     nib, qwords, planes = _query_tables(nw)
     hd, hi, hr = _new_heap(k)
     return (
@@ -134,9 +143,12 @@ def _rerank_scratch(nw, k):
 
 @njit(cache=True, nogil=True, parallel=True)
 def _rerank_kernel(probs, cand_ids, ccw, nbytes, k, n_chunks, out_d, out_i, dup):
-    """Top-k of each query's candidates (rows qi*C .. qi*C+C-1 of ccw); flags in dup[qi] the
-    queries whose top-k repeats an id (the caller redoes those with _rerank_dedup_kernel).
-    Queries are split into n_chunks contiguous chunks, each with its own scratch buffers."""
+    """Take the top-k of each query's candidates (rows qi*C .. qi*C+C-1 of ccw).
+
+    Flags in dup[qi] the queries whose top-k repeats an id (the caller redoes those with
+    _rerank_dedup_kernel). Queries are split into n_chunks contiguous chunks, each with its own
+    scratch buffers.
+    """
     nq = probs.shape[0]
     nc = cand_ids.shape[1]
     nw = ccw.shape[1]
@@ -157,10 +169,12 @@ def _rerank_kernel(probs, cand_ids, ccw, nbytes, k, n_chunks, out_d, out_i, dup)
 
 @njit(cache=True, nogil=True, parallel=True)
 def _rerank_rows_kernel(probs, cand_rows, cw, ids, nbytes, k, n_chunks, out_d, out_i, dup, bad):
-    """Like _rerank_kernel, but the candidates are rows of the code matrix: each query's rows are
-    gathered into a small buffer first (dup flags a row repeated in the top-k; bad a row past the
-    matrix, and that query is left unscored). ids: each row's id, or empty when the ids are the
-    row numbers."""
+    """Run _rerank_kernel where the candidates are rows of the code matrix.
+
+    Each query's rows are gathered into a small buffer first (dup flags a row repeated in the top-k;
+    bad a row past the matrix, and that query is left unscored). ids: each row's id, or empty when
+    the ids are the row numbers.
+    """
     nq = probs.shape[0]
     nc = cand_rows.shape[1]
     nw = cw.shape[1]
@@ -190,8 +204,10 @@ def _rerank_rows_kernel(probs, cand_rows, cw, ids, nbytes, k, n_chunks, out_d, o
 
 @njit(cache=True, nogil=True)
 def _dedup_candidates(cand_ids, ccw, qi, tab, nib, use_tab, qwords, m, hd, hi, hr):
-    """Top-k of query qi's candidates (rows qi*C .. of ccw) keeping each id once (its best
-    (distance, position)); returns the heap size."""
+    """Take the top-k of query qi's candidates keeping each id once; return the heap size.
+
+    Rows qi*C .. of ccw; each id keeps its best (distance, position).
+    """
     nc = cand_ids.shape[1]
     cd = np.empty(nc, np.float32)
     ci = np.empty(nc, np.int64)
@@ -212,8 +228,10 @@ def _dedup_candidates(cand_ids, ccw, qi, tab, nib, use_tab, qwords, m, hd, hi, h
 
 @njit(cache=True, nogil=True)
 def _dedup_rows(rows, n, cw, ids, tab, nib, use_tab, qwords, m, hd, hi, hr):
-    """Top-k of the codes at rows[:n] (negative rows skipped), scoring a row listed more than once
-    only once; returns the heap size."""
+    """Take the top-k of the codes at rows[:n]; return the heap size.
+
+    Negative rows are skipped; a row listed more than once is scored only once.
+    """
     s = np.sort(rows[:n])
     size = 0
     k = hd.shape[0]
@@ -234,7 +252,8 @@ def _dedup_rows(rows, n, cw, ids, tab, nib, use_tab, qwords, m, hd, hi, hr):
 def _rerank_dedup_kernel(probs, cand_ids, ccw, cand_rows, cw, ids, nbytes, k, out_d, out_i):
     """Top-k keeping each id once, for the (rare) queries flagged by the kernels above.
 
-    Candidates are rows of (cw, ids) when cand_rows has columns, else (cand_ids, ccw)."""
+    Candidates are rows of (cw, ids) when cand_rows has columns, else (cand_ids, ccw).
+    """
     nq = probs.shape[0]
     by_rows = cand_rows.shape[1] > 0
     nc = cand_rows.shape[1] if by_rows else cand_ids.shape[1]

@@ -18,8 +18,11 @@ from .intrinsics import _leaf
 
 @_leaf
 def _cos_table(u, tab):
-    """tab[i, v] = sum over the bits j set in byte value v of 2 u[8i + j'] (MSB first); returns
-    the constant -sum_j u_j. Sums in float64."""
+    """Fill the byte table of u; return the constant -sum_j u_j.
+
+    tab[i, v] = sum over the bits j set in byte value v of 2 u[8i + j'] (MSB first). Sums in
+    float64.
+    """
     k = 0.0
     for i in range(tab.shape[0]):
         tab[i, 0] = 0.0
@@ -34,8 +37,11 @@ def _cos_table(u, tab):
 
 @_leaf
 def _cos_score(tab, k0, cw, row, c, e):
-    """float32 distance -(c * <u, s> + e) of code row ``row`` of cw (little-endian uint64 words;
-    padding bytes hit zero table rows). Even bytes sum in s0, odd in s1, in ascending order."""
+    """Return the float32 distance -(c * <u, s> + e) of code row ``row`` of cw.
+
+    cw holds little-endian uint64 words; padding bytes hit zero table rows. Even bytes sum in s0,
+    odd in s1, in ascending order.
+    """
     s0 = k0
     s1 = 0.0
     for w in range(cw.shape[1]):
@@ -48,7 +54,7 @@ def _cos_score(tab, k0, cw, row, c, e):
 
 @njit(cache=True, nogil=True)
 def _query_table(u, nbytes, nw):
-    """The byte table (8 nw, 256) of one query (rows past nbytes zero) and its constant."""
+    """Return the byte table (8 nw, 256) of one query (rows past nbytes zero) and its constant."""
     tab = np.zeros((8 * nw, 256), np.float64)
     k0 = _cos_table(u, tab[:nbytes])
     return tab, k0
@@ -72,8 +78,11 @@ def _cos_search_kernel(u, cw, nbytes, corr, ids, k, out_d, out_i):
 
 @njit(cache=True, nogil=True, parallel=True)
 def _cos_rerank_kernel(u, cand_ids, ccw, nbytes, cand_corr, k, out_d, out_i):
-    """Top-k of each query's candidates (Q, C), codes as words ccw (Q * C, W): padding (id < 0)
-    skipped, an id listed twice kept once with its best distance; ties by (id, position)."""
+    """Take the top-k of each query's candidates (Q, C), codes as words ccw (Q * C, W).
+
+    Padding (id < 0) is skipped, an id listed twice is kept once with its best distance; ties by
+    (id, position).
+    """
     nq, nc = cand_ids.shape
     for q in prange(nq):
         tab, k0 = _query_table(u[q], nbytes, ccw.shape[1])

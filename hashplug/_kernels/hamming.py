@@ -44,9 +44,12 @@ def _ham_row(cw, row, qwords, nw):
 
 @njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
 def _ham_block(flat, r0, q, tl, out):
-    """out[j] = Hamming distance of one-word code flat[r0 + j] to q, for the 64 codes of a block;
-    returns the mask of those with distance < tl (bit j: row r0 + j). The one vectorised block scan
-    of the selections: inlined at Numba IR level, so it compiles as the loop written in place."""
+    """Scan one block of 64 one-word codes; return the mask of those with distance < tl.
+
+    out[j] = Hamming distance of one-word code flat[r0 + j] to q; bit j of the mask is row r0 + j.
+    The one vectorised block scan of the selections: inlined at Numba IR level, so it compiles as
+    the loop written in place.
+    """
     blk = flat[r0 : r0 + _BL]
     msk = np.uint64(0)
     for j in range(_BL):
@@ -152,7 +155,7 @@ def _ham_accept(row, d, cw, ids, ids_sorted, c_keep, buf_r, buf_d, buf_w, cnt, n
 def _ham_select_online(
     cw, ids, ids_sorted, r0, r1, qwords, c_keep, n_bits, buf_r, buf_d, buf_w, cnt
 ):
-    """The c_keep best rows of [r0, r1) by (hamming, id, row), in row order in buf_*; returns count.
+    """Select the c_keep best rows of [r0, r1) by (hamming, id, row) into buf_*; return the count.
 
     One pass with a falling integer threshold t: a row is buffered only if it can still be in the
     result (d < t, or d == t with an id below the largest kept tie); the buffer (capacity > c_keep)
@@ -235,7 +238,7 @@ def _ham_select_online(
 
 @njit(cache=True, nogil=True)
 def _ham_select_2pass(cw, ids, ids_sorted, r0, r1, qwords, c_keep, n_bits, buf_r, buf_d, buf_w):
-    """Same result as _ham_select_online, by a histogram pass then a collection pass.
+    """Select as _ham_select_online does, by a histogram pass then a collection pass.
 
     Best when c_keep is a sizeable fraction of the rows. Output: the rows with d < t* in row order,
     then the kept ties at d == t* in (id, row) order.
@@ -344,7 +347,10 @@ def _append_best_ties(trow, nt, need, cw, ids, t, buf_r, buf_d, buf_w, nb):
 
 @_leaf
 def _sel_cap(c_keep):
-    """Selection buffer capacity for c_keep results (room for the sampled path's surplus)."""
+    """Return the selection buffer capacity for c_keep results.
+
+    With room for the sampled path's surplus.
+    """
     return 4 * c_keep + 1024
 
 
@@ -423,7 +429,7 @@ def _ham_select_sampled(
 
 @njit(cache=True, nogil=True)
 def _ham_select(cw, ids, ids_sorted, r0, r1, qwords, c_keep, n_bits, buf_r, buf_d, buf_w, cnt):
-    """The c_keep best rows of [r0, r1) by (hamming, id, row) into buf_* (unsorted); returns count.
+    """Select the c_keep best rows of [r0, r1) by (hamming, id, row) into buf_*; return the count.
 
     buf_* must hold _sel_cap(c_keep) entries and cnt n_bits + 2.
     """

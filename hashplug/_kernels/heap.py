@@ -13,7 +13,7 @@ from .intrinsics import _leaf
 
 @njit(cache=True, nogil=True)
 def _new_heap(k):
-    """An empty heap of capacity k: (distances, ids, rows)."""
+    """Return an empty heap of capacity k: (distances, ids, rows)."""
     return np.empty(k, np.float32), np.empty(k, np.int64), np.empty(k, np.int64)
 
 
@@ -84,7 +84,8 @@ def _heap_drain(hd, hi, hr, size, out_d, out_i, out_r):
     """Write the heap's entries in ascending (d, id, row) order to out_*[:size] (heap destroyed).
 
     Small heaps (the usual k) are insertion-sorted: cheaper than size sift-downs. The out_*
-    arrays must not be the heap's own."""
+    arrays must not be the heap's own.
+    """
     if size <= 32:
         for a in range(size):
             d, i, r = hd[a], hi[a], hr[a]

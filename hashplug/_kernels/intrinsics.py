@@ -61,7 +61,10 @@ def _split(u, n_parts, n):
 
 @intrinsic
 def _popcount64(typingctx: Any, x: Any) -> Any:
-    """Number of set bits of a ``uint64`` (as ``int64``). Use inside ``@njit`` code only."""
+    """Return the number of set bits of a ``uint64`` (as ``int64``).
+
+    Use inside ``@njit`` code only.
+    """
     if x != types.uint64:
         return None
     sig = types.int64(types.uint64)

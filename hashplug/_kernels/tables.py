@@ -156,10 +156,13 @@ def _qsum(x, p0, p1, p2, p3):
 
 @njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
 def _bound_block(flat, r0, n, q, p0, p1, p2, p3, smax, out):
-    """out[j] = quantised weight S of (q XOR one-word code flat[r0 + j]), for j < n <= 64; returns
-    the mask of those with S <= smax (bit j: row r0 + j). The one vectorised block scan of the
-    asymmetric kernels: inlined at Numba IR level, so with n = 64 it compiles as the loop written
-    in place did (a call per block, not inlined, doubled the exhaustive scan's time)."""
+    """Scan one block of one-word codes; return the mask of those with S <= smax.
+
+    out[j] = quantised weight S of (q XOR one-word code flat[r0 + j]), for j < n <= 64; bit j of the
+    mask is row r0 + j. The one vectorised block scan of the asymmetric kernels: inlined at Numba IR
+    level, so with n = 64 it compiles as the loop written in place did (a call per block, not
+    inlined, doubled the exhaustive scan's time).
+    """
     blk = flat[r0 : r0 + n]
     msk = np.uint64(0)
     for j in range(n):
@@ -171,7 +174,7 @@ def _bound_block(flat, r0, n, q, p0, p1, p2, p3, smax, out):
 
 @njit(cache=True, nogil=True, inline="always")
 def _hi(x, p2, p3):
-    """The top two bit-planes' part of _qsum: a lower bound of it."""
+    """Return the top two bit-planes' part of _qsum: a lower bound of it."""
     return 4 * popcount64(x & p2) + 8 * popcount64(x & p3)
 
 
@@ -223,8 +226,10 @@ def _hi_block4(flat, r0, n, q, planes, smax):
 
 @_leaf
 def _bounds(cw, r0, n, qwords, planes, smax, out):
-    """out[j] = quantised weight S of (hard code XOR row r0+j), for j < n <= 64; returns the mask
-    of the rows whose S <= smax (bit j: row r0+j); out[j] is set only for those rows.
+    """Scan a block against the hard code; return the mask of the rows whose S <= smax.
+
+    out[j] = quantised weight S of (hard code XOR row r0+j), for j < n <= 64; bit j of the mask is
+    row r0+j; out[j] is set only for those rows.
 
     Codes of several words are filtered first by the top two bit-planes (``8 pc(x & p3) + 4
     pc(x & p2) <= S``: half the popcounts, vectorised for 2 and 4 words); only the rows that

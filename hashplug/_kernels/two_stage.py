@@ -1,5 +1,8 @@
-"""Two-stage search in one kernel: Hamming top-C of the query's hard code, then the exact
-asymmetric rerank of those C (the local reference of the database pipeline)."""
+"""Two-stage search in one kernel: Hamming top-C, then the exact asymmetric rerank.
+
+The Hamming top-C of the query's hard code, then the exact asymmetric rerank of those C (the local
+reference of the database pipeline).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from .tables import _prep_query, _query_tables
 def _two_stage_kernel(probs, cw, ids, scan_ids, ids_sorted, nbytes, c_keep, k, out_d, out_i):
     """Per query: Hamming top-c_keep of its hard code, then the exact asymmetric top-k of those.
 
-    scan_ids: ids for the rerank (empty when the ids are the row numbers, see _offer)."""
+    scan_ids: ids for the rerank (empty when the ids are the row numbers, see _offer).
+    """
     nq = probs.shape[0]
     n = cw.shape[0]
     nw = cw.shape[1]

@@ -44,7 +44,7 @@ DEFAULT_RAM_PRICE = 5.0
 
 
 def available_backends() -> list[str]:
-    """The backends whose store plugin is installed."""
+    """Return the backends whose store plugin is installed."""
     schemes = set(available_schemes())
     return [name for name, (scheme, _) in BACKENDS.items() if scheme in schemes]
 
@@ -56,6 +56,8 @@ def ram_cost(bytes_per_vector: float, price_per_gib_month: float = DEFAULT_RAM_P
 
 @dataclass
 class BackendConfig:
+    """Settings of the per-backend benchmark (top-k, oversample sweep, query counts)."""
+
     k: int = 10
     oversamples: Sequence[int] = (1, 2, 5, 10, 20)
     latency_queries: int = 200
@@ -158,8 +160,10 @@ def _single_query_ms(
 def _map_block(
     ds: EmbeddingSet, hasher: Hasher, cfg: BackendConfig, got: NDArray[np.int64]
 ) -> dict[str, Any]:
-    """mAP of the two-stage result next to exhaustive asymmetric and float cosine search, all on
-    the same first ``len(got)`` queries (ids are database rows)."""
+    """Return the mAP of the two-stage result, exhaustive asymmetric and float cosine search.
+
+    All on the same first ``len(got)`` queries (ids are database rows).
+    """
     from ..rerank import search_codes
 
     mq = got.shape[0]
@@ -176,8 +180,11 @@ def _map_block(
 
 
 def float_baseline(ds: EmbeddingSet, cfg: BackendConfig) -> dict[str, Any]:
-    """The float32 reference: exact cosine search with numpy over the raw embeddings in RAM
-    (what the codes replace): bytes, latency, QPS, mAP; recall is 1 by definition."""
+    """Return the float32 reference: exact cosine search with numpy in RAM.
+
+    Over the raw embeddings (what the codes replace): bytes, latency, QPS, mAP; recall is 1 by
+    definition.
+    """
     db = ds.db_x / np.maximum(np.linalg.norm(ds.db_x, axis=1, keepdims=True), 1e-12)
     q = ds.q_x / np.maximum(np.linalg.norm(ds.q_x, axis=1, keepdims=True), 1e-12)
     k = cfg.k

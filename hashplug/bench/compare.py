@@ -94,6 +94,7 @@ class CompareConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Raise ValueError naming the first setting out of range."""
         if not 0 < self.target_recall <= 1:
             raise ValueError(f"--target-recall must be in (0, 1], got {self.target_recall}")
         if self.k < 1 or self.queries < 1:
@@ -118,7 +119,7 @@ class CompareConfig:
 
 
 def load_compare_set(path: str | os.PathLike[str]) -> EmbeddingSet:
-    """An ``.npz`` embedding set whose labels are optional; NaN/inf rows are a ValueError."""
+    """Load an ``.npz`` embedding set whose labels are optional; NaN/inf rows are a ValueError."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no embedding set at {p}")
@@ -207,8 +208,11 @@ def _native_runner(mod: Any, engine: str, method: str) -> Callable[[CompareData,
 
 
 def _select(entries: list[Entry], patterns: Sequence[str] | None) -> list[Entry]:
-    """The entries named by ``patterns`` (exact names or globs); asking for an unknown name, or
-    by exact name for an option the installed engine lacks, is a ValueError."""
+    """Return the entries named by ``patterns`` (exact names or globs).
+
+    Asking for an unknown name, or by exact name for an option the installed engine lacks, is a
+    ValueError.
+    """
     if not patterns:
         return entries
     known = sorted({e.method for e in entries})
@@ -228,11 +232,14 @@ def _select(entries: list[Entry], patterns: Sequence[str] | None) -> list[Entry]
 
 # -- hashplug's own methods ------------------------------------------------------------------------
 class _HashplugRunner:
-    """hashplug through HashIndex on ``memory://`` or LanceDB: Hamming top-(oversample * k) ->
-    asymmetric rerank (plain), or Hamming top-C -> asymmetric rerank to S -> exact float
-    rescoring of the S with the originals (``+originals``). Originals: in RAM next to the memory
-    store; in a float32 file on disk (read by row) next to LanceDB. ``scoring="cosine"``: the
-    rerank is the nearest-neighbour estimator with the per-vector factors (``-cos`` methods)."""
+    """Run hashplug through HashIndex on ``memory://`` or LanceDB.
+
+    Hamming top-(oversample * k) -> asymmetric rerank (plain), or Hamming top-C -> asymmetric rerank
+    to S -> exact float rescoring of the S with the originals (``+originals``). Originals: in RAM
+    next to the memory store; in a float32 file on disk (read by row) next to LanceDB.
+    ``scoring="cosine"``: the rerank is the nearest-neighbour estimator with the per-vector factors
+    (``-cos`` methods).
+    """
 
     _fitted: dict[tuple[int, str, int], tuple[Any, float]] = {}
 
@@ -407,9 +414,11 @@ def _faiss_rabitq(refine: bool) -> Callable[[CompareData, Path], MethodRun]:
 
 
 def _st_binary(data: CompareData, work: Path) -> MethodRun:
-    """sentence-transformers' binary quantization + rescoring (as its semantic_search_faiss):
-    Hamming top-(4k) of the unsigned binary codes, rescored by the float query's dot product
-    with the ±1 codes."""
+    """Run sentence-transformers' binary quantization + rescoring.
+
+    As its semantic_search_faiss: Hamming top-(4k) of the unsigned binary codes, rescored by the
+    float query's dot product with the ±1 codes.
+    """
     import faiss
     from sentence_transformers.util.quantization import quantize_embeddings
 
@@ -453,7 +462,10 @@ _REFERENCE_RUNNERS: dict[str, Callable[[CompareData, Path], MethodRun]] = {
 
 # -- frontier and recommendation -------------------------------------------------------------------
 def pareto_front(rows: list[dict[str, Any]], cost_key: str) -> list[int]:
-    """Indices of the rows not dominated in (lower ``cost_key``, higher recall), by cost."""
+    """Return the indices of the rows not dominated in (lower ``cost_key``, higher recall).
+
+    Ordered by cost.
+    """
     order = sorted(range(len(rows)), key=lambda i: (rows[i][cost_key], -rows[i]["recall_at_10"]))
     front, best = [], -1.0
     for i in order:
@@ -464,7 +476,10 @@ def pareto_front(rows: list[dict[str, Any]], cost_key: str) -> list[int]:
 
 
 def recommend(rows: list[dict[str, Any]], target: float) -> dict[str, Any]:
-    """The cheapest (monthly USD per million, then p50) and the fastest option at ``target``."""
+    """Return the cheapest and the fastest option at ``target`` recall.
+
+    Cheapest: by monthly USD per million, then p50.
+    """
     ok = [r for r in rows if r["recall_at_10"] >= target]
     if not ok:
         best = max(rows, key=lambda r: (r["recall_at_10"], -r["usd_month_per_million"]))
@@ -550,8 +565,10 @@ def _row(
 def run_compare(
     ds: EmbeddingSet | str | os.PathLike[str], cfg: CompareConfig | None = None
 ) -> dict[str, Any]:
-    """Run every selected method on one embedding set; returns the results dict (see the README:
-    ``frontier`` rows, ``unavailable``, ``versions``, ``recommendation``)."""
+    """Run every selected method on one embedding set; return the results dict.
+
+    See the README: ``frontier`` rows, ``unavailable``, ``versions``, ``recommendation``.
+    """
     cfg = cfg or CompareConfig()
     cfg.validate()
     path = None if isinstance(ds, EmbeddingSet) else str(ds)

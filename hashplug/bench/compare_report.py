@@ -16,7 +16,10 @@ def _fmt_bytes(b: float) -> str:
 
 
 def compare_markdown(res: dict[str, Any], title: str = "hashplug compare") -> str:
-    """The frontier table (sorted by RAM bytes per vector), what is absent, the recommendation."""
+    """Return the frontier table, what is absent, and the recommendation.
+
+    The table is sorted by RAM bytes per vector.
+    """
     ds, cfg = res["dataset"], res["config"]
     rows = sorted(res["frontier"], key=lambda r: (r["bytes_per_vector"], -r["recall_at_10"]))
     k = cfg["k"]
@@ -95,7 +98,10 @@ def compare_markdown(res: dict[str, Any], title: str = "hashplug compare") -> st
 
 
 def compact_markdown(res: dict[str, Any], rel: Path) -> str:
-    """A short frontier table (method, RAM, recall, p50, cost) for ``hashplug run``'s report."""
+    """Return a short frontier table for ``hashplug run``'s report.
+
+    Columns: method, RAM, recall, p50, cost.
+    """
     rows = sorted(res["frontier"], key=lambda r: (r["bytes_per_vector"], -r["recall_at_10"]))
     out = [
         "## Where hashplug stands: LanceDB's own indexes vs hashplug (64 bits)",
@@ -121,8 +127,11 @@ def compact_markdown(res: dict[str, Any], rel: Path) -> str:
 
 
 def frontier_plot(res: dict[str, Any], key: str, path: Path, xlabel: str, logx: bool) -> None:
-    """recall@10 against ``key``: every method one numbered point (numbers = the table's), a
-    numbered legend beside the axes, the Pareto front drawn as a step line."""
+    """Plot recall@10 against ``key``, with the Pareto front.
+
+    Every method is one numbered point (numbers = the table's), with a numbered legend beside the
+    axes; the Pareto front is drawn as a step line.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,8 +182,11 @@ def frontier_plot(res: dict[str, Any], key: str, path: Path, xlabel: str, logx: 
 
 
 def _label_points(fig: Any, ax: Any, xs: list[float], ys: list[float]) -> None:
-    """Number the points 1..n, each label at the first nearby offset whose box overlaps no
-    label placed before it and no other point (a thin leader line when it had to move far)."""
+    """Label the points 1..n, each where its box overlaps no other label or point.
+
+    Each label goes at the first nearby offset whose box overlaps no label placed before it and no
+    other point (a thin leader line when it had to move far).
+    """
     pts = ax.transData.transform(np.column_stack([xs, ys])) * 72.0 / fig.dpi  # in points
     offsets = [(dx * r, dy * r) for r in (1.0, 1.8, 2.6, 3.4) for dx, dy in _RING]
     placed: list[tuple[float, float, float, float]] = []

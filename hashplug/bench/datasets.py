@@ -26,6 +26,7 @@ class EmbeddingSet:
 
     @property
     def multilabel(self) -> bool:
+        """Whether labels are multi-hot (N, C) rather than one class per item."""
         return self.db_y.ndim == 2
 
 

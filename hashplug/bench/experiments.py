@@ -77,6 +77,8 @@ ABLATIONS: dict[str, Callable[[int, int], Hasher]] = {
 
 @dataclass
 class PaperConfig:
+    """Settings of the paper's table: hashers, code lengths, k and seeds."""
+
     hashers: Sequence[str] = ("hashing-baseline", "itq", "lsh")
     bits: Sequence[int] = (16, 32, 64)
     k: int = 1000
@@ -127,8 +129,11 @@ def binary_topk(
     codes: NDArray[np.uint8] | None = None,
     scoring: str = "asymmetric",
 ) -> NDArray[np.int64]:
-    """Exhaustive binary top-k: symmetric (binary queries) or with sigmoid queries scored by
-    ``scoring`` (asymmetric Hamming, BCE or symmetric BCE; see :mod:`hashplug.scoring`)."""
+    """Return the exhaustive binary top-k.
+
+    Symmetric (binary queries) or with sigmoid queries scored by ``scoring`` (asymmetric Hamming,
+    BCE or symmetric BCE; see :mod:`hashplug.scoring`).
+    """
     from ..rerank import search_codes
 
     db_codes = hasher.encode(ds.db_x) if codes is None else codes
@@ -147,8 +152,11 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 
 def run_paper(ds: EmbeddingSet, cfg: PaperConfig) -> dict[str, Any]:
-    """Original cosine, PCA-float cosine, binary symmetric/asymmetric per hasher and length,
-    and the ablations; returns the ``map`` and ``ablations`` parts of the report's JSON."""
+    """Measure the paper's table; return the ``map`` and ``ablations`` parts of the report's JSON.
+
+    Original cosine, PCA-float cosine, binary symmetric/asymmetric per hasher and length, and the
+    ablations.
+    """
     k = cfg.k
     y_db, y_q = ds.db_y, ds.q_y
     if cfg.scoring not in SCORINGS:
@@ -190,7 +198,10 @@ def run_paper(ds: EmbeddingSet, cfg: PaperConfig) -> dict[str, Any]:
 
 
 def _ablations(ds: EmbeddingSet, cfg: PaperConfig) -> dict[str, Any]:
-    """mAP of Hashing-Baseline variants: no rotation, no PCA, and PCA fitted on another set."""
+    """Return the mAP of Hashing-Baseline variants.
+
+    No rotation, no PCA, and PCA fitted on another set.
+    """
     variants: dict[str, tuple[Callable[[int, int], Hasher], NDArray[np.float32]]] = {
         name: (make, ds.train_x) for name, make in ABLATIONS.items()
     }

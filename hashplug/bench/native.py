@@ -39,10 +39,12 @@ class CompareData:
 
     @property
     def dim(self) -> int:
+        """The embedding dimension."""
         return int(self.db_x.shape[1])
 
     @property
     def n(self) -> int:
+        """The number of database vectors."""
         return int(self.db_x.shape[0])
 
 

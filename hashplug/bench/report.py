@@ -106,7 +106,7 @@ def _encoder_lines(enc: dict[str, Any] | None) -> list[str]:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The whole report as Markdown."""
+    """Return the whole report as Markdown."""
     ds = results["dataset"]
     paper = results["paper"]
     bits = [str(b) for b in results["config"]["bits"]]

@@ -56,7 +56,10 @@ class LabelledSplit:
     classes: list[str]
 
     def subsample(self, n_db: int | None, n_query: int | None, seed: int = 0) -> LabelledSplit:
-        """A seeded random subset (sizes capped at what exists); ``None`` keeps everything."""
+        """Return a seeded random subset (sizes capped at what exists).
+
+        ``None`` keeps everything.
+        """
         rng = np.random.default_rng(seed)
 
         def pick(items: Any, y: NDArray[np.int64], n: int | None) -> tuple[Any, Any]:
@@ -170,8 +173,10 @@ def audio_folder(
 
 # -- the seed paper's audio sets --------------------------------------------------------------
 def esc50(root: str | os.PathLike[str]) -> LabelledSplit:
-    """ESC-50 (``root/meta/esc50.csv``, ``root/audio/*.wav``): fold 1 is the database, folds
-    2-5 the queries (the seed paper's protocol)."""
+    """Load ESC-50: fold 1 is the database, folds 2-5 the queries.
+
+    From ``root/meta/esc50.csv`` and ``root/audio/*.wav`` (the seed paper's protocol).
+    """
     r = Path(root)
     meta = _need(r / "meta" / "esc50.csv", "ESC-50 (github.com/karolpiczak/ESC-50): root/meta")
     db: list[str] = []
@@ -228,9 +233,11 @@ def cifar10(root: str | os.PathLike[str], *, download: bool = False) -> Labelled
 
 
 def deephash_lists(root: str | os.PathLike[str], name: str = "") -> LabelledSplit:
-    """Flickr25K, COCO or NUS-WIDE in the DeepHash split-list layout: ``root/database.txt`` and
-    ``root/test.txt`` (lines ``relative/path.jpg 0 1 0 ...``, multi-hot labels); image paths are
-    relative to ``root`` (or absolute)."""
+    """Load Flickr25K, COCO or NUS-WIDE in the DeepHash split-list layout.
+
+    ``root/database.txt`` and ``root/test.txt`` (lines ``relative/path.jpg 0 1 0 ...``, multi-hot
+    labels); image paths are relative to ``root`` (or absolute).
+    """
     r = Path(root)
 
     def read(fname: str) -> tuple[list[str], NDArray[np.int64]]:
@@ -277,7 +284,7 @@ SOURCES: dict[str, Callable[..., LabelledSplit]] = {
 
 
 def load_source(name: str, root: str | os.PathLike[str] | None = None, **kw: Any) -> LabelledSplit:
-    """A labelled split by name; every source but fashion-mnist needs ``root``."""
+    """Load a labelled split by name; every source but fashion-mnist needs ``root``."""
     if name not in SOURCES:
         raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(SOURCES)}")
     if root is None and name != "fashion-mnist":
@@ -312,8 +319,10 @@ def embed_split(
     batch_size: int = 64,
     progress: bool = True,
 ) -> tuple[EmbeddingSet, Path, dict[str, Any]]:
-    """Encode database and query items; returns the set, its cached ``.npz`` path and timings
-    (``encode_s``, ``items_per_s``: ``None`` when read from the cache; ``cached``: a bool).
+    """Encode database and query items; return the set, its cached ``.npz`` path and timings.
+
+    Timings: ``encode_s``, ``items_per_s`` (``None`` when read from the cache) and ``cached`` (a
+    bool).
 
     The cache file is keyed by the items, the labels and ``encoder.name``, so a second run with
     the same data and encoder reads it instead of encoding again.
@@ -350,7 +359,7 @@ def embed_split(
 def encoder_info(
     encoder: Any, ds: EmbeddingSet, cache: Path, timing: dict[str, Any]
 ) -> dict[str, Any]:
-    """The ``encoder`` record of ``results.json``: spec, dimension, items, throughput, cache.
+    """Return the ``encoder`` record of ``results.json``: spec, dimension, items, throughput, cache.
 
     ``encode_s`` and ``items_per_s`` are ``None`` when the embeddings were read from the cache.
     """

@@ -59,6 +59,7 @@ class IngestReport:
     state_dir: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the report as a JSON-ready dict."""
         d = asdict(self)
         d["peak_rss_mb"] = {str(k): v for k, v in self.peak_rss_mb.items()}
         return d

@@ -31,8 +31,10 @@ def _require_ray() -> Any:
 
 @contextmanager
 def ray_session(address: str | None, workers: int) -> Iterator[Any]:
-    """Use the running Ray session, else connect to ``address``, else start a local cluster
-    with ``workers`` CPUs (stopped again on exit)."""
+    """Use the running Ray session, else connect to ``address``, else start a local cluster.
+
+    A local cluster gets ``workers`` CPUs and is stopped again on exit.
+    """
     ray = _require_ray()
     if ray.is_initialized():
         yield ray
@@ -99,7 +101,10 @@ def run_chunks(
 
 
 def _worker_error(e: BaseException) -> BaseException:
-    """The worker's own error (bad input, store failure) out of Ray's wrappers, where there is one."""
+    """Return the worker's own error (bad input, store failure) out of Ray's wrappers.
+
+    Where there is none, ``e`` itself.
+    """
     from ..stores.base import StoreError
 
     seen: set[int] = set()

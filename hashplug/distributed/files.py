@@ -18,13 +18,16 @@ __all__ = ["is_uri", "list_dir", "stat", "open_file", "file_uri"]
 
 
 def is_uri(path: str) -> bool:
-    """True for ``scheme://...`` locations (read through pyarrow.fs), False for local paths."""
+    """Return True for ``scheme://...`` locations, False for local paths.
+
+    URIs are read through pyarrow.fs.
+    """
     return "://" in str(path)
 
 
 @functools.lru_cache(maxsize=16)
 def _fs(root: str) -> Any:
-    """The filesystem of a URI root (``scheme://netloc?query``), cached per process."""
+    """Return the filesystem of a URI root (``scheme://netloc?query``), cached per process."""
     from pyarrow import fs
 
     try:
@@ -43,7 +46,7 @@ def _split(uri: str) -> tuple[Any, str]:
 
 
 def file_uri(directory: str, path: str) -> str:
-    """The URI of ``path`` (as the filesystem lists it) under the URI ``directory``."""
+    """Return the URI of ``path`` (as the filesystem lists it) under the URI ``directory``."""
     parts = urlsplit(directory)
     name = path.rsplit("/", 1)[-1]
     query = f"?{parts.query}" if parts.query else ""
@@ -51,9 +54,10 @@ def file_uri(directory: str, path: str) -> str:
 
 
 def list_dir(directory: str) -> list[str]:
-    """The URIs of the files directly under the URI ``directory``, by name, hidden ones left out.
+    """Return the URIs of the files directly under the URI ``directory``, by name.
 
-    FileNotFoundError when it is not a directory."""
+    Hidden files are left out. FileNotFoundError when it is not a directory.
+    """
     from pyarrow import fs
 
     f, path = _split(directory)
@@ -78,6 +82,6 @@ def stat(uri: str) -> tuple[int, int]:
 
 
 def open_file(uri: str) -> IO[bytes]:
-    """A random-access binary file object for a file URI (close it after use)."""
+    """Open a random-access binary file object for a file URI (close it after use)."""
     f, path = _split(uri)
     return f.open_input_file(path)

@@ -46,6 +46,7 @@ class Shard:
 
     @property
     def name(self) -> str:
+        """The file name of the shard."""
         return _basename(self.path)
 
     @property
@@ -64,6 +65,7 @@ class Chunk:
 
     @property
     def rows(self) -> int:
+        """The number of rows in the shard."""
         return self.stop - self.start
 
 
@@ -84,10 +86,12 @@ class Dataset:
 
     @property
     def rows(self) -> int:
+        """The number of rows in all shards."""
         return sum(s.rows for s in self.shards)
 
     @property
     def dim(self) -> int | None:
+        """The vector dimension of the first shard (None for raw items)."""
         return self.shards[0].dim
 
     @property
@@ -128,7 +132,7 @@ class Dataset:
 
 
 def _basename(path: str) -> str:
-    """The file name of a local path or of a URI (without its query string)."""
+    """Return the file name of a local path or of a URI (without its query string)."""
     return (urlsplit(path).path if files.is_uri(path) else path).rstrip("/").rsplit("/", 1)[-1]
 
 
@@ -141,7 +145,10 @@ def _stat(path: str) -> tuple[int, int]:
 
 @contextmanager
 def _opened(path: str) -> Any:
-    """A local path as it is (pyarrow and numpy open it), or an open file object for a URI."""
+    """Open a URI as a file object; return a local path as it is.
+
+    pyarrow and numpy open local paths themselves.
+    """
     if not files.is_uri(path):
         yield path
         return
@@ -405,8 +412,10 @@ def _plan_duplicates(ds: Dataset, ranges: list[tuple[int, int] | None]) -> None:
 def read_chunk(
     ds: Dataset, chunk: Chunk, *, apply_skip: bool = True
 ) -> tuple[NDArray[np.int64], Any]:
-    """Ids and vectors (float, (n, d)) or raw items (list) of one chunk; rows superseded by a
-    later row with the same id are dropped unless ``apply_skip`` is False."""
+    """Read one chunk: ids and vectors (float, (n, d)) or raw items (list).
+
+    Rows superseded by a later row with the same id are dropped unless ``apply_skip`` is False.
+    """
     s = ds.shards[chunk.shard]
     if s.kind == "npy":
         x: Any = _read_npy_rows(s, chunk)

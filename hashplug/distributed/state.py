@@ -46,6 +46,7 @@ class JobState:
         return self.dir / f"{shard.index:06d}-{shard.name}.done"
 
     def is_done(self, shard: Shard) -> bool:
+        """Return whether ``shard``, as it is now, was marked done."""
         p = self._marker(shard)
         try:
             rec: dict[str, Any] = json.loads(p.read_text())
@@ -54,6 +55,7 @@ class JobState:
         return all(rec.get(k) == v for k, v in shard.signature.items())
 
     def mark_done(self, shard: Shard, written: int) -> None:
+        """Record that ``shard`` is written (``written`` rows), with its signature."""
         self.dir.mkdir(parents=True, exist_ok=True)
         p = self._marker(shard)
         rec = {**shard.signature, "written": written, "fingerprint": self.fingerprint,

@@ -28,7 +28,7 @@ WORKER_STORE_OPTIONS: dict[str, dict[str, Any]] = {"lancedb": {"index": "none"}}
 
 
 def hasher_bytes(h: Hasher) -> bytes:
-    """The hasher's safetensors file as bytes (what is shipped to every worker)."""
+    """Return the hasher's safetensors file as bytes (what is shipped to every worker)."""
     with tempfile.TemporaryDirectory() as d:
         return h.save(os.path.join(d, "h.safetensors")).read_bytes()
 
@@ -97,6 +97,7 @@ class ChunkWorker:
         return x
 
     def __call__(self, batch: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
+        """Process the chunks numbered in ``batch["chunk"]`` (Ray Data's batch call)."""
         parts: list[dict[str, NDArray[Any]]] = [self.run(int(c)) for c in batch["chunk"]]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 

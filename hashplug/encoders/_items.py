@@ -31,7 +31,7 @@ def _as_list(items: Any, what: str) -> list[Any]:
 
 
 def image_list(images: Any) -> Any:
-    """A list of image items; an ndarray is a batch (N, H, W) or (N, H, W, C)."""
+    """Return a list of image items; an ndarray is a batch (N, H, W) or (N, H, W, C)."""
     if isinstance(images, np.ndarray):
         if images.ndim not in (3, 4):
             raise ValueError(
@@ -59,7 +59,10 @@ def text_list(texts: Any) -> list[str]:
 
 
 def audio_list(clips: Any) -> list[Any]:
-    """A list of audio items, each checked to be a path or a (waveform, sample_rate) tuple."""
+    """Return a list of audio items.
+
+    Each is checked to be a path or a (waveform, sample_rate) tuple.
+    """
     if _is_audio_tuple(clips):
         clips = [clips]
     out = _as_list(clips, "audio clips")
@@ -94,7 +97,7 @@ def split_by_modality(items: Any, supported: frozenset[str]) -> dict[str, tuple[
 
 
 def modality_of(item: Any, supported: frozenset[str]) -> str:
-    """The modality of one raw item (strings are texts unless they name a media file)."""
+    """Return the modality of one raw item (strings are texts unless they name a media file)."""
     if isinstance(item, PathLike):
         p = Path(item)
         ext = p.suffix.lower()
@@ -170,7 +173,7 @@ def to_pil(item: Any) -> Any:
 
 # -- audio --------------------------------------------------------------------------------------------
 def load_audio(item: Any, sample_rate: int) -> NDArray[np.float32]:
-    """A path or (waveform, sr) -> mono float32 waveform at ``sample_rate``."""
+    """Load a path or (waveform, sr) as a mono float32 waveform at ``sample_rate``."""
     if isinstance(item, PathLike):
         wave, sr = _read_audio_file(Path(item))
     else:

@@ -64,7 +64,7 @@ def hf_cache_dir() -> str:
 
 
 def hf_cached_file(repo_id: str, filename: str, cache_dir: str | None = None) -> str | None:
-    """The local path of ``repo_id/filename`` in the HF cache, or None (never downloads)."""
+    """Return the local path of ``repo_id/filename`` in the HF cache, or None (never downloads)."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover
@@ -74,8 +74,11 @@ def hf_cached_file(repo_id: str, filename: str, cache_dir: str | None = None) ->
 
 
 def load_state_dict(path: str | Path) -> dict[str, Any]:
-    """Tensors of a checkpoint: safetensors, or a torch file (``weights_only``, no arbitrary pickle),
-    unwrapping ``{"state_dict": ...}`` / ``{"model": ...}`` and a ``module.`` (DataParallel) prefix."""
+    """Load the tensors of a checkpoint: safetensors, or a torch file.
+
+    A torch file is read with ``weights_only`` (no arbitrary pickle); ``{"state_dict": ...}`` /
+    ``{"model": ...}`` and a ``module.`` (DataParallel) prefix are unwrapped.
+    """
     import torch
 
     p = Path(path)

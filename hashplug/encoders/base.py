@@ -51,6 +51,7 @@ class EncoderSpec:
 
     @classmethod
     def parse(cls, spec: str) -> EncoderSpec:
+        """Parse ``"prefix:body?key=value&..."``; raise ValueError for an empty or bad spec."""
         if not isinstance(spec, str) or not spec.strip():
             raise ValueError(f"an encoder spec must be a non-empty string, got {spec!r}")
         prefix, _, rest = spec.strip().partition(":")
@@ -68,8 +69,10 @@ class EncoderSpec:
         self.typed_options({k: str for k in known})
 
     def typed_options(self, types: Mapping[str, Callable[[str], Any]]) -> dict[str, Any]:
-        """The options converted by ``types`` (name -> converter, as in
-        :func:`hashplug.stores.uri.parse_uri`); unknown or invalid ones raise ValueError."""
+        """Return the options converted by ``types``; unknown or invalid ones raise ValueError.
+
+        ``types`` maps name -> converter, as in :func:`hashplug.stores.uri.parse_uri`.
+        """
         return convert_options(self.options.items(), types, f"{self.prefix!r} encoder spec")
 
     def __str__(self) -> str:
@@ -120,8 +123,10 @@ class Encoder(ABC):
     def encode_audio(
         self, clips: Any, *, batch_size: int | None = None, progress: bool | None = None
     ) -> NDArray[np.float32]:
-        """Embed audio: file paths or ``(waveform, sample_rate)`` tuples, resampled to
-        :attr:`sample_rate`; stereo is averaged to mono."""
+        """Embed audio: file paths or ``(waveform, sample_rate)`` tuples.
+
+        Resampled to :attr:`sample_rate`; stereo is averaged to mono.
+        """
         self._require("audio")
         items = _items.audio_list(clips)
         assert self.sample_rate is not None
@@ -246,7 +251,7 @@ def register_encoder(prefix: str, factory: str | Callable[..., Encoder]) -> None
 
 
 def available_encoders() -> list[str]:
-    """The registered spec prefixes."""
+    """Return the registered spec prefixes."""
     _load_entry_points()
     return sorted(_REGISTRY)
 

@@ -66,6 +66,7 @@ def checkpoint_dirs() -> list[Path]:
 
 
 def from_spec(spec: EncoderSpec, **kwargs: Any) -> ClapEncoder:
+    """Build the encoder a parsed spec names (the registry's factory for this prefix)."""
     opts = spec.typed_options({"fusion": to_bool, "text": str})
     body = spec.body or f"{DEFAULT_AUDIO_MODEL}/{DEFAULT_CHECKPOINT}"
     amodel, _, ckpt = body.partition("/")

@@ -32,6 +32,7 @@ _STD = (0.229, 0.224, 0.225)
 
 
 def from_spec(spec: EncoderSpec, **kwargs: Any) -> EffNetEncoder:
+    """Build the encoder a parsed spec names (the registry's factory for this prefix)."""
     opts = spec.typed_options({"size": to_int_at_least(32)})
     model, _, weights = (spec.body or DEFAULT_MODEL).partition("/")
     size = opts.get("size", DEFAULT_SIZE)

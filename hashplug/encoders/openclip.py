@@ -26,6 +26,7 @@ _SEED = 0  # random-init models are seeded so that their spec recreates them
 
 
 def from_spec(spec: EncoderSpec, **kwargs: Any) -> OpenClipEncoder:
+    """Build the encoder a parsed spec names (the registry's factory for this prefix)."""
     opts = spec.typed_options({"quick_gelu": to_bool})
     body = spec.body or f"{DEFAULT_MODEL}/{DEFAULT_PRETRAINED}"
     model, _, pretrained = body.partition("/")
@@ -153,6 +154,7 @@ class OpenClipEncoder(Encoder):
 
     @property
     def tokenizer(self) -> Any:
+        """The open_clip tokenizer of this model, loaded on first use."""
         if self._tokenizer is None:
             import open_clip
 
@@ -168,7 +170,10 @@ class OpenClipEncoder(Encoder):
 
 
 def _cached_weights(tag_cfg: dict[str, Any], cache_dir: str | None) -> tuple[Path | None, str]:
-    """A cached checkpoint for an open_clip tag (never downloads), and where it would live."""
+    """Return a cached checkpoint for an open_clip tag, and where it would live.
+
+    It never downloads.
+    """
     from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 
     hub = tag_cfg.get("hf_hub", "")

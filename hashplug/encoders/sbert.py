@@ -26,6 +26,7 @@ OFFLINE_PACKAGES = {
 
 
 def from_spec(spec: EncoderSpec, **kwargs: Any) -> SBertEncoder:
+    """Build the encoder a parsed spec names (the registry's factory for this prefix)."""
     spec.check_options(())
     return SBertEncoder(spec.body or DEFAULT_MODEL, **kwargs)
 

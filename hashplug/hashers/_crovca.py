@@ -228,7 +228,7 @@ def _loop(
     bar: Any,
     history: list[dict[str, float]],
 ) -> None:
-    """The training epochs; appends each epoch's mean loss, bce and rate to ``history``."""
+    """Run the training epochs; append each epoch's mean loss, bce and rate to ``history``."""
     dev = views.z.device
     total = cfg.epochs * per_epoch
     step = 0

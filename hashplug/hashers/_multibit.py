@@ -45,7 +45,7 @@ def check_allocation(value: Any, n_bits: int) -> list[list[int]] | None:
 
 
 def auto_allocation(n_bits: int, dim: int) -> list[list[int]]:
-    """The default allocation for ``n_bits`` over a ``dim``-dimensional input.
+    """Return the default allocation for ``n_bits`` over a ``dim``-dimensional input.
 
     Half the bits (``n_bits // 6`` directions) go to 3-bit cells on the top principal directions
     and the rest to 1-bit signs on the next ones; when that needs more directions than ``dim``,

@@ -109,7 +109,7 @@ class Hasher(ABC):
     # -- settings --------------------------------------------------------------------------------
     @classmethod
     def _get_param_names(cls) -> tuple[str, ...]:
-        """The constructor's parameter names, in order, read from its signature."""
+        """Return the constructor's parameter names, in order, read from its signature."""
         names = []
         for name, p in inspect.signature(cls.__init__).parameters.items():
             if name == "self":
@@ -123,7 +123,10 @@ class Hasher(ABC):
         return tuple(names)
 
     def get_params(self) -> dict[str, Any]:
-        """The constructor arguments, as stored (``type(h)(**h.get_params())`` is an unfitted copy)."""
+        """Return the constructor arguments, as stored.
+
+        ``type(h)(**h.get_params())`` is an unfitted copy.
+        """
         return {name: getattr(self, name) for name in self._get_param_names()}
 
     def _check_params(self) -> dict[str, Any]:
@@ -216,7 +219,7 @@ class Hasher(ABC):
 
     # -- identity --------------------------------------------------------------------------------
     def get_spec(self) -> dict[str, Any]:
-        """The validated settings that recreate this (unfitted) hasher, plus its class name.
+        """Return the validated settings that recreate this (unfitted) hasher, plus its class name.
 
         JSON-able: checked settings in canonical types, numpy scalars as Python numbers.
         """
@@ -231,6 +234,7 @@ class Hasher(ABC):
 
     @property
     def is_fitted(self) -> bool:
+        """Whether :meth:`fit` has run."""
         return self.dim_ is not None
 
     @property

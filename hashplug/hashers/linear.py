@@ -48,7 +48,7 @@ class LinearHasher(Hasher):
         self._set_query_scale(np.sqrt(np.maximum(var, 0.0)))
 
     def _calibration(self) -> str:
-        """The calibration setting (``"none"`` for subclasses without one)."""
+        """Return the calibration setting (``"none"`` for subclasses without one)."""
         return str(getattr(self, "calibration", "none"))
 
     def _after_fit(self) -> None:

@@ -29,6 +29,7 @@ class CovarianceAccumulator:
         self._sq: NDArray[np.float64] | None = None
 
     def update(self, batch: Any) -> None:
+        """Add one batch of training embeddings to the running sums."""
         x = as_matrix(batch, dim=self.dim, what="training batch")
         check_finite(x, "training embeddings")
         if self._shift is None:
@@ -45,12 +46,14 @@ class CovarianceAccumulator:
 
     @property
     def mean(self) -> NDArray[np.float64]:
+        """The mean of the rows seen; ValueError before any."""
         if self._shift is None or self._sum is None:
             raise ValueError("no training data: fit needs at least one non-empty batch")
         return self._shift + self._sum / self.n
 
     @property
     def cov(self) -> NDArray[np.float64]:
+        """The covariance of the rows seen; ValueError before any."""
         if self._sq is None or self._sum is None:
             raise ValueError("no training data: fit needs at least one non-empty batch")
         if self.n < 2:
@@ -89,7 +92,10 @@ def top_components(
 
 
 def random_orthogonal(n: int, m: int | None = None, *, seed: int = 0) -> NDArray[np.float64]:
-    """A Haar-random (n, m) matrix with orthonormal columns: QR of a seeded Gaussian, sign-fixed."""
+    """Draw a Haar-random (n, m) matrix with orthonormal columns.
+
+    QR of a seeded Gaussian, sign-fixed.
+    """
     m = n if m is None else m
     rng = np.random.default_rng(seed)
     q, r = np.linalg.qr(rng.standard_normal((n, m)))

@@ -56,6 +56,7 @@ class SyncReport:
         return self.scanned / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the report as a JSON-ready dict."""
         d = asdict(self)
         d["invalid_ids"] = [str(i) for i in self.invalid_ids]
         d["rows_per_s"] = self.rate
@@ -64,10 +65,12 @@ class SyncReport:
 
 @dataclass
 class AttachedResult:
-    """Top-k per query: the source's own ``ids`` (int64 (Q, k) with -1 padding, or an object array
-    of str with None padding) and ``scores`` float32 (Q, k) in the source metric when rescored by the
-    originals (cosine / dot: larger is better; l2: the Euclidean distance), else the asymmetric
-    distance of the codes; nan for padding."""
+    """Top-k per query from an attached collection: the source's own ``ids`` and ``scores``.
+
+    ``ids``: int64 (Q, k) with -1 padding, or an object array of str with None padding. ``scores``:
+    float32 (Q, k) in the source metric when rescored by the originals (cosine / dot: larger is
+    better; l2: the Euclidean distance), else the asymmetric distance of the codes; nan for padding.
+    """
 
     ids: NDArray[Any]
     scores: NDArray[np.float32]
@@ -97,8 +100,11 @@ def _sorted_contains(sorted_keys: NDArray[np.int64], keys: NDArray[np.int64]) ->
 
 
 def _unit_rows(x: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Rows scaled to unit length (zero rows stay zero): cosine is blind to length, so codes of a
-    cosine source are made from, and queried with, directions only."""
+    """Scale rows to unit length (zero rows stay zero).
+
+    Cosine is blind to length, so codes of a cosine source are made from, and queried with,
+    directions only.
+    """
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.where(n > 0, n, 1)).astype(np.float32, copy=False)
 
@@ -137,6 +143,7 @@ class AttachedIndex:
 
     @property
     def info(self) -> SourceInfo:
+        """The source's description (fields, metric, id kind, row count)."""
         return self.source.info
 
     def __len__(self) -> int:
@@ -183,10 +190,13 @@ class AttachedIndex:
         progress: bool = True,
         on_batch: Callable[[SyncReport], None] | None = None,
     ) -> SyncReport:
-        """Bring the codes up to date with the source: code rows that have none, recode rows whose
-        code changed, delete codes of rows gone from the source. Idempotent: a killed run is
-        resumed by running it again (upserts by id; each row ends with exactly one code).
-        ``on_batch`` is called with the running report after each batch is written."""
+        """Bring the codes up to date with the source.
+
+        Code rows that have none, recode rows whose code changed, delete codes of rows gone from the
+        source. Idempotent: a killed run is resumed by running it again (upserts by id; each row
+        ends with exactly one code). ``on_batch`` is called with the running report after each batch
+        is written.
+        """
         rep = SyncReport()
         t0 = time.perf_counter()
         before = (self.source.count(), self.source.version())
@@ -349,9 +359,11 @@ class AttachedIndex:
         progress: bool = True,
         **search_options: Any,
     ) -> dict[str, Any]:
-        """Compare with the engine's own exact float search before switching: recall@k, p50/p99
-        latency of one query, and RAM bytes per vector, for ``n`` source vectors as queries (or
-        ``queries``). Written as JSON to ``out`` when given."""
+        """Compare with the engine's own exact float search before switching.
+
+        Recall@k, p50/p99 latency of one query, and RAM bytes per vector, for ``n`` source vectors
+        as queries (or ``queries``). Written as JSON to ``out`` when given.
+        """
         if queries is None:
             queries = self._sample_queries(n, seed)
         q = np.asarray(queries, np.float32)
@@ -417,6 +429,7 @@ class AttachedIndex:
         return allv[rng.permutation(len(allv))[:n]]
 
     def close(self) -> None:
+        """Close the source and the code store."""
         self.source.close()
         self.store.close()
 

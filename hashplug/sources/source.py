@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from ..results import ShortlistHits, SourceHits
 from ..stores.base import StoreError
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "SourceError",
     "SourceInfo",
     "Source",
+    "SourceHits",
+    "ShortlistHits",
     "choose_vector_field",
     "as_source_ids",
     "metric_scores",
@@ -56,6 +59,7 @@ class SourceInfo:
     count: int
 
     def describe(self) -> str:
+        """Return a one-line description for messages."""
         return (
             f"{self.uri}: {self.count} rows, vector field {self.vector_field!r} "
             f"({self.dtype}, {self.dim}-d, {self.metric}), id field {self.id_field!r} ({self.id_kind})"
@@ -84,29 +88,33 @@ class Source(ABC):
 
     @abstractmethod
     def scan(self, batch_size: int) -> Iterator[tuple[NDArray[Any], NDArray[np.float32]]]:
-        """Every row once: ``(ids, vectors float32 (n, dim))`` batches. Rows without a vector are
-        skipped (and counted in :attr:`skipped`)."""
+        """Every row once: ``(ids, vectors float32 (n, dim))`` batches.
+
+        Rows without a vector are skipped (and counted in :attr:`skipped`).
+        """
 
     @abstractmethod
     def fetch(self, ids: NDArray[Any]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
         """Vectors of ``ids`` in order (float32 (n, dim); zeros where missing) and a found mask."""
 
     @abstractmethod
-    def search(
-        self, queries: NDArray[np.float32], k: int
-    ) -> tuple[list[NDArray[Any]], NDArray[np.float32]]:
-        """The engine's own exact float search in the source metric: per query its ``k`` best ids
-        (a list of Q id arrays, shorter when fewer rows) and scores float32 (Q, k) (nan padding)."""
+    def search(self, queries: NDArray[np.float32], k: int) -> SourceHits:
+        """Run the engine's own exact float search in the source metric.
+
+        A :class:`SourceHits`: per query its ``k`` best ``ids`` (a list of Q id arrays, shorter
+        when fewer rows) and ``scores`` float32 (Q, k) (nan padding).
+        """
 
     #: True when :meth:`search_among` scores listed ids inside the engine (no vector leaves it);
     #: a source may decide per collection (Milvus: only over an exact index).
     scores_in_engine: bool = False
 
-    def search_among(
-        self, query: NDArray[np.float32], ids: NDArray[Any], k: int
-    ) -> tuple[NDArray[Any], NDArray[np.float32]]:
-        """The engine's exact float search of one query (dim,) restricted to ``ids``: the ``k``
-        best of them and their scores, best first (sources with :attr:`scores_in_engine`)."""
+    def search_among(self, query: NDArray[np.float32], ids: NDArray[Any], k: int) -> ShortlistHits:
+        """Run the engine's exact float search of one query (dim,) restricted to ``ids``.
+
+        A :class:`ShortlistHits`: the ``k`` best of them and their scores, best first (sources
+        with :attr:`scores_in_engine`).
+        """
         raise NotImplementedError(f"{type(self).__name__} cannot score ids in its engine")
 
     @abstractmethod
@@ -115,19 +123,27 @@ class Source(ABC):
 
     @abstractmethod
     def codes_uri(self, suffix: str) -> str:
-        """URI of the hashplug store that keeps this source's codes beside it, in the same engine
-        (a sibling table / collection named after the source plus ``suffix``)."""
+        """Return the URI of the hashplug store that keeps this source's codes beside it.
+
+        In the same engine: a sibling table / collection named after the source plus ``suffix``.
+        """
 
     def store_options(self) -> dict[str, Any]:
-        """Connection options the sibling code store needs (credentials ...)."""
+        """Return the connection options the sibling code store needs (credentials ...)."""
         return {}
 
     def state_dir(self) -> Path | None:
-        """A local folder beside the collection for the hasher file (None: the user cache)."""
+        """Return a local folder beside the collection for the hasher file.
+
+        None: the user cache.
+        """
         return None
 
     def version(self) -> Any:
-        """A token that changes when the collection changes (None where the engine has none)."""
+        """Return a token that changes when the collection changes.
+
+        None where the engine has none.
+        """
         return None
 
     #: Rows without a vector seen by the last :meth:`scan`.
@@ -146,8 +162,11 @@ class Source(ABC):
 def choose_vector_field(
     candidates: dict[str, tuple[int, str]], wanted: str | None, where: str, others: dict[str, str]
 ) -> str:
-    """Pick the float vector field: ``candidates`` maps name -> (dim, dtype); ``others`` maps the
-    remaining fields to a type description (for the error when ``wanted`` is not a vector)."""
+    """Pick the float vector field.
+
+    ``candidates`` maps name -> (dim, dtype); ``others`` maps the remaining fields to a type
+    description (for the error when ``wanted`` is not a vector).
+    """
     if wanted is not None:
         if wanted in candidates:
             return wanted
@@ -173,7 +192,7 @@ def choose_vector_field(
 
 
 def as_source_ids(values: list[Any], kind: IdKind) -> NDArray[Any]:
-    """A list of ids from an engine -> int64 array, or object array of str."""
+    """Convert a list of ids from an engine to an int64 array, or an object array of str."""
     if kind == "int":
         return np.asarray(values, dtype=np.int64).reshape(-1)
     out = np.empty(len(values), dtype=object)
@@ -184,8 +203,10 @@ def as_source_ids(values: list[Any], kind: IdKind) -> NDArray[Any]:
 def metric_scores(
     q: NDArray[np.float32], x: NDArray[np.float32], metric: Metric
 ) -> NDArray[np.float32]:
-    """Similarity of each query row to each ``x`` row in the source metric: cosine similarity,
-    dot product, or Euclidean distance for ``l2`` (smaller is better there)."""
+    """Return the similarity of each query row to each ``x`` row in the source metric.
+
+    Cosine similarity, dot product, or Euclidean distance for ``l2`` (smaller is better there).
+    """
     q64, x64 = q.astype(np.float32), x.astype(np.float32)
     if metric == "cosine":
         qn = q64 / np.maximum(np.linalg.norm(q64, axis=-1, keepdims=True), 1e-30)

@@ -15,7 +15,10 @@ MISSING, OTHER = -1, -2
 
 
 def _token(v: Any) -> tuple[str, Any] | None:
-    """A hashable class of values equal under ``scalar_equal`` (1 and 1.0 share one), else None."""
+    """Return a hashable class of values equal under ``scalar_equal``, else None.
+
+    1 and 1.0 share one.
+    """
     if isinstance(v, bool):
         return ("b", v)
     if isinstance(v, str):

@@ -100,7 +100,7 @@ class StoreFiles:
 
     # -- reading ---------------------------------------------------------------------------------
     def token(self) -> tuple[int, int, int] | None:
-        """Changes whenever a writer commits (None: no manifest)."""
+        """Return a token that changes whenever a writer commits (None: no manifest)."""
         try:
             st = os.stat(self.path / MANIFEST)
         except FileNotFoundError:
@@ -108,8 +108,10 @@ class StoreFiles:
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def manifest(self) -> dict[str, Any] | None:
-        """``{"meta", "gen", "segments"}`` of the current manifest, or None when there is none;
-        a format 1 manifest is read as one segment, with ``"old": True`` (rewrite it)."""
+        """Return ``{"meta", "gen", "segments"}`` of the current manifest, or None without one.
+
+        A format 1 manifest is read as one segment, with ``"old": True`` (rewrite it).
+        """
         mfile = self.path / MANIFEST
         if not mfile.exists():
             return None
@@ -152,7 +154,7 @@ class StoreFiles:
         return seg
 
     def load_legacy(self) -> dict[str, Any] | None:
-        """The oldest layout as one segment (with its meta), or None."""
+        """Return the oldest layout as one segment (with its meta), or None."""
         mfile = self.path / "meta.json"
         if not mfile.exists():
             return None

@@ -40,8 +40,10 @@ class IdIndex:
         return order[pos], srt[pos] == q
 
     def appended(self, all_ids: NDArray[np.int64]) -> IdIndex:
-        """The index of ``all_ids`` = these ids + new ones (none of them present): merged in
-        O(N) when this one is built."""
+        """Return the index of ``all_ids`` = these ids + new ones (none of them present).
+
+        Merged in O(N) when this one is built.
+        """
         out = IdIndex(all_ids)
         new_ids = all_ids[self.ids.size :]
         if self._order is not None and self._sorted is not None:
@@ -68,7 +70,7 @@ def empty_state(meta: str | None = None, n_bytes: int = 0) -> dict[str, Any]:
 
 
 def corr_of(st: dict[str, Any]) -> NDArray[np.float16]:
-    """The state's corrections (N, 2) float16, NaN where an item has none."""
+    """Return the state's corrections (N, 2) float16, NaN where an item has none."""
     c = st.get("corr")
     n = st["ids"].size
     return c if c is not None and c.shape == (n, 2) else np.full((n, 2), np.nan, np.float16)
@@ -80,7 +82,7 @@ def _seg_corr(seg: dict[str, Any], n: int) -> NDArray[np.float16]:
 
 
 def apply_segment(st: dict[str, Any], seg: dict[str, Any]) -> dict[str, Any]:
-    """The state after one segment: its ``deleted`` ids removed, its rows upserted."""
+    """Return the state after one segment: its ``deleted`` ids removed, its rows upserted."""
     ids, codes, pl, corr = st["ids"], st["codes"], st["payloads"], corr_of(st)
     new_ids = seg.get("ids", np.zeros(0, np.int64))
     drop = np.concatenate([seg.get("deleted", np.zeros(0, np.int64)), new_ids])
@@ -107,7 +109,10 @@ def apply_segment(st: dict[str, Any], seg: dict[str, Any]) -> dict[str, Any]:
 
 
 def merge_segments(meta: str, n_bytes: int, segs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The state of a whole segment list, in one pass (same result as applying them in order)."""
+    """Return the state of a whole segment list, in one pass.
+
+    The same result as applying them in order.
+    """
     st = empty_state(meta, n_bytes)
     if len(segs) <= 1:
         return apply_segment(st, segs[0]) if segs else st
@@ -149,7 +154,7 @@ def merge_segments(meta: str, n_bytes: int, segs: list[dict[str, Any]]) -> dict[
 
 
 def whole(st: dict[str, Any]) -> dict[str, Any]:
-    """The state's rows as one segment (for a compaction)."""
+    """Return the state's rows as one segment (for a compaction)."""
     seg: dict[str, Any] = {"ids": st["ids"], "codes": st["codes"], "payloads": st["payloads"]}
     corr = corr_of(st)
     if not np.isnan(corr).all():  # absent: no item has corrections

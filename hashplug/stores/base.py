@@ -77,9 +77,11 @@ class CollectionMeta:
 
     @property
     def n_bytes(self) -> int:
+        """Bytes per packed code (``n_bits // 8``)."""
         return self.n_bits // 8
 
     def to_json(self) -> str:
+        """Return the metadata as the JSON text stores keep."""
         return json.dumps(
             {
                 "n_bits": self.n_bits,
@@ -92,6 +94,7 @@ class CollectionMeta:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> CollectionMeta:
+        """Parse the JSON text of :meth:`to_json`; raise ValueError when it is malformed."""
         try:
             d = json.loads(text)
             return cls(
@@ -126,8 +129,11 @@ _INT64_MAX = 2**63 - 1
 
 
 def as_ids(ids: ArrayLike, what: str = "ids") -> NDArray[np.int64]:
-    """``ids`` as a 1-D int64 array, or ValueError: integers only (``1.7`` or ``True`` is refused,
-    never truncated), each in [0, 2**63 - 1]. Used by every store's ``upsert`` and ``delete``."""
+    """Return ``ids`` as a 1-D int64 array, or raise ValueError.
+
+    Integers only (``1.7`` or ``True`` is refused, never truncated), each in [0, 2**63 - 1]. Used by
+    every store's ``upsert`` and ``delete``.
+    """
     a = np.asarray(ids)
     if a.ndim == 0:
         a = a.reshape(1)
@@ -221,9 +227,11 @@ def _payload_problem(v: Any, depth: int = 0) -> str | None:
 
 
 def check_store_corrections(corr: ArrayLike | None, n: int) -> NDArray[np.float16]:
-    """Validate the ``corrections=`` of an upsert: (n, 2) floats -> float16, as every store keeps
-    them. None or a row of NaN: that item has no factors (NaN). ValueError for another shape or
-    dtype, inf, NaN in part of a row, or values beyond float16."""
+    """Validate the ``corrections=`` of an upsert: (n, 2) floats -> float16.
+
+    As every store keeps them. None or a row of NaN: that item has no factors (NaN). ValueError for
+    another shape or dtype, inf, NaN in part of a row, or values beyond float16.
+    """
     if corr is None:
         return np.full((n, 2), np.nan, np.float16)
     a = np.asarray(corr)
@@ -242,8 +250,10 @@ def check_store_corrections(corr: ArrayLike | None, n: int) -> NDArray[np.float1
 
 
 def pack_corrections(corr: NDArray[np.float16]) -> NDArray[np.int32]:
-    """(n, 2) float16 -> (n,) int32 holding both halves' bits (c low, e high): one 4-byte
-    scalar per item for engines without a float16 pair type. NaN rows stay NaN."""
+    """Pack (n, 2) float16 factors into (n,) int32 holding both halves' bits (c low, e high).
+
+    One 4-byte scalar per item for engines without a float16 pair type. NaN rows stay NaN.
+    """
     return np.ascontiguousarray(corr, dtype="<f2").view("<i4").reshape(-1).astype(np.int32)
 
 
@@ -316,8 +326,11 @@ def _filter_scalar(key: str, v: Any) -> Scalar:
 
 
 def scalar_equal(stored: Any, wanted: Scalar) -> bool:
-    """The equality of the dict-filter contract: types kept (True is not 1, 1 is not "1"), ints
-    and floats compared as numbers (1 == 1.0), lists and dicts never equal a scalar."""
+    """Return whether ``stored`` equals ``wanted`` under the dict-filter contract.
+
+    Types kept (True is not 1, 1 is not "1"), ints and floats compared as numbers (1 == 1.0), lists
+    and dicts never equal a scalar.
+    """
     if isinstance(wanted, bool) or isinstance(stored, bool):
         return isinstance(stored, bool) and isinstance(wanted, bool) and stored == wanted
     if isinstance(wanted, str) or isinstance(stored, str):
@@ -326,7 +339,10 @@ def scalar_equal(stored: Any, wanted: Scalar) -> bool:
 
 
 def dict_filter_matches(payload: Payload | None, flt: DictFilter) -> bool:
-    """The reference meaning of a normalised dict filter on one payload (LocalStore uses it)."""
+    """Return whether ``payload`` matches a normalised dict filter.
+
+    The reference meaning of the contract; LocalStore uses it.
+    """
     for key, values in flt.items():
         stored = None if payload is None else payload.get(key)
         if values is None:
@@ -428,7 +444,7 @@ class Store(ABC):
     # -- collection metadata --------------------------------------------------------------------
     @abstractmethod
     def read_meta(self) -> CollectionMeta | None:
-        """The stored metadata, or None if the collection does not exist yet."""
+        """Return the stored metadata, or None if the collection does not exist yet."""
 
     @abstractmethod
     def _create(self, meta: CollectionMeta) -> None:
@@ -484,8 +500,10 @@ class Store(ABC):
     def search_with_codes(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
     ) -> CodeHits:
-        """Like :meth:`search`, plus the hits' codes ``(Q, limit, n_bytes)`` (zeros for padding),
-        as :class:`CodeHits` ``(ids, distances, codes)``.
+        """Search like :meth:`search`, also returning the hits' codes.
+
+        The codes are ``(Q, limit, n_bytes)`` (zeros for padding), in a :class:`CodeHits` ``(ids,
+        distances, codes)``.
 
         The default runs :meth:`search` then one batched :meth:`lookup_codes`; adapters whose
         engine returns the stored vectors with the hits override it.
@@ -513,7 +531,7 @@ class Store(ABC):
         """Codes of ``ids`` in order, and a mask of which ids exist (missing rows are zeros)."""
 
     def lookup_corrections(self, ids: ArrayLike) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-        """The per-vector factors (n, 2) float32 of ``ids`` and whether each id has them.
+        """Return the per-vector factors (n, 2) float32 of ``ids`` and whether each id has them.
 
         Only stores with :attr:`supports_corrections`; the others raise ValueError.
         """
@@ -523,8 +541,10 @@ class Store(ABC):
     def search_with_corrections(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
     ) -> tuple[CodeHits, NDArray[np.float32]]:
-        """:meth:`search_with_codes` plus the hits' ``scoring="cosine"`` factors
-        ``(Q, limit, 2)`` float32, NaN where an item has none and for padding.
+        """Search like :meth:`search_with_codes`, also returning the hits' factors.
+
+        The ``scoring="cosine"`` factors ``(Q, limit, 2)`` float32, NaN where an item has none and
+        for padding.
 
         The default runs one batched :meth:`lookup_corrections` after the search; adapters whose
         engine returns the factors with the hits override it (one round trip).
@@ -540,9 +560,11 @@ class Store(ABC):
         return hits, corr
 
     def corrections_unavailable(self) -> str | None:
-        """None when this collection keeps the ``scoring="cosine"`` factors, else why not and
-        what to do (a sentence). A store with :attr:`supports_corrections` may still say no for
-        a collection that an older hashplug created without the fields for them."""
+        """Return None when this collection keeps the ``scoring="cosine"`` factors, else why not.
+
+        Why not and what to do, as a sentence. A store with :attr:`supports_corrections` may still
+        say no for a collection that an older hashplug created without the fields for them.
+        """
         if self.supports_corrections:
             return None
         return (
@@ -551,8 +573,10 @@ class Store(ABC):
         )
 
     def bytes_per_vector(self) -> int:
-        """Bytes each stored item costs in codes plus ``scoring="cosine"`` factors (ids,
-        payloads and engine overhead excluded): what bytes-per-vector figures report."""
+        """Return the bytes each stored item costs in codes plus ``scoring="cosine"`` factors.
+
+        Ids, payloads and engine overhead are excluded: what bytes-per-vector figures report.
+        """
         meta = self._require_open()
         keeps = self.corrections_unavailable() is None
         return meta.n_bytes + (self.correction_bytes if keeps else 0)
@@ -564,8 +588,10 @@ class Store(ABC):
         oversample: int = 10,
         filter: Filter | None = None,
     ) -> ScoredHits:
-        """Server-side asymmetric search: the engine takes the Hamming top ``k * oversample`` and
-        reranks it by Σ|b - p|, p = sigmoid(``query_logits``) (Q, n_bits); padding (-1, +inf).
+        """Run a server-side asymmetric search.
+
+        The engine takes the Hamming top ``k * oversample`` and reranks it by Σ|b - p|, p =
+        sigmoid(``query_logits``) (Q, n_bits); padding (-1, +inf).
 
         Only stores with :attr:`supports_rescoring`; the others raise ValueError.
         """
@@ -580,8 +606,10 @@ class Store(ABC):
         oversample: int = 10,
         filter: Filter | None = None,
     ) -> ScoredHits:
-        """Server-side ``scoring="cosine"`` search: the engine takes the Hamming top
-        ``k * oversample`` (query codes: the signs of ``query_weights``) and reranks it by
+        """Search with ``scoring="cosine"`` server-side.
+
+        The engine takes the Hamming top ``k * oversample`` (query codes: the signs of
+        ``query_weights``) and reranks it by
         ``c * <v, 2b - 1> + e`` with each item's stored factors; distances are its negative,
         ascending (padding -1, +inf), as :func:`hashplug.rerank.rerank` with ``scoring="cosine"``.
 
@@ -611,17 +639,20 @@ class Store(ABC):
 
     @abstractmethod
     def count(self) -> int:
-        """Number of stored items (0 when the collection does not exist)."""
+        """Return the number of stored items (0 when the collection does not exist)."""
 
     def iter_ids(self, batch_size: int = 50_000) -> Iterator[NDArray[np.int64]]:
         """Every stored id once, in int64 batches of at most ``batch_size`` (order unspecified).
 
-        Attach's ``sync`` uses it to find codes whose source rows are gone."""
+        Attach's ``sync`` uses it to find codes whose source rows are gone.
+        """
         raise NotImplementedError(f"{type(self).__name__} cannot list its ids")
 
     def finish_writes(self) -> None:  # noqa: B027 - optional hook
-        """One maintenance pass after bulk writes by other processes (parallel ingest): an
-        engine index build or compaction where the store has one; nothing by default."""
+        """Run one maintenance pass after bulk writes by other processes (parallel ingest).
+
+        An engine index build or compaction where the store has one; nothing by default.
+        """
 
     @abstractmethod
     def drop(self) -> None:
@@ -656,8 +687,11 @@ class Store(ABC):
     def _check_engine_limits(  # noqa: B027 - optional hook
         self, ids: NDArray[np.int64], codes: NDArray[np.uint8], payloads: list[Payload | None]
     ) -> None:
-        """Adapters raise ValueError here for input their engine would refuse (column types,
-        payload sizes ...). Called with the whole input of an upsert (or of ``HashIndex.add``)."""
+        """Refuse input the engine would refuse (column types, payload sizes ...) with ValueError.
+
+        Adapters override it; it is called with the whole input of an upsert (or of
+        ``HashIndex.add``).
+        """
 
     def _check_upsert(
         self, ids: ArrayLike, codes: ArrayLike, payloads: Sequence[Payload | None] | None
@@ -665,7 +699,7 @@ class Store(ABC):
         return self.validate_upsert(ids, codes, payloads)
 
     def _padding(self, q: int, limit: int) -> CodeHits:
-        """An all-padding result (no item matched)."""
+        """Return an all-padding result (no item matched)."""
         meta = self._require_open()
         return CodeHits(
             np.full((q, limit), -1, np.int64),
@@ -695,10 +729,13 @@ class HitsStore(Store):
     def _hits(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None, with_codes: bool
     ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
-        """(ids, hamming, codes or None): :meth:`search`'s result, plus the hits' codes
-        ``(Q, limit, n_bytes)`` (zeros for padding) when ``with_codes``."""
+        """Return (ids, hamming, codes or None): :meth:`search`'s result, plus the hits' codes.
+
+        The codes are ``(Q, limit, n_bytes)`` (zeros for padding), when ``with_codes``.
+        """
 
     def search(self, query_codes: ArrayLike, limit: int, filter: Filter | None = None) -> Hits:
+        """Return the Hamming top-``limit`` per query (see :meth:`Store.search`)."""
         if isinstance(normalize_filter(filter), MatchNothing):
             q = self._check_query(query_codes, limit)
             ids, dist, _ = self._padding(q.shape[0], limit)
@@ -709,6 +746,7 @@ class HitsStore(Store):
     def search_with_codes(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
     ) -> CodeHits:
+        """Search like :meth:`search`, also returning the hits' codes."""
         if isinstance(normalize_filter(filter), MatchNothing):
             q = self._check_query(query_codes, limit)
             return self._padding(q.shape[0], limit)

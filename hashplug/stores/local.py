@@ -83,6 +83,7 @@ class LocalStore(Store):
 
     @classmethod
     def from_uri(cls, uri: str, **options: Any) -> LocalStore:
+        """Open ``memory://NAME`` or ``file://PATH`` (see :meth:`Store.from_uri`)."""
         scheme, rest = split_uri(uri)
         if scheme == "memory":
             return cls(name=rest or None, **options)
@@ -94,12 +95,15 @@ class LocalStore(Store):
 
     @property
     def name(self) -> str:
+        """The collection path, or its ``memory://`` name, for errors."""
         return str(self.path) if self.path else f"memory://{self._shared or ''}"
 
     # -- state -----------------------------------------------------------------------------------
     def _refresh(self) -> None:
-        """Catch up with the files when another writer committed since we last looked: apply
-        only the new segments when ours are a prefix of the manifest's, else reload."""
+        """Catch up with the files when another writer committed since we last looked.
+
+        Apply only the new segments when ours are a prefix of the manifest's, else reload.
+        """
         if self._files is None:
             return
         for attempt in range(5):
@@ -151,8 +155,10 @@ class LocalStore(Store):
             self._state = _MEMORY.setdefault(self._shared, self._state)
 
     def _change(self, seg: dict[str, Any] | None, meta: str | None = None) -> None:
-        """Apply one segment (``meta``: create the collection instead); on disk first, so a
-        failed save changes nothing."""
+        """Apply one segment (``meta``: create the collection instead).
+
+        On disk first, so a failed save changes nothing.
+        """
         with self._lock:
             self._sync_shared()
             if self._files is None:
@@ -193,6 +199,7 @@ class LocalStore(Store):
 
     # -- metadata --------------------------------------------------------------------------------
     def read_meta(self) -> CollectionMeta | None:
+        """Return the stored metadata, or None if the collection does not exist yet."""
         m = self._snapshot()["meta"]
         return CollectionMeta.from_json(m) if m is not None else None
 
@@ -208,9 +215,11 @@ class LocalStore(Store):
         *,
         corrections: ArrayLike | None = None,
     ) -> None:
-        """Insert or replace items; ``corrections`` (n, 2): their ``scoring="cosine"`` factors,
-        kept as float16 (4 bytes per vector). Items written without them, or with a row of NaN,
-        have none."""
+        """Insert or replace items.
+
+        ``corrections`` (n, 2): their ``scoring="cosine"`` factors, kept as float16 (4 bytes per
+        vector). Items written without them, or with a row of NaN, have none.
+        """
         new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
         seg: dict[str, Any] = {
             "ids": new_ids,
@@ -222,6 +231,7 @@ class LocalStore(Store):
         self._change(seg)
 
     def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
+        """Return the codes of ``ids`` in order and a mask of which ids exist."""
         meta = self._require_open()
         q = as_ids(ids)
         st = self._snapshot()
@@ -232,6 +242,7 @@ class LocalStore(Store):
         return out, found
 
     def lookup_corrections(self, ids: ArrayLike) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """Return the factors (n, 2) float32 of ``ids`` and whether each id has them."""
         self._require_open()
         q = as_ids(ids)
         st = self._snapshot()
@@ -242,6 +253,7 @@ class LocalStore(Store):
         return out, found & ~np.isnan(out).any(axis=1)
 
     def get_payloads(self, ids: ArrayLike) -> list[Payload | None]:
+        """Return the payloads of ``ids`` in order (None where absent)."""
         self._require_open()
         q = as_ids(ids)
         st = self._snapshot()
@@ -253,11 +265,15 @@ class LocalStore(Store):
         ]
 
     def search(self, query_codes: ArrayLike, limit: int, filter: Filter | None = None) -> Hits:
+        """Return the Hamming top-``limit`` per query (see :meth:`Store.search`)."""
         ids, dist, _ = self.search_with_codes(query_codes, limit, filter)
         return Hits(ids, dist)
 
     def _columns_of(self, payloads: list[Payload | None]) -> PayloadColumns:
-        """The payload columns of this state (payload lists are replaced, never changed, on write)."""
+        """Return the payload columns of this state.
+
+        Payload lists are replaced, never changed, on write.
+        """
         cols = self._columns
         if cols is None or cols.payloads is not payloads:
             cols = self._columns = PayloadColumns(payloads)
@@ -266,11 +282,13 @@ class LocalStore(Store):
     def search_with_codes(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
     ) -> CodeHits:
+        """Search like :meth:`search`, also returning the hits' codes."""
         return self._search(query_codes, limit, filter, False)[0]
 
     def search_with_corrections(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
     ) -> tuple[CodeHits, NDArray[np.float32]]:
+        """Search like :meth:`search_with_codes`, also returning the hits' factors."""
         hits, corr = self._search(query_codes, limit, filter, True)
         assert corr is not None
         return hits, corr
@@ -311,6 +329,7 @@ class LocalStore(Store):
         return CodeHits(out_i, out_d, out_c), out_f
 
     def delete(self, ids: ArrayLike) -> None:
+        """Delete items; ids that are not stored are ignored."""
         self._require_open()
         q = as_ids(ids)
 
@@ -318,16 +337,19 @@ class LocalStore(Store):
             self._change({"deleted": np.unique(q)})
 
     def iter_ids(self, batch_size: int = 50_000) -> Iterator[NDArray[np.int64]]:
+        """Yield every stored id once, in int64 batches of at most ``batch_size``."""
         self._require_open()
         ids = self._snapshot()["ids"].copy()
         for s in range(0, ids.size, max(1, int(batch_size))):
             yield ids[s : s + batch_size]
 
     def count(self) -> int:
+        """Return the number of stored items (0 when the collection does not exist)."""
         st = self._snapshot()
         return int(st["ids"].size) if st["meta"] is not None else 0
 
     def drop(self) -> None:
+        """Drop the collection and its metadata."""
         with self._lock:
             self._set_state(empty_state())
             self.meta = None
@@ -337,7 +359,10 @@ class LocalStore(Store):
 
 
 def _copy_payload(p: Payload | None) -> Payload | None:
-    """A deep copy as every store returns it (tuples become lists, as after a JSON round trip)."""
+    """Return a deep copy as every store returns it.
+
+    Tuples become lists, as after a JSON round trip.
+    """
     return None if p is None else json.loads(json.dumps(p))
 
 

@@ -36,8 +36,11 @@ def _default_message(e: BaseException, attempts: int, elapsed: float) -> str:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """``retries`` more attempts after the first, waiting ``backoff * 2**i`` (at most
-    ``max_backoff``) between them, and none that would start after ``deadline`` seconds."""
+    """How often and how long to retry a transient failure.
+
+    ``retries`` more attempts after the first, waiting ``backoff * 2**i`` (at most ``max_backoff``)
+    between them, and none that would start after ``deadline`` seconds.
+    """
 
     retries: int = 5
     backoff: float = 0.25
@@ -49,7 +52,7 @@ class RetryPolicy:
             raise ValueError(f"invalid retry policy {self}")
 
     def delays(self) -> Iterator[float]:
-        """The waits between attempts, in order."""
+        """Return the waits between attempts, in order."""
         for i in range(self.retries):
             yield min(self.backoff * (2**i), self.max_backoff)
 

@@ -1,5 +1,8 @@
-"""Shared pieces of the store conformance suite: data helpers and :class:`ConformanceBase`, the
-fixtures and settings every capability mixin of :mod:`hashplug.testing.conformance` reads."""
+"""Shared pieces of the store conformance suite.
+
+Data helpers and :class:`ConformanceBase`, the fixtures and settings every capability mixin of
+:mod:`hashplug.testing.conformance` reads.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ MakeStore = Callable[[str], Store]
 
 
 def make_meta(n_bits: int = 64, fingerprint: str = "f00dfeedcafe0001") -> CollectionMeta:
-    """A collection meta as HashIndex would write it."""
+    """Return a collection meta as HashIndex would write it."""
     spec = {"class": "HashingBaseline", "n_bits": n_bits, "seed": 0, "pca": True, "rotate": True}
     return CollectionMeta(n_bits=n_bits, fingerprint=fingerprint, hasher_spec=spec)
 
@@ -53,8 +56,11 @@ def _ref_sorted(q: np.ndarray, ids: np.ndarray, codes: np.ndarray) -> tuple[np.n
 
 
 def run_filter_cases(store: Store) -> dict[str, str]:
-    """Store :data:`FILTER_PAYLOADS` under ids 0.. in an opened, empty ``store`` and run every
-    case of :data:`FILTER_CASES`: ``{case name: what went wrong}`` (empty when all pass)."""
+    """Run every case of :data:`FILTER_CASES` on ``store``: ``{case name: what went wrong}``.
+
+    Stores :data:`FILTER_PAYLOADS` under ids 0.. in an opened, empty ``store`` first; the result is
+    empty when all pass.
+    """
     n = len(FILTER_PAYLOADS)
     codes = random_codes(n, store._require_open().n_bits, seed=11)
     store.upsert(np.arange(n), codes, FILTER_PAYLOADS)
@@ -72,8 +78,11 @@ def run_filter_cases(store: Store) -> dict[str, str]:
 
 
 def tie_data(n_groups: int = 40, per_group: int = 12, dim: int = 32, seed: int = 0) -> Any:
-    """Embeddings where every group of ``per_group`` rows is the same vector (so their codes and
-    distances tie), with ids shuffled so that id order is not insertion order."""
+    """Return embeddings in groups of ``per_group`` equal rows, and shuffled ids.
+
+    Every group of ``per_group`` rows is the same vector (so their codes and distances tie), with
+    ids shuffled so that id order is not insertion order.
+    """
     rng = np.random.default_rng(seed)
     base = rng.standard_normal((n_groups, dim)).astype(np.float32)
     x = np.repeat(base, per_group, axis=0)
@@ -82,8 +91,9 @@ def tie_data(n_groups: int = 40, per_group: int = 12, dim: int = 32, seed: int =
 
 
 class ConformanceBase:
-    """Fixtures and settings of the conformance mixins; an adapter's test class provides
-    ``make_store``.
+    """Fixtures and settings of the conformance mixins.
+
+    An adapter's test class provides ``make_store``.
 
     Class attributes an adapter may set: ``known_filter_failures`` (case name -> why: an engine
     limit, documented; the test fails if such a case starts passing, so the list stays true),

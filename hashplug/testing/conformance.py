@@ -62,9 +62,11 @@ __all__ = [
 
 
 class CoreConformance(ConformanceBase):
-    """Every store: metadata, the bit order, Hamming search, upsert / delete / count, argument
-    checks, all-or-nothing add, determinism; and that the test class runs the mixins of the
-    capabilities its store declares."""
+    """Every store: metadata, bit order, Hamming search, upsert / delete / count and more.
+
+    Also argument checks, all-or-nothing add, determinism; and that the test class runs the mixins
+    of the capabilities its store declares.
+    """
 
     def test_declared_capabilities_match_the_mixins_run(self, store: Store) -> None:
         for mixin in REQUIRED_MIXINS:
@@ -445,7 +447,9 @@ class StoreConformance(
     CorrectionsConformance,
     CosineRescoringConformance,
 ):
-    """Every mixin (kept for existing adapters): tests of a capability the store does not declare
-    are skipped."""
+    """Every mixin (kept for existing adapters).
+
+    Tests of a capability the store does not declare are skipped.
+    """
 
     compose_all: ClassVar[bool] = True

@@ -39,8 +39,10 @@ def _load(path: Path) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
 
 
 def real_embeddings(n: int, q: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """``n`` database and ``q`` query rows of the Fashion-MNIST EfficientNet set, unit norm
-    (n <= 2000, q <= 50); skips the test where the file is absent."""
+    """Return ``n`` database and ``q`` query rows of the Fashion-MNIST EfficientNet set.
+
+    Unit norm (n <= 2000, q <= 50); skips the test where the file is absent.
+    """
     if not EMBEDDINGS.is_file():
         pytest.skip(f"real embeddings not found at {EMBEDDINGS} (../shared/data is absent)")
     x, qx = _load(EMBEDDINGS)

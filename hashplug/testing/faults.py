@@ -37,7 +37,10 @@ N, DIM, BATCH, N_BITS = 4000, 32, 250, 64
 
 
 def fault_data(seed: int = 5) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
-    """The items every writer adds: embeddings, ids and payloads (the same in every process)."""
+    """Return the items every writer adds: embeddings, ids and payloads.
+
+    They are the same in every process.
+    """
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((N, DIM)).astype(np.float32)
     ids = np.arange(N, dtype=np.int64) * 3 + 5
@@ -46,8 +49,10 @@ def fault_data(seed: int = 5) -> tuple[np.ndarray, np.ndarray, list[dict[str, An
 
 
 def writer_main(argv: list[str]) -> None:
-    """``python -m hashplug.testing.faults URI HASHER_FILE``: add the fault data, printing
-    ``batch <k>`` after each committed batch."""
+    """Run ``python -m hashplug.testing.faults URI HASHER_FILE``: add the fault data.
+
+    Prints ``batch <k>`` after each committed batch.
+    """
     from .. import load_hasher
     from ..index import HashIndex
 
@@ -99,7 +104,9 @@ class WriterKillConformance:
 
     def _run_until(self, proc: subprocess.Popen[str], batches: int, delay: float) -> int:
         """Read the writer's reports until ``batches`` committed, wait ``delay``, SIGKILL it.
-        Returns the batches it had reported (the kill may land during the next one)."""
+
+        Returns the batches it had reported (the kill may land during the next one).
+        """
         assert proc.stdout is not None
         seen = 0
         t0 = time.monotonic()

@@ -111,8 +111,9 @@ class RescoringConformance(ConformanceBase):
 
 
 class CosineRescoringConformance(ConformanceBase):
-    """Stores with ``supports_cosine_rescoring``: ``search_rescored_cosine`` is the local
-    ``scoring="cosine"`` rerank, computed by the engine.
+    """Stores with ``supports_cosine_rescoring``: the local cosine rerank, inside the engine.
+
+    ``search_rescored_cosine`` must equal the local ``scoring="cosine"`` rerank.
 
     The engine may round the query weights v to float16 (Qdrant's Float16 storage); distances are
     checked within ``max|c| * Σ|v - f16(v)| / |q|`` of ``memory://``'s local rerank.

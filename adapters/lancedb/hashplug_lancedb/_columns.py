@@ -1,5 +1,7 @@
-"""Payload columns (which payload fields get typed LanceDB columns, and their values), SQL for
-filters and id lists, and codes read back from Arrow."""
+"""Payload columns, SQL for filters and id lists, and codes read back from Arrow.
+
+Which payload fields get typed LanceDB columns, and their values.
+"""
 
 from __future__ import annotations
 
@@ -152,8 +154,11 @@ def _sql_literal(v: Any) -> str:
 
 
 def _filter_literal(v: Any, typ: pa.DataType) -> str | None:
-    """``v`` as a SQL literal for a column of type ``typ``, or None when no value of that column
-    can equal it (DESIGN.md: types kept, True is not 1, 1 is not "1"; 1 equals 1.0)."""
+    """Return ``v`` as a SQL literal for a column of type ``typ``, or None.
+
+    None when no value of that column can equal it (DESIGN.md: types kept, True is not 1, 1 is not
+    "1"; 1 equals 1.0).
+    """
     if typ == pa.bool_():
         return _sql_literal(v) if isinstance(v, bool) else None
     if typ == pa.string():

@@ -33,6 +33,7 @@ _METHODS = ("flat", "ivf_flat", "ivf_pq", "ivf_pq+refine", "ivf_sq", "ivf_rq", "
 
 
 def engine_version(engine: str = "lancedb") -> str:
+    """Return the engine name and version shown in the comparison report."""
     return f"LanceDB {lancedb.__version__}"
 
 

@@ -22,6 +22,7 @@ from hashplug.sources.source import (
     Metric,
     Source,
     SourceError,
+    SourceHits,
     SourceInfo,
     as_source_ids,
     choose_vector_field,
@@ -47,7 +48,7 @@ def _float_dtype(t: pa.DataType) -> str | None:
 def _vectors(
     arr: pa.Array | pa.ChunkedArray, dim: int
 ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-    """A fixed-size-list column -> float32 (n, dim) and a mask of non-null rows."""
+    """Convert a fixed-size-list column to float32 (n, dim) and a mask of non-null rows."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), bool)
@@ -118,6 +119,7 @@ class LanceDBSource(Source):
         id_field: str | None = None,
         **options: Any,
     ) -> LanceDBSource:
+        """Open a LanceDB table as a source (see :meth:`Source.from_uri`)."""
         parsed = parse_uri(uri, {"metric": str})
         db_path, sep, table = parsed.location.rstrip("/").rpartition("/")
         if not sep or not table:
@@ -167,6 +169,7 @@ class LanceDBSource(Source):
 
     # -- reading ----------------------------------------------------------------------------------
     def scan(self, batch_size: int) -> Iterator[tuple[NDArray[Any], NDArray[np.float32]]]:
+        """Yield every row once as ``(ids, vectors)`` batches (see :meth:`Source.scan`)."""
         self.skipped = 0
         reader = self._tbl.search().select([self._id, self._vf]).limit(None).to_batches(batch_size)
         for batch in reader:
@@ -182,10 +185,12 @@ class LanceDBSource(Source):
     def _row_ids(
         self, ids: NDArray[Any], refresh: bool
     ) -> tuple[NDArray[np.uint64], NDArray[np.bool_]]:
-        """LanceDB row ids of ``ids`` (and which are known), from an id -> row id map built by one
-        scan of the id column. Row ids survive appends and deletes; compaction changes them, which
-        :meth:`fetch` notices (the rows it gets back carry other ids) and rebuilds the map once
-        per table version."""
+        """Return the LanceDB row ids of ``ids`` and which of them are known.
+
+        They come from an id -> row id map built by one scan of the id column. Row ids survive
+        appends and deletes; compaction changes them, which :meth:`fetch` notices (the rows it gets
+        back carry other ids) and rebuilds the map once per table version.
+        """
         version = self._tbl.version
         if self._map is None or (refresh and self._map_version != version):
             got = self._tbl.search().select([self._id]).with_row_id(True).limit(None).to_arrow()
@@ -200,8 +205,11 @@ class LanceDBSource(Source):
         return rows[pos], keys[pos] == ids
 
     def fetch(self, ids: NDArray[Any]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-        """Vectors by id: a take by row id (no filter over the table), checked against the ids
-        the rows carry; ids the map misses trigger one rebuild of the map."""
+        """Return the vectors of ``ids`` and a found mask.
+
+        A take by row id (no filter over the table), checked against the ids the rows carry; ids the
+        map misses trigger one rebuild of the map.
+        """
         out = np.zeros((len(ids), self.info.dim), np.float32)
         found = np.zeros(len(ids), bool)
         pos = {v: i for i, v in enumerate(ids.tolist())}
@@ -223,9 +231,8 @@ class LanceDBSource(Source):
                     out[i], found[i] = vecs[r], True
         return out, found
 
-    def search(
-        self, queries: NDArray[np.float32], k: int
-    ) -> tuple[list[NDArray[Any]], NDArray[np.float32]]:
+    def search(self, queries: NDArray[np.float32], k: int) -> SourceHits:
+        """Run LanceDB's exact float search (see :meth:`Source.search`)."""
         q = np.asarray(queries, np.float32)
         ids: list[NDArray[Any]] = []
         scores = np.full((q.shape[0], k), np.nan, np.float32)
@@ -241,7 +248,7 @@ class LanceDBSource(Source):
             ids.append(as_source_ids(res.column(self._id).to_pylist(), self.info.id_kind))
             d = res.column("_distance").to_numpy().astype(np.float32)
             scores[r, : d.size] = self._similarity(d)
-        return ids, scores
+        return SourceHits(ids, scores)
 
     def _similarity(self, d: NDArray[np.float32]) -> NDArray[np.float32]:
         """LanceDB's distance -> the metric score hashplug reports."""
@@ -250,14 +257,18 @@ class LanceDBSource(Source):
         return (1.0 - d).astype(np.float32)  # cosine and dot distances are 1 - similarity
 
     def count(self) -> int:
+        """Return the number of rows in the table now."""
         return int(self._tbl.count_rows())
 
     def version(self) -> Any:
+        """Return the table version (it changes with every commit)."""
         return self._tbl.version
 
     def codes_uri(self, suffix: str) -> str:
+        """Return the URI of the sibling code table (see :meth:`Source.codes_uri`)."""
         return f"lancedb://{self.db_path}/{self.table_name}{suffix}"
 
     def state_dir(self) -> Path | None:
+        """Return the database folder when it is local, else None."""
         p = Path(self.db_path)
         return p if "://" not in self.db_path and p.is_dir() else None

@@ -77,15 +77,17 @@ WRITE_ATTEMPTS = 10
 
 
 def _corr_np(col: pa.ChunkedArray | pa.Array) -> NDArray[np.float32]:
-    """The factor column as (n, 2) float32, NaN where null."""
+    """Convert the factor column to (n, 2) float32, NaN where null."""
     out = unpack_corrections(col.fill_null(0).to_numpy(zero_copy_only=False))
     out[col.is_null().to_numpy(zero_copy_only=False)] = np.nan
     return out
 
 
 def _concurrent_write(e: BaseException) -> bool:
-    """Whether ``e`` is LanceDB's answer to another writer's concurrent commit: a commit
-    conflict, or a payload column (or index) that another writer added meanwhile."""
+    """Return whether ``e`` is LanceDB's answer to another writer's concurrent commit.
+
+    That is a commit conflict, or a payload column (or index) that another writer added meanwhile.
+    """
     msg = str(e).lower()
     return "conflict" in msg or "already exists" in msg
 
@@ -109,7 +111,7 @@ _URI_OPTIONS: dict[str, Callable[[str], Any]] = {
 
 
 def _seconds(name: str, value: str) -> timedelta | None:
-    """A URI value in seconds (``none``: LanceDB's own default of 7 days) as a timedelta."""
+    """Convert a URI value in seconds (``none``: LanceDB's own default of 7 days) to a timedelta."""
     if value.strip().lower() == "none":
         return None
     secs = to_finite_float(value)
@@ -234,6 +236,7 @@ class LanceDBStore(HitsStore):
 
     @property
     def name(self) -> str:
+        """The table as ``DB_PATH/TABLE``, for errors."""
         return f"{self.db_path}/{self.table_name}"
 
     @property
@@ -253,7 +256,7 @@ class LanceDBStore(HitsStore):
         return self._db
 
     def _open_table(self) -> Any:
-        """The table handle, or None when the table does not exist."""
+        """Return the table handle, or None when the table does not exist."""
         tbl = self._tbl
         if tbl is not None:
             return tbl
@@ -280,6 +283,7 @@ class LanceDBStore(HitsStore):
 
     # -- metadata --------------------------------------------------------------------------------
     def read_meta(self) -> CollectionMeta | None:
+        """Return the stored metadata, or None if the table does not exist yet."""
         tbl = self._open_table()
         if tbl is None:
             return None
@@ -347,8 +351,11 @@ class LanceDBStore(HitsStore):
     def _check_engine_limits(
         self, ids: NDArray[np.int64], codes: NDArray[np.uint8], payloads: list[Payload | None]
     ) -> None:
-        """Payload values must fit their typed columns (those of the table and those this input
-        would add), across the whole input: LanceDB refuses a batch that does not."""
+        """Check that payload values fit their typed columns, across the whole input.
+
+        The columns are those of the table and those this input would add: LanceDB refuses a batch
+        that does not fit.
+        """
         existing = _payload_fields(self._require_table().schema)
         _payload_column_values(payloads, existing, self.payload_columns)
 
@@ -392,11 +399,14 @@ class LanceDBStore(HitsStore):
         corr: NDArray[np.float16],
         fresh: bool = False,
     ) -> None:
-        """One attempt of :meth:`upsert`: add the payload columns it needs (and the factor
-        column, to a table of an older version, when ``corr`` holds factors), then merge.
+        """Run one attempt of :meth:`upsert`: add the columns it needs, then merge.
+
+        The payload columns it needs, and the factor column (to a table of an older version) when
+        ``corr`` holds factors.
 
         ``fresh``: read the latest table version first (a retry after another writer's commit,
-        whatever ``read_consistency_interval`` says)."""
+        whatever ``read_consistency_interval`` says).
+        """
         if fresh and hasattr(tbl, "checkout_latest"):
             tbl.checkout_latest()
         schema = tbl.schema
@@ -512,16 +522,19 @@ class LanceDBStore(HitsStore):
             self._writes = 0
 
     def finish_writes(self) -> None:
-        """After bulk or parallel writes, once every writer is done: build the index if it is due
-        (see ``index``), compact, bring the indices up to date and delete every old table version
-        (its disk space; a reader still on one fails, so call it when the writers have stopped)."""
+        """Index, compact and clean up after bulk or parallel writes, once every writer is done.
+
+        Build the index if it is due (see ``index``), compact, bring the indices up to date and
+        delete every old table version (its disk space; a reader still on one fails, so call it when
+        the writers have stopped).
+        """
         due = self.index != "none" and self.index_info() is None
         if due and self.count() >= self.index_min_rows:
             self.create_index()
         self.optimize(cleanup_older_than=timedelta(0))
 
     def index_info(self) -> dict[str, Any] | None:
-        """The vector index on ``code`` (type, metric, indexed/unindexed rows) or None."""
+        """Return the vector index on ``code`` (type, metric, indexed/unindexed rows) or None."""
         tbl = self._require_table()
         vec = _vector_index(tbl.list_indices())
         if vec is None:
@@ -537,10 +550,12 @@ class LanceDBStore(HitsStore):
 
     # -- reading ---------------------------------------------------------------------------------
     def count(self) -> int:
+        """Return the number of stored items (0 when the table does not exist)."""
         tbl = self._open_table()
         return 0 if tbl is None else int(tbl.count_rows())
 
     def iter_ids(self, batch_size: int = 50_000) -> Iterator[NDArray[np.int64]]:
+        """Yield every stored id once, in int64 batches of at most ``batch_size``."""
         self._require_open()
         tbl = self._open_table()
         if tbl is None:
@@ -550,6 +565,7 @@ class LanceDBStore(HitsStore):
                 yield batch.column("id").to_numpy().astype(np.int64)
 
     def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
+        """Return the codes of ``ids`` in order and a mask of which ids exist."""
         meta = self._require_open()
         q = np.asarray(ids, dtype=np.int64).reshape(-1)
         got = self._fetch(q, ["id", "code"])
@@ -561,7 +577,7 @@ class LanceDBStore(HitsStore):
         return out, found
 
     def lookup_corrections(self, ids: ArrayLike) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-        """The factors of ``ids`` (NaN and not found for rows written without them)."""
+        """Return the factors of ``ids`` (NaN and not found for rows written without them)."""
         self._require_open()
         q = np.asarray(ids, dtype=np.int64).reshape(-1)
         out = np.full((q.size, 2), np.nan, np.float32)
@@ -574,6 +590,7 @@ class LanceDBStore(HitsStore):
         return out, found & ~np.isnan(out).any(axis=1)
 
     def get_payloads(self, ids: ArrayLike) -> list[Payload | None]:
+        """Return the payloads of ``ids`` in order (None where absent)."""
         self._require_open()
         q = np.asarray(ids, dtype=np.int64).reshape(-1)
         got = self._fetch(q, ["id", "payload"])
@@ -604,7 +621,7 @@ class LanceDBStore(HitsStore):
     def search_with_corrections(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
     ) -> tuple[CodeHits, NDArray[np.float32]]:
-        """The hits, their codes and their factors from one LanceDB query per 256 vectors."""
+        """Return the hits, their codes and their factors from one LanceDB query per 256 vectors."""
         if isinstance(normalize_filter(filter), MatchNothing):
             hits = self._padding(self._check_query(query_codes, limit).shape[0], limit)
             return hits, np.full(hits.ids.shape + (2,), np.nan, np.float32)
@@ -619,8 +636,11 @@ class LanceDBStore(HitsStore):
     ) -> tuple[
         NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None, NDArray[np.float32] | None
     ]:  # fmt: skip
-        """Hamming top-``limit`` per query, one batched LanceDB query per 256 vectors (the codes
-        and factors, when asked for, come from the same query). Filters as in the class doc."""
+        """Return the Hamming top-``limit`` per query, one LanceDB query per 256 vectors.
+
+        The codes and factors, when asked for, come from the same query. Filters as in the class
+        doc.
+        """
         q = self._check_query(query_codes, limit)
         meta = self._require_open()
         limit = int(limit)
@@ -683,7 +703,7 @@ class LanceDBStore(HitsStore):
     def _builder(
         self, tbl: Any, block: NDArray[np.uint8], limit: int, cols: list[str], where: str | None
     ) -> Any:
-        """The LanceDB query: Hamming metric (the index's), ``limit``, prefilter, nprobes."""
+        """Build the LanceDB query: Hamming metric (the index's), ``limit``, prefilter, nprobes."""
         builder = (
             tbl.search(block if block.shape[0] > 1 else block[0], vector_column_name="code")
             .distance_type("hamming")

@@ -15,6 +15,7 @@ import hashplug
 from hashplug.cli import main as cli_main
 from hashplug.sources import SourceError
 from hashplug.stores import HasherMismatchError
+from hashplug.testing.attach import assert_source_results_are_named
 
 REPO = Path(__file__).resolve().parents[3]
 NPZ = REPO.parent / "shared" / "data" / "fmnist_effnet.npz"
@@ -78,6 +79,7 @@ def test_attach_search_matches_engine_exact_search(real_table, tmp_path):
     np.testing.assert_allclose(res.scores[same, 0], scores[same, 0], atol=1e-4)
     assert set(res.ids.reshape(-1).tolist()) <= set((np.arange(N) * 7 + 3).tolist())
     assert _snapshot(tmp_path, "docs") == before  # attach only read the user's table
+    assert_source_results_are_named(idx.source, q[:3], 10)
     idx.close()
 
 

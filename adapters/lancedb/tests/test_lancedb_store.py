@@ -369,9 +369,11 @@ class TestLanceDBFaults(WriterKillConformance):
 
 
 def test_two_writer_processes_create_one_table_and_its_payload_columns(tmp_path: Path) -> None:
-    """Two real processes create one table and add the same new payload columns at once
-    (LanceDB answered with "already exists" and commit conflicts): every row lands exactly
-    once, each payload column matches the JSON payload, and neither writer fails."""
+    """Two real processes create one table and add the same new payload columns at once.
+
+    LanceDB answered with "already exists" and commit conflicts: every row lands exactly once, each
+    payload column matches the JSON payload, and neither writer fails.
+    """
     import json
     import os
     import subprocess
@@ -392,8 +394,10 @@ def test_two_writer_processes_create_one_table_and_its_payload_columns(tmp_path:
 
 
 def test_a_table_of_an_older_version_gets_the_factor_column_at_a_cosine_add(tmp_path: Path):
-    """A table without ``_hashplug_corr`` (older hashplug) serves asymmetric search; cosine says
-    to add again with scoring='cosine', which adds the column."""
+    """A table without ``_hashplug_corr`` (older hashplug) serves asymmetric search.
+
+    Cosine says to add again with scoring='cosine', which adds the column.
+    """
     from hashplug_lancedb._columns import CORR_COLUMN
 
     from hashplug import HashIndex, HashingBaseline

@@ -143,8 +143,11 @@ def milvus_docker(request: pytest.FixtureRequest) -> Iterator[MilvusContainer]:
 
 @pytest.fixture(scope="session")
 def milvus_docker_uri(request: pytest.FixtureRequest) -> str:
-    """``milvus://127.0.0.1:PORT`` of :func:`milvus_docker`, or ``$HASHPLUG_MILVUS_URI`` where set
-    (the hashplug image runs the suite against a Milvus container started beside it)."""
+    """Return ``milvus://127.0.0.1:PORT`` of :func:`milvus_docker`, or ``$HASHPLUG_MILVUS_URI``.
+
+    The latter where set (the hashplug image runs the suite against a Milvus container started
+    beside it).
+    """
     uri = os.environ.get("HASHPLUG_MILVUS_URI")
     if uri:
         return uri

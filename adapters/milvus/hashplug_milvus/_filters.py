@@ -35,7 +35,7 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def literal(value: Any) -> str:
-    """A Python scalar as a Milvus expression literal (strings double-quoted and escaped)."""
+    """Return a Python scalar as a Milvus expression literal (strings double-quoted and escaped)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -62,7 +62,7 @@ def literal(value: Any) -> str:
 
 
 def field_ref(key: str, reserved: frozenset[str]) -> str:
-    """The expression for a payload key stored as a dynamic field."""
+    """Return the expression for a payload key stored as a dynamic field."""
     if not isinstance(key, str) or not key:
         raise ValueError(f"filter keys are non-empty strings, got {key!r}")
     if key in reserved:
@@ -82,8 +82,11 @@ def _equals(ref: str, key: str, v: Any) -> str:
 
 
 def to_expression(flt: Any, reserved: frozenset[str]) -> str:
-    """``None`` or ``{}`` -> ``""``; a Milvus expression string passes through; a dict keeps
-    DESIGN.md's contract (``{k: None}``: k missing or null; ``{k: [..]}``: any of)."""
+    """Translate a filter into a Milvus expression.
+
+    ``None`` or ``{}`` -> ``""``; a Milvus expression string passes through; a dict keeps
+    DESIGN.md's contract (``{k: None}``: k missing or null; ``{k: [..]}``: any of).
+    """
     if isinstance(flt, str):
         return flt.strip()
     if flt is not None and not isinstance(flt, Mapping):

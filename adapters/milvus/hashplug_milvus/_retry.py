@@ -3,7 +3,8 @@
 The retry loop itself is hashplug's :class:`~hashplug.stores.retry.RetryPolicy`. Errors are
 classified by type and gRPC status code first; pymilvus wraps some transport failures (a server
 that is not reachable yet, a node still recovering) in a ``MilvusException`` whose code does not
-say so, and only for those are the words of the message read."""
+say so, and only for those are the words of the message read.
+"""
 
 from __future__ import annotations
 
@@ -65,7 +66,10 @@ def _grpc_code(e: BaseException) -> grpc.StatusCode | None:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for errors that a later attempt may not see: unreachable server, timeouts, overload."""
+    """Return True for errors that a later attempt may not see.
+
+    Unreachable server, timeouts, overload.
+    """
     for e in error_chain(exc):
         if isinstance(e, (ConnectionError, TimeoutError, socket.timeout)):
             return True

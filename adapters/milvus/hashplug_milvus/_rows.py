@@ -1,5 +1,8 @@
-"""How hashplug rows map onto Milvus fields: codes as a BINARY_VECTOR plus optional int64 words,
-payloads as a VARCHAR and dynamic fields, the raw upsert request, and codes read back from hits."""
+"""How hashplug rows map onto Milvus fields.
+
+Codes as a BINARY_VECTOR plus optional int64 words, payloads as a VARCHAR and dynamic fields, the
+raw upsert request, and codes read back from hits.
+"""
 
 from __future__ import annotations
 
@@ -68,11 +71,13 @@ def _layout_of(desc: Mapping[str, Any], meta: CollectionMeta, name: str) -> dict
 
 
 def _dynamic_json(payload: Mapping[str, Any] | None, reserved: frozenset[str]) -> bytes:
-    """The payload's top-level keys as Milvus dynamic fields (null values left out), plus what
-    the dict filter needs where Milvus' expressions fall short: :data:`SET_FIELD` marks the keys
-    that hold a value (``{k: None}`` is ``SET_FIELD[k] != 1``: Milvus Lite has no ``not`` or null
-    test), :data:`PCT_FIELD` holds strings with control characters percent-encoded (Lite's
-    parser neither unescapes ``\\n`` nor takes a raw newline)."""
+    r"""Return the payload's top-level keys as Milvus dynamic fields (null values left out).
+
+    Plus what the dict filter needs where Milvus' expressions fall short: :data:`SET_FIELD` marks
+    the keys that hold a value (``{k: None}`` is ``SET_FIELD[k] != 1``: Milvus Lite has no ``not``
+    or null test), :data:`PCT_FIELD` holds strings with control characters percent-encoded (Lite's
+    parser neither unescapes ``\n`` nor takes a raw newline).
+    """
     fields = {
         k: v
         for k, v in (payload or {}).items()
@@ -129,7 +134,7 @@ def _upsert_request(
 
 
 def _hit_codes(hits: Any, m: int, n_bytes: int, words: int) -> NDArray[np.uint8]:
-    """The codes of one query's hits, from int64 words or the binary vector output field."""
+    """Return the codes of one query's hits, from int64 words or the binary vector output field."""
     if words:
         # list.__iter__: the raw hits, without HybridHits' materialisation of lazy fields.
         ents = [h["entity"] for h in list.__iter__(hits)][:m]

@@ -1,5 +1,7 @@
-"""Milvus' own indexes, for ``hashplug compare``: Milvus Lite (embedded) and, optionally, the real
-Milvus 2.3.5 standalone server (``milvus`` PyPI package, slow to start).
+"""Milvus' own indexes, for ``hashplug compare``.
+
+Milvus Lite (embedded) and, optionally, the real Milvus 2.3.5 standalone server (``milvus`` PyPI
+package, slow to start).
 
 Float vectors (COSINE), ids = row numbers. Options: ``milvus:flat``, ``milvus:ivf_flat``,
 ``milvus:ivf_sq8``, ``milvus:ivf_pq``, ``milvus:hnsw``, ``milvus:bin_flat`` (BIN_FLAT + HAMMING over
@@ -58,6 +60,7 @@ def _quiet_lite() -> None:
 
 
 def engine_version(engine: str) -> str:
+    """Return the engine name and version shown in the comparison report."""
     from importlib.metadata import version
 
     if engine == "milvus-lite":
@@ -159,8 +162,10 @@ def _segment_mem(client: Any, name: str) -> float:
 def _collection(
     engine: str, data: CompareData, binary: bool, workdir: Path
 ) -> tuple[Any, str, float, Path, Any]:
-    """The engine's collection of ``data`` (inserted once, re-indexed per option):
-    (client, name, insert seconds, data directory, query vectors)."""
+    """Return the engine's collection of ``data`` (inserted once, re-indexed per option).
+
+    As (client, name, insert seconds, data directory, query vectors).
+    """
     db: Any
     if binary:  # sign bits of the centred embeddings, packed (Milvus' binary layout)
         mean = data.train_x.mean(axis=0)

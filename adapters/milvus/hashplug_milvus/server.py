@@ -45,7 +45,7 @@ EXTRA_SETTINGS: dict[str, Any] = {
 
 
 def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
+    """Return a TCP port that is free on 127.0.0.1 right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -142,6 +142,7 @@ class EmbeddedMilvus:
     # -- addresses --------------------------------------------------------------------------------
     @property
     def port(self) -> int:
+        """The port the server listens on."""
         return int(self._server.listen_port)
 
     @property
@@ -155,16 +156,19 @@ class EmbeddedMilvus:
 
     @property
     def pid(self) -> int | None:
+        """The server process id, or None when it is not started."""
         proc = self._server.server_proc
         return proc.pid if proc is not None else None
 
     @property
     def running(self) -> bool:
+        """Whether the server process is alive."""
         proc = self._server.server_proc
         return proc is not None and proc.poll() is None
 
     @property
     def log_dir(self) -> Path:
+        """The folder of the server's log files."""
         return self.base_dir / "logs"
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -200,8 +204,11 @@ class EmbeddedMilvus:
         raise TimeoutError(f"Milvus did not open 127.0.0.1:{self.port} in {timeout:.0f} s")
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop: SIGTERM, then SIGKILL after ``timeout`` seconds (Milvus 2.3 standalone stops its
-        coordinators within a second of SIGTERM, then its worker nodes can hang retrying them)."""
+        """Stop the server: SIGTERM, then SIGKILL after ``timeout`` seconds.
+
+        Milvus 2.3 standalone stops its coordinators within a second of SIGTERM, then its worker
+        nodes can hang retrying them.
+        """
         proc = self._server.server_proc
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -221,6 +228,7 @@ class EmbeddedMilvus:
         self._server.stop()
 
     def restart(self, timeout: float = 120.0, stop_timeout: float = 5.0) -> EmbeddedMilvus:
+        """Stop the server, then start it again on the same data; return ``self``."""
         self.stop(stop_timeout)
         return self.start(timeout)
 

@@ -40,8 +40,10 @@ from pymilvus import DataType, MilvusClient
 
 from hashplug.sources.source import (
     Metric,
+    ShortlistHits,
     Source,
     SourceError,
+    SourceHits,
     SourceInfo,
     as_source_ids,
     better_first,
@@ -93,9 +95,11 @@ _LINE_BREAKS = ("\n", "\r")
 
 
 def _lite_literal(value: Any) -> str | None:
-    """A key as a Milvus Lite 2.5 expression literal, or None where none exists. Lite's parser
-    unescapes only ``\\\\`` and ``\\"`` (``"\\t"`` stays a backslash and a t), takes other control
-    characters raw, and cannot read a line break inside a string at all."""
+    r"""Return a key as a Milvus Lite 2.5 expression literal, or None where none exists.
+
+    Lite's parser unescapes only ``\\`` and ``\"`` (``"\t"`` stays a backslash and a t), takes
+    other control characters raw, and cannot read a line break inside a string at all.
+    """
     if not isinstance(value, str):
         return literal(value)
     if any(b in value for b in _LINE_BREAKS):
@@ -192,9 +196,12 @@ class MilvusSource(Source):
         id_field: str | None = None,
         **options: Any,
     ) -> MilvusSource:
-        """``milvus+lite://path/to/file.db/COLL`` or ``milvus://host:port/[db/]COLL``; connection
+        """Open a Milvus collection as a source.
+
+        ``milvus+lite://path/to/file.db/COLL`` or ``milvus://host:port/[db/]COLL``; connection
         options (:data:`SOURCE_OPTIONS`) in the URI query or as keywords; ``metric=`` only for a
-        vector field without an index."""
+        vector field without an index.
+        """
         base = uri.partition("?")[0]
         types = {k: _URI_OPTIONS.get(k, str) for k in SOURCE_OPTIONS}
         opts: dict[str, Any] = {**parse_uri(uri, types).options, **options}
@@ -291,6 +298,8 @@ class MilvusSource(Source):
 
     # -- reading ----------------------------------------------------------------------------------
     def count(self) -> int:
+        """Return the number of rows in the collection now."""
+
         def go(c: MilvusClient) -> int:
             res = c.query(
                 self.collection,
@@ -337,8 +346,11 @@ class MilvusSource(Source):
         return keys, out
 
     def scan(self, batch_size: int) -> Iterator[tuple[NDArray[Any], NDArray[np.float32]]]:
-        """Batches of ``batch_size`` rows in primary-key order, read in pages that Milvus can
-        return at Strong consistency (so other clients' writes are seen)."""
+        """Yield batches of ``batch_size`` rows in primary-key order.
+
+        They are read in pages that Milvus can return at Strong consistency (so other clients'
+        writes are seen).
+        """
         batch_size = check_positive_int(batch_size, "batch_size")
         self.skipped = 0
         keys: list[Any] = []
@@ -401,6 +413,7 @@ class MilvusSource(Source):
                     yield keys, vecs
 
     def fetch(self, ids: NDArray[Any]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """Return the vectors of ``ids`` in order and a found mask (see :meth:`Source.fetch`)."""
         n = len(ids)
         out = np.zeros((n, self.info.dim), np.float32)
         found = np.zeros(n, bool)
@@ -438,9 +451,8 @@ class MilvusSource(Source):
                     out[i], found[i] = vec, True
         return out, found
 
-    def search(
-        self, queries: NDArray[np.float32], k: int
-    ) -> tuple[list[NDArray[Any]], NDArray[np.float32]]:
+    def search(self, queries: NDArray[np.float32], k: int) -> SourceHits:
+        """Run Milvus' exact float search (see :meth:`Source.search`)."""
         if not self.index_type:
             raise SourceError(
                 f"{self._vf!r} of Milvus collection {self.collection!r} has no index, so Milvus "
@@ -480,13 +492,14 @@ class MilvusSource(Source):
                 if self.info.metric == "l2":
                     d = np.sqrt(np.maximum(d, 0))  # Milvus reports squared L2
                 scores[s + r, : d.size] = d
-        return ids, scores
+        return SourceHits(ids, scores)
 
-    def search_among(
-        self, query: NDArray[np.float32], ids: NDArray[Any], k: int
-    ) -> tuple[NDArray[Any], NDArray[np.float32]]:
-        """Filtered exact searches (``pk in [...]``, :data:`_FETCH_IDS` keys each) merged by score;
-        keys Milvus cannot spell in a filter are fetched and scored here."""
+    def search_among(self, query: NDArray[np.float32], ids: NDArray[Any], k: int) -> ShortlistHits:
+        """Run filtered exact searches (``pk in [...]``) and merge them by score.
+
+        :data:`_FETCH_IDS` keys each; keys Milvus cannot spell in a filter are fetched and scored
+        here.
+        """
         lits = {v: self._literal(v) for v in np.asarray(ids).tolist()}
         plain = [lit for lit in lits.values() if lit is not None]
         odd = [v for v, lit in lits.items() if lit is None]
@@ -522,13 +535,16 @@ class MilvusSource(Source):
             scores += sc.tolist()
         sc_arr = np.asarray(scores, np.float32)
         order = np.argsort(-better_first(self.info.metric) * sc_arr, kind="stable")[:top]
-        return as_source_ids([keys[i] for i in order], self.info.id_kind), sc_arr[order]
+        return ShortlistHits(
+            as_source_ids([keys[i] for i in order], self.info.id_kind), sc_arr[order]
+        )
 
     def _index_metric(self) -> str:
         return {"cosine": "COSINE", "dot": "IP", "l2": "L2"}[self.info.metric]
 
     # -- placement --------------------------------------------------------------------------------
     def codes_uri(self, suffix: str) -> str:
+        """Return the URI of the sibling code collection (see :meth:`Source.codes_uri`)."""
         name = f"{self.collection}{suffix}"
         if len(name) > 255:
             raise SourceError(
@@ -542,6 +558,7 @@ class MilvusSource(Source):
         return f"milvus://{parts.netloc}/{self._db_prefix()}{name}{secure}"
 
     def store_options(self) -> dict[str, Any]:
+        """Return the connection options (token, user, database ...) the code store needs."""
         c = self._conn
         opts: dict[str, Any] = {
             k: getattr(c, k) for k in ("token", "user", "password", "db_name") if getattr(c, k)
@@ -557,9 +574,11 @@ class MilvusSource(Source):
         return opts
 
     def state_dir(self) -> Path | None:
+        """Return the Milvus Lite file's folder, or None for a server."""
         return Path(self._conn.uri).parent if self._conn.is_lite else None
 
     def close(self) -> None:
+        """Close the client; the collection is untouched."""
         self._conn.close()
 
 

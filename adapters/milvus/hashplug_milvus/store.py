@@ -128,9 +128,11 @@ _URI_OPTIONS: dict[str, Callable[[str], Any]] = {
 
 
 def _import_lite_quietly() -> None:
-    """Import milvus_lite (pymilvus would on the first Lite client) without the deprecation
-    warning its pkg_resources import prints to every Lite user (pinned setuptools<81 keeps it
-    working); a missing package is left for pymilvus to report."""
+    """Import milvus_lite without the deprecation warning its pkg_resources import prints.
+
+    pymilvus would import it on the first Lite client, and the warning would reach every Lite user
+    (pinned setuptools<81 keeps it working); a missing package is left for pymilvus to report.
+    """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
         try:
@@ -265,10 +267,13 @@ class MilvusStore(HitsStore):
     # -- construction -----------------------------------------------------------------------------
     @classmethod
     def from_uri(cls, uri: str, **options: Any) -> MilvusStore:
-        """``milvus://[user:password@]host[:port]/[db/]collection[?option=value&...]`` (a server;
+        """Open a Milvus store from a URI.
+
+        ``milvus://[user:password@]host[:port]/[db/]collection[?option=value&...]`` (a server;
         ``secure=true`` for TLS) or ``milvus+lite://path/to/file.db/collection`` (Milvus Lite;
         ``milvus+lite:///abs/path/file.db/collection`` for an absolute path). Keyword ``options``
-        override the URI's."""
+        override the URI's.
+        """
         if not isinstance(uri, str) or "://" not in uri:
             raise ValueError(f"not a milvus URI: {uri!r}")
         parsed = parse_uri(uri, _URI_OPTIONS)
@@ -316,6 +321,7 @@ class MilvusStore(HitsStore):
 
     @property
     def name(self) -> str:
+        """The collection name, for errors."""
         return self.collection
 
     @property
@@ -408,6 +414,8 @@ class MilvusStore(HitsStore):
 
     # -- metadata and layout ----------------------------------------------------------------------
     def read_meta(self) -> CollectionMeta | None:
+        """Return the stored metadata, or None if the collection does not exist yet."""
+
         def go(c: MilvusClient) -> dict[str, Any] | None:
             if not c.has_collection(self.collection, **self._rpc()):
                 return None
@@ -536,6 +544,7 @@ class MilvusStore(HitsStore):
         return _BASE_RESERVED | {f"code_w{j}" for j in range(words)} | corr
 
     def corrections_unavailable(self) -> str | None:
+        """Return None when the collection has the factor field, else why not and what to do."""
         if self._require_layout().get("corr"):
             return None
         return (
@@ -655,6 +664,7 @@ class MilvusStore(HitsStore):
     def search_with_codes(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
     ) -> CodeHits:
+        """Search like :meth:`search`, also returning the hits' codes."""
         layout = self._require_layout()
         if not layout["words"] and self.is_lite:
             # Milvus Lite 2.5 crashes when a search outputs a binary vector: one batched get.
@@ -687,9 +697,12 @@ class MilvusStore(HitsStore):
         with_codes: bool,
         with_corr: bool = False,
     ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.uint8] | None]:
-        """Hamming top-``limit`` per query (Milvus caps one search at 16384 hits: beyond that
-        the rows are padded with -1). Filters as in the class doc. ``with_corr`` (with the code
-        words): each code gets 4 more bytes, the packed factors of ``code_corr``."""
+        """Return the Hamming top-``limit`` per query.
+
+        Milvus caps one search at 16384 hits: beyond that the rows are padded with -1. Filters as in
+        the class doc. ``with_corr`` (with the code words): each code gets 4 more bytes, the packed
+        factors of ``code_corr``.
+        """
         q = self._check_query(query_codes, limit)
         meta = self._require_open()
         layout = self._require_layout()
@@ -778,6 +791,7 @@ class MilvusStore(HitsStore):
         return out
 
     def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
+        """Return the codes of ``ids`` in order and a mask of which ids exist."""
         meta = self._require_open()
         q = np.asarray(ids, dtype=np.int64).reshape(-1)
         out = np.zeros((q.size, meta.n_bytes), np.uint8)
@@ -796,8 +810,10 @@ class MilvusStore(HitsStore):
         return out, found
 
     def lookup_corrections(self, ids: ArrayLike) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-        """The factors of ``ids`` (NaN and not found for rows written without them); one get
-        per 4096 ids. ValueError on a collection of an older version (no factor field)."""
+        """Return the factors of ``ids`` (NaN and not found for rows written without them).
+
+        One get per 4096 ids. ValueError on a collection of an older version (no factor field).
+        """
         self._require_open()
         why = self.corrections_unavailable()
         if why is not None:
@@ -818,6 +834,7 @@ class MilvusStore(HitsStore):
         return out, found & ~np.isnan(out).any(axis=1)
 
     def get_payloads(self, ids: ArrayLike) -> list[Payload | None]:
+        """Return the payloads of ``ids`` in order (None where absent)."""
         self._require_open()
         q = np.asarray(ids, dtype=np.int64).reshape(-1)
         if q.size == 0:
@@ -831,8 +848,11 @@ class MilvusStore(HitsStore):
         return out
 
     def iter_ids(self, batch_size: int = 50_000) -> Iterator[NDArray[np.int64]]:
-        """Every id once, in id order: pages of ``id > last`` (at most 16384 ids each, Milvus'
-        query window), as pymilvus' ``query_iterator`` reads them."""
+        """Yield every id once, in id order.
+
+        Pages of ``id > last`` (at most 16384 ids each, Milvus' query window), as pymilvus'
+        ``query_iterator`` reads them.
+        """
         self._require_open()
         if self._layout is None and self.read_meta() is None:
             return
@@ -862,6 +882,7 @@ class MilvusStore(HitsStore):
             yield ids
 
     def delete(self, ids: ArrayLike) -> None:
+        """Delete items; ids that are not stored are ignored."""
         self._require_layout()
         q = np.unique(as_ids(ids))
         self._deleted = True
@@ -873,15 +894,18 @@ class MilvusStore(HitsStore):
         client.delete(self.collection, ids=chunk, **self._rpc())
 
     def _read_level(self) -> str:
-        """The consistency level of reads. After a delete by this store, Strong: Milvus 2.3's
-        Session guarantee does not always cover deletes (count(*) was seen counting a row
-        deleted by the same client), and reads must never show deleted ids.
+        """Return the consistency level of reads.
+
+        After a delete by this store, Strong: Milvus 2.3's Session guarantee does not always cover
+        deletes (count(*) was seen counting a row deleted by the same client), and reads must never
+        show deleted ids.
 
         Under Session, the first read of a store object is Strong too: a new client's session
         has no write timestamp yet, so its reads would be Eventually and miss rows that another
         process (an ingest that just finished) had already written. One Strong read brings the
         query node up to date; later Session reads see at least that (one query node; a
-        cluster with several replicas needs ``consistency_level="Strong"`` for this)."""
+        cluster with several replicas needs ``consistency_level="Strong"`` for this).
+        """
         if self._deleted:
             return "Strong"
         if self.consistency_level == "Session" and not self._synced:
@@ -890,6 +914,7 @@ class MilvusStore(HitsStore):
         return self.consistency_level
 
     def count(self) -> int:
+        """Return the number of stored items (0 when the collection does not exist)."""
         if self._layout is None and self.read_meta() is None:
             return 0
 
@@ -906,6 +931,8 @@ class MilvusStore(HitsStore):
         return int(self._call("count", go))
 
     def drop(self) -> None:
+        """Drop the collection and its metadata."""
+
         def go(c: MilvusClient) -> None:
             if c.has_collection(self.collection, **self._rpc()):
                 c.drop_collection(self.collection, **self._rpc())
@@ -917,6 +944,7 @@ class MilvusStore(HitsStore):
             self._ready = False
 
     def close(self) -> None:
+        """Close the client; the collection stays stored."""
         with self._conn_lock:
             if self._client is not None:
                 _close_quietly(self._client)
@@ -943,10 +971,12 @@ class MilvusStore(HitsStore):
     def wait_for_index(
         self, timeout: float = 300.0, poll: float = 0.5, serving: bool = True
     ) -> None:
-        """Flush, then wait until every row is in an indexed sealed segment and, with ``serving``,
-        until the query nodes serve those segments with their index (Milvus swaps indexed
-        segments in some seconds after building them; until then they are scanned brute force).
-        Use it before measuring an IVF index. A no-op on Milvus Lite."""
+        """Flush, then wait until every row is in an indexed sealed segment.
+
+        With ``serving``, also wait until the query nodes serve those segments with their index
+        (Milvus swaps indexed segments in some seconds after building them; until then they are
+        scanned brute force). Use it before measuring an IVF index. A no-op on Milvus Lite.
+        """
         if self.is_lite:
             return
         self.flush()
@@ -964,7 +994,6 @@ class MilvusStore(HitsStore):
 
     def _served_indexed_rows(self) -> int:
         """Rows in sealed segments that the query nodes serve (with the IVF index if any)."""
-
         flat = self.index == "BIN_FLAT"  # served from the raw data: no index to swap in
 
         def go(c: MilvusClient) -> int:

@@ -1,5 +1,8 @@
-"""attach() on Milvus collections written by pymilvus itself: Milvus Lite 2.5.1 and the real
-Milvus 2.3.5 standalone server. Codes go to a sibling collection ``COLL__hashplug``."""
+"""attach() on Milvus collections written by pymilvus itself.
+
+Milvus Lite 2.5.1 and the real Milvus 2.3.5 standalone server. Codes go to a sibling collection
+``COLL__hashplug``.
+"""
 
 from __future__ import annotations
 
@@ -103,9 +106,11 @@ def delete_rows(client: MilvusClient, name: str, ids: list[Any], pk: str = "pk")
 
 
 def snapshot(client: MilvusClient, name: str) -> dict[str, Any]:
-    """Everything of a collection a user could notice: schema, index, every row with its vector
-    (read by ranges of the ``n`` ordinal: offsets are very slow on Milvus Lite, and it wedges on
-    query replies of a few MB)."""
+    """Everything of a collection a user could notice: schema, index, every row with its vector.
+
+    Rows are read by ranges of the ``n`` ordinal: offsets are very slow on Milvus Lite, and it
+    wedges on query replies of a few MB.
+    """
     desc = client.describe_collection(name)
     pk = next(f["name"] for f in desc["fields"] if f.get("is_primary"))
     total = client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")[

@@ -1,8 +1,11 @@
-"""The shared store conformance suite on real Milvus engines: the standalone server, Milvus Lite
-(with and without the int64 code copy), and Milvus from docker-compose where Docker is available.
+"""The shared store conformance suite on real Milvus engines.
+
+The standalone server, Milvus Lite (with and without the int64 code copy), and Milvus from
+docker-compose where Docker is available.
 
 (BIN_IVF_FLAT and the BINARY_VECTOR output path on the server are covered in test_milvus_server.py
-by focused tests: each server collection costs ~2.5 s to load, the whole suite ~40 s.)"""
+by focused tests: each server collection costs ~2.5 s to load, the whole suite ~40 s.)
+"""
 
 from __future__ import annotations
 
@@ -119,7 +122,8 @@ class TestLiteWriterFaults(WriterKillConformance):
     """A writer process killed (kill -9) mid-ingest into a Milvus Lite file, then re-run.
 
     A Lite file is open in one process at a time (a second process reads a stale copy), so the
-    checks run in fresh processes too."""
+    checks run in fresh processes too.
+    """
 
     check_in_subprocess = True
 

@@ -351,8 +351,10 @@ def test_hash_index_on_milvus_matches_local_store(
 def test_a_collection_of_an_older_version_serves_asymmetric_and_says_what_to_do(
     lite_db: Any, fresh_name: Any, cleanup: list[Any]
 ) -> None:
-    """A collection without the ``code_corr`` field (older hashplug; Milvus adds no field):
-    asymmetric works, scoring='cosine' is a ValueError naming the way out, nothing written."""
+    """A collection without the ``code_corr`` field (older hashplug; Milvus adds no field).
+
+    Asymmetric works, scoring='cosine' is a ValueError naming the way out, nothing written.
+    """
     from pymilvus import DataType, MilvusClient
 
     from hashplug import HashIndex, HashingBaseline

@@ -79,7 +79,10 @@ def codes_to_vectors(codes: NDArray[np.uint8], n_bits: int) -> NDArray[np.float3
 
 
 def vectors_to_codes(vectors: Sequence[Sequence[float]], n_bits: int) -> NDArray[np.uint8]:
-    """Stored vectors (lists of ±1 floats, as Qdrant returns them) -> packed codes (sign > 0)."""
+    """Convert stored vectors (lists of ±1 floats, as Qdrant returns them) to packed codes.
+
+    A bit is set where the sign is > 0.
+    """
     n = len(vectors)
     try:
         flat = np.fromiter(chain.from_iterable(vectors), dtype=np.float32, count=n * n_bits)
@@ -160,7 +163,7 @@ MISSING_E = -1e30
 
 
 def corr_from_payload(p: Mapping[str, Any] | None) -> tuple[float, float] | None:
-    """The stored factors (c, e) of a payload, or None when it has none."""
+    """Return the stored factors (c, e) of a payload, or None when it has none."""
     if not p:
         return None
     c, e = p.get(CORR_C_KEY), p.get(CORR_E_KEY)
@@ -176,7 +179,7 @@ def corr_from_payload(p: Mapping[str, Any] | None) -> tuple[float, float] | None
 def encode_payload(
     p: Payload | None, bool_shadow: bool = False, corr: tuple[float, float] | None = None
 ) -> dict[str, Any] | None:
-    """The stored payload of ``p`` (plus the factors ``corr`` = (c, e) when given)."""
+    """Return the stored payload of ``p`` (plus the factors ``corr`` = (c, e) when given)."""
     extra = {} if corr is None else {CORR_C_KEY: corr[0], CORR_E_KEY: corr[1]}
     if p is None:
         return extra or None
@@ -192,7 +195,7 @@ def encode_payload(
 
 
 def decode_payload(p: Mapping[str, Any] | None) -> Payload | None:
-    """The caller's payload from a stored one (hashplug's own keys removed)."""
+    """Return the caller's payload from a stored one (hashplug's own keys removed)."""
     if not p:
         return None
     out = dict(p)
@@ -264,8 +267,11 @@ def rescored_from_points(res: list[list[Any]], n_bits: int, k: int) -> ScoredHit
 
 
 def cosine_from_points(res: list[list[Any]], k: int) -> ScoredHits:
-    """Formula-scored hits (``c * v·s + e``) -> (ids (Q, k), distances -(c * v·s + e) (Q, k)),
-    ascending, ties by smaller id, padding (-1, +inf): the local cosine rerank's convention."""
+    """Convert formula-scored hits (``c * v·s + e``) to ``ScoredHits``.
+
+    Ids (Q, k) and distances -(c * v·s + e) (Q, k), ascending, ties by smaller id, padding
+    (-1, +inf): the local cosine rerank's convention.
+    """
     rows = []
     for hits in res:
         ids = np.fromiter((p.id for p in hits), dtype=np.int64, count=len(hits))

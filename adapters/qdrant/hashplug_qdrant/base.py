@@ -43,19 +43,19 @@ class QdrantBase(HitsStore):
 
     The ``scoring="cosine"`` factors c, e of an item live in its payload as two numbers
     (:data:`CORR_C_KEY`, :data:`CORR_E_KEY`: float16 values; hidden from ``get_payloads``), where
-    a Qdrant formula reads them for the native cosine rescoring."""
+    a Qdrant formula reads them for the native cosine rescoring.
+    """
 
     supports_corrections: ClassVar[bool] = True
     supports_cosine_rescoring: ClassVar[bool] = True
-    correction_bytes: ClassVar[int] = (
-        4  # two float16 values (Qdrant's payload storage adds its own)
-    )
+    #: Two float16 values (Qdrant's payload storage adds its own overhead).
+    correction_bytes: ClassVar[int] = 4
 
     # -- primitives ------------------------------------------------------------------------------
     def _retrieve(
         self, ids: NDArray[np.int64], with_vector: bool, with_payload: bool
     ) -> dict[int, Any]:
-        """Records by id (absent ids missing); each has ``.vector`` and ``.payload``."""
+        """Return records by id (absent ids missing); each has ``.vector`` and ``.payload``."""
         raise NotImplementedError
 
     def _query(
@@ -82,8 +82,10 @@ class QdrantBase(HitsStore):
         payloads: Sequence[Payload | None],
         corr: Sequence[tuple[float, float] | None],
     ) -> None:
-        """Write points (non-empty; ids unique, already checked); ``corr``: each item's factors
-        (c, e), or None."""
+        """Write points (non-empty; ids unique, already checked).
+
+        ``corr``: each item's factors (c, e), or None.
+        """
         raise NotImplementedError
 
     def _delete_points(self, ids: NDArray[np.int64]) -> None:
@@ -103,8 +105,11 @@ class QdrantBase(HitsStore):
         *,
         corrections: ArrayLike | None = None,
     ) -> None:
-        """Insert or replace points; ``corrections`` (n, 2): the items' ``scoring="cosine"``
-        factors, kept as float16 (a row of NaN, or None: none)."""
+        """Insert or replace points.
+
+        ``corrections`` (n, 2): the items' ``scoring="cosine"`` factors, kept as float16 (a row of
+        NaN, or None: none).
+        """
         new_ids, new_codes, new_pl = self._check_upsert(ids, codes, payloads)
         corr16 = check_store_corrections(corrections, new_ids.size)
         meta = self._require_open()
@@ -117,7 +122,7 @@ class QdrantBase(HitsStore):
         self._upsert_points(new_ids, vectors, new_pl, pairs)
 
     def lookup_corrections(self, ids: ArrayLike) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-        """The factors of ``ids`` (NaN and not found for points written without them)."""
+        """Return the factors of ``ids`` (NaN and not found for points written without them)."""
         self._require_open()
         q = np.asarray(ids, dtype=np.int64).reshape(-1)
         out = np.full((q.size, 2), np.nan, np.float32)
@@ -135,6 +140,7 @@ class QdrantBase(HitsStore):
         return out, found & ~np.isnan(out).any(axis=1)
 
     def lookup_codes(self, ids: ArrayLike) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
+        """Return the codes of ``ids`` in order and a mask of which ids exist."""
         meta = self._require_open()
         q = np.asarray(ids, dtype=np.int64).reshape(-1)
         out = np.zeros((q.size, meta.n_bytes), np.uint8)
@@ -150,6 +156,7 @@ class QdrantBase(HitsStore):
         return out, found
 
     def get_payloads(self, ids: ArrayLike) -> list[Payload | None]:
+        """Return the payloads of ``ids`` in order (None where absent)."""
         self._require_open()
         q = np.asarray(ids, dtype=np.int64).reshape(-1)
         valid = q[q >= 0]
@@ -161,12 +168,14 @@ class QdrantBase(HitsStore):
         return [decode_payload(got[i].payload) if i in got else None for i in q.tolist()]
 
     def delete(self, ids: ArrayLike) -> None:
+        """Delete items; ids that are not stored are ignored."""
         self._require_open()
         q = np.unique(as_ids(ids))
         if q.size:
             self._delete_points(q)
 
     def iter_ids(self, batch_size: int = 50_000) -> Iterator[NDArray[np.int64]]:
+        """Yield every stored id once, in int64 batches of at most ``batch_size``."""
         self._require_open()
         offset = None
         while True:
@@ -200,8 +209,10 @@ class QdrantBase(HitsStore):
         *,
         exact_ties: bool = True,
     ) -> ScoredHits:
-        """Native asymmetric search: Qdrant picks the Hamming top ``k * oversample`` on the
-        quantized vectors and rescores them against the stored ±1 vectors with t = tanh(u / 2).
+        """Run the native asymmetric search.
+
+        Qdrant picks the Hamming top ``k * oversample`` on the quantized vectors and rescores them
+        against the stored ±1 vectors with t = tanh(u / 2).
 
         ``query_logits``: the hasher's calibrated query logits u (``hasher.query_logits``, whose
         sigmoid is ``hasher.query``), (Q, n_bits) or (n_bits,). Returns ``(ids int64
@@ -230,9 +241,11 @@ class QdrantBase(HitsStore):
         oversample: int = 10,
         filter: Filter | None = None,
     ) -> ScoredHits:
-        """Native ``scoring="cosine"`` search: Qdrant takes the Hamming top ``k * oversample`` on
-        the quantized vectors, rescores them to ``v·s`` against the stored ±1 vectors, and a
-        formula adds each item's factors from its payload: ``c * v·s + e``.
+        """Search with ``scoring="cosine"`` inside Qdrant.
+
+        Qdrant takes the Hamming top ``k * oversample`` on the quantized vectors, rescores them to
+        ``v·s`` against the stored ±1 vectors, and a formula adds each item's factors from its
+        payload: ``c * v·s + e``.
 
         ``query_weights``: the hasher's ``cosine_query(q)`` (Q, n_bits) or (n_bits,); their signs
         pick the coarse candidates. Returns ``(ids int64 (Q, k), distances float32 (Q, k))``,

@@ -116,9 +116,11 @@ def _release_local(loc: _Local) -> None:
 
 @atexit.register
 def _close_locals() -> None:
-    """Close the local-mode clients still open at exit (stores never closed, and ``:memory:``):
-    left to garbage collection, qdrant-client closes them after the interpreter has begun tearing
-    down, and prints an ImportError traceback (a folder also stays locked until then)."""
+    """Close the local-mode clients still open at exit (stores never closed, and ``:memory:``).
+
+    Left to garbage collection, qdrant-client closes them after the interpreter has begun tearing
+    down, and prints an ImportError traceback (a folder also stays locked until then).
+    """
     with _LOCALS_LOCK:
         open_locals = list(_LOCALS.values())
         _LOCALS.clear()
@@ -278,8 +280,11 @@ class QdrantStore(QdrantBase):
 
     @classmethod
     def from_uri(cls, uri: str, **options: Any) -> QdrantStore:
-        """``qdrant://host:6333/docs?https=true``, ``qdrant+local://./qdrant/docs``,
-        ``qdrant+local://:memory:/docs``; keyword options override URI options."""
+        """Open a Qdrant store from a URI.
+
+        ``qdrant://host:6333/docs?https=true``, ``qdrant+local://./qdrant/docs``,
+        ``qdrant+local://:memory:/docs``; keyword options override URI options.
+        """
         parsed = parse_uri(uri, _URI_OPTIONS)
         scheme, location, opts = parsed.scheme, parsed.location, parsed.options
         if scheme == "qdrant+local":
@@ -308,6 +313,7 @@ class QdrantStore(QdrantBase):
 
     @property
     def name(self) -> str:
+        """The collection and where it lives, for errors."""
         return f"{self.collection} ({self.location})"
 
     @property
@@ -345,6 +351,7 @@ class QdrantStore(QdrantBase):
         return bool(self._call("collection_exists", lambda c: c.collection_exists(self.collection)))
 
     def read_meta(self) -> CollectionMeta | None:
+        """Return the stored metadata, or None if the collection does not exist yet."""
         if not self._exists():
             return None
         info = self._call("get_collection", lambda c: c.get_collection(self.collection))
@@ -453,6 +460,7 @@ class QdrantStore(QdrantBase):
         client.delete(self.collection, points_selector=selector, wait=True)
 
     def count(self) -> int:
+        """Return the number of stored points (0 when the collection does not exist)."""
         if not self._exists():
             return 0
         res = self._call("count", lambda c: c.count(self.collection, exact=True))
@@ -521,11 +529,13 @@ class QdrantStore(QdrantBase):
 
     # -- lifecycle -------------------------------------------------------------------------------
     def drop(self) -> None:
+        """Drop the collection and its metadata."""
         if self._exists():
             self._call("delete_collection", lambda c: c.delete_collection(self.collection))
         self.meta = None
 
     def close(self) -> None:
+        """Close the client; the collection stays stored."""
         if self._local is not None:
             loc, self._local = self._local, None
             _release_local(loc)

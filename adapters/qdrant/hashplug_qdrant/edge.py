@@ -64,7 +64,10 @@ _DTYPES = {
 def edge_config(
     n_bits: int, datatype: str = "float16", max_search_threads: int | None = None
 ) -> qe.EdgeConfig:
-    """The shard configuration for ``n_bits`` codes: ±1 vectors, Dot, 1-bit BQ in RAM, no HNSW."""
+    """Return the shard configuration for ``n_bits`` codes.
+
+    ±1 vectors, Dot, 1-bit BQ in RAM, no HNSW.
+    """
     vectors = qe.EdgeVectorParams(
         size=n_bits,
         distance=qe.Distance.Dot,
@@ -174,6 +177,7 @@ class QdrantEdgeStore(QdrantBase):
 
     @property
     def name(self) -> str:
+        """The shard's ``qdrant-edge://`` URI, for errors."""
         return f"qdrant-edge://{self.path}"
 
     # -- handle and shard ------------------------------------------------------------------------
@@ -209,6 +213,7 @@ class QdrantEdgeStore(QdrantBase):
 
     # -- metadata --------------------------------------------------------------------------------
     def read_meta(self) -> CollectionMeta | None:
+        """Return the stored metadata, or None if the shard does not exist yet."""
         f = self._meta_file
         if not f.exists():
             if (self.path / "edge_config.json").exists():
@@ -301,6 +306,7 @@ class QdrantEdgeStore(QdrantBase):
             h.dirty = True
 
     def count(self) -> int:
+        """Return the number of stored points (0 when the shard does not exist)."""
         if self._h.shard is None and not self._meta_file.exists():
             return 0
         if self.read_meta() is None:
@@ -396,11 +402,13 @@ class QdrantEdgeStore(QdrantBase):
             return did
 
     def flush(self) -> None:
+        """Flush the shard's pending writes to disk."""
         if self._h.shard is not None:
             with self._h.lock:
                 self._h.shard.flush()
 
     def close(self) -> None:
+        """Release this handle; the last one optimizes (if asked), flushes and closes the shard."""
         h, self._handle = self._handle, None
         if h is None:
             return
@@ -425,6 +433,7 @@ class QdrantEdgeStore(QdrantBase):
                 shard.close()
 
     def drop(self) -> None:
+        """Delete the shard folder and its metadata."""
         h = self._h
         with h.lock:
             shard, h.shard = h.shard, None

@@ -76,7 +76,10 @@ def dict_to_models(flt: Mapping[str, Any], edge: bool = False) -> Any:
 
 
 def to_client_filter(flt: Any) -> Any:
-    """A filter for qdrant-client: dict -> ``models.Filter``; a ``models.Filter`` passes through."""
+    """Convert a filter for qdrant-client: dict -> ``models.Filter``.
+
+    A ``models.Filter`` passes through.
+    """
     from qdrant_client import models as m
 
     if flt is None or isinstance(flt, m.Filter):
@@ -90,7 +93,10 @@ def to_client_filter(flt: Any) -> Any:
 
 
 def to_edge_filter(flt: Any) -> Any:
-    """A filter for Qdrant Edge: dict or ``qdrant_client.models.Filter`` -> ``qdrant_edge.Filter``."""
+    """Convert a filter for Qdrant Edge into a ``qdrant_edge.Filter``.
+
+    From a dict or a ``qdrant_client.models.Filter``.
+    """
     import qdrant_edge as qe
 
     if flt is None or isinstance(flt, qe.Filter):

@@ -1,5 +1,6 @@
-"""Qdrant's own quantization in a Qdrant Edge shard (the real engine, in-process), for
-``hashplug compare``.
+"""Qdrant's own quantization in a Qdrant Edge shard, for ``hashplug compare``.
+
+The shard is the real engine, in-process.
 
 Float32 vectors (Cosine), ids = row numbers, originals on disk (``Memory.Cold``), the quantized
 vectors pinned in RAM, no HNSW graph (a full scan of the quantized vectors, as the hashplug store
@@ -35,6 +36,7 @@ _BATCH = 2048
 
 
 def engine_version(engine: str = "qdrant-edge") -> str:
+    """Return the engine name and version shown in the comparison report."""
     from importlib.metadata import version
 
     return f"Qdrant Edge (qdrant-edge-py {version('qdrant-edge-py')})"

@@ -25,8 +25,10 @@ from numpy.typing import NDArray
 
 from hashplug.sources.source import (
     Metric,
+    ShortlistHits,
     Source,
     SourceError,
+    SourceHits,
     SourceInfo,
     as_source_ids,
     choose_vector_field,
@@ -53,7 +55,7 @@ def _kind_of(ids: list[Any]) -> str:
 
 
 def _point_id(v: Any, kind: str) -> Any:
-    """A source id (int, or str for UUID collections) -> the id Qdrant takes."""
+    """Convert a source id (int, or str for UUID collections) to the id Qdrant takes."""
     if kind == "int":
         return int(v)
     s = str(v)
@@ -137,7 +139,7 @@ class _QdrantBase(Source):
                 return
 
     def _retrieve(self, pids: list[Any]) -> list[Any]:
-        """Records of ``pids`` with this source's vector."""
+        """Return records of ``pids`` with this source's vector."""
         raise NotImplementedError
 
     def fetch(self, ids: NDArray[Any]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
@@ -156,25 +158,21 @@ class _QdrantBase(Source):
     scores_in_engine = True
 
     def _nearest(self, q: NDArray[np.float32], k: int, pids: list[Any] | None) -> list[Any]:
-        """The engine's exact top-``k`` points of one query (among ``pids`` when given)."""
+        """Return the engine's exact top-``k`` points of one query (among ``pids`` when given)."""
         raise NotImplementedError
 
-    def search(
-        self, queries: NDArray[np.float32], k: int
-    ) -> tuple[list[NDArray[Any]], NDArray[np.float32]]:
+    def search(self, queries: NDArray[np.float32], k: int) -> SourceHits:
         ids: list[NDArray[Any]] = []
         scores = np.full((len(queries), k), np.nan, np.float32)
         for r, q in enumerate(np.asarray(queries, np.float32)):
             ids_r, scores[r] = self._scores(self._nearest(q, k, None), k)
             ids.append(ids_r)
-        return ids, scores
+        return SourceHits(ids, scores)
 
-    def search_among(
-        self, query: NDArray[np.float32], ids: NDArray[Any], k: int
-    ) -> tuple[NDArray[Any], NDArray[np.float32]]:
+    def search_among(self, query: NDArray[np.float32], ids: NDArray[Any], k: int) -> ShortlistHits:
         pids = [_point_id(v, self.info.id_kind) for v in np.asarray(ids).tolist()]
         got, sc = self._scores(self._nearest(np.asarray(query, np.float32), k, pids), k)
-        return got, sc[: len(got)]
+        return ShortlistHits(got, sc[: len(got)])
 
     def _scores(self, points: list[Any], k: int) -> tuple[NDArray[Any], NDArray[np.float32]]:
         ids = as_source_ids([p.id for p in points], self.info.id_kind)
@@ -246,6 +244,7 @@ class QdrantEdgeSource(_QdrantBase):
         id_field: str | None = None,
         **options: Any,
     ) -> QdrantEdgeSource:
+        """Open a Qdrant Edge shard as a source (see :meth:`Source.from_uri`)."""
         parsed = parse_uri(uri, {"id_kind": str})
         if id_field not in (None, "id"):
             raise SourceError("Qdrant points are keyed by their point id; id_field does not apply")
@@ -294,16 +293,20 @@ class QdrantEdgeSource(_QdrantBase):
             return list(self._shard().query(req))
 
     def count(self) -> int:
+        """Return the number of points in the shard now."""
         with self._handle.lock:
             return int(self._shard().count(self._qe.CountRequest(exact=True)))
 
     def codes_uri(self, suffix: str) -> str:
+        """Return the URI of the sibling code store (see :meth:`Source.codes_uri`)."""
         return f"qdrant-edge://{str(self.path).rstrip('/')}{suffix}"
 
     def state_dir(self) -> Path | None:
+        """Return the shard's parent folder (the hasher file goes beside the shard)."""
         return self.path.parent
 
     def close(self) -> None:
+        """Release the shard; it is untouched."""
         from .edge import _HANDLES, _HANDLES_LOCK
 
         h = getattr(self, "_handle", None)
@@ -331,8 +334,11 @@ _CLIENT_OPTIONS: dict[str, Callable[[str], Any]] = {
 
 
 class QdrantSource(_QdrantBase):
-    """A collection read through qdrant-client: ``qdrant+local://DIR/COLL`` (local mode) or
-    ``qdrant://host:port/COLL`` (a server; ``api_key=`` or ``$QDRANT_API_KEY``)."""
+    """A collection read through qdrant-client.
+
+    ``qdrant+local://DIR/COLL`` (local mode) or ``qdrant://host:port/COLL`` (a server; ``api_key=``
+    or ``$QDRANT_API_KEY``).
+    """
 
     schemes: ClassVar[tuple[str, ...]] = ("qdrant", "qdrant+local")
 
@@ -424,6 +430,7 @@ class QdrantSource(_QdrantBase):
         id_field: str | None = None,
         **options: Any,
     ) -> QdrantSource:
+        """Open a collection through qdrant-client as a source (see :meth:`Source.from_uri`)."""
         scheme, _ = split_uri(uri)
         parsed = parse_uri(uri, _CLIENT_OPTIONS)
         if id_field not in (None, "id"):
@@ -485,18 +492,23 @@ class QdrantSource(_QdrantBase):
         return list(res.points)
 
     def count(self) -> int:
+        """Return the number of points in the collection now."""
         return int(self._call(lambda c: c.count(self.collection, exact=True).count))
 
     def codes_uri(self, suffix: str) -> str:
+        """Return the URI of the sibling code collection (see :meth:`Source.codes_uri`)."""
         return f"{self._codes_base}/{self.collection}{suffix}"
 
     def store_options(self) -> dict[str, Any]:
+        """Return the connection options the code store needs (a copy)."""
         return dict(self._conn)
 
     def state_dir(self) -> Path | None:
+        """Return the local-mode folder, or None for a server."""
         return Path(self._local.key) if self._local is not None else None
 
     def close(self) -> None:
+        """Close the client; the collection is untouched."""
         loc, self._local = getattr(self, "_local", None), None
         if loc is not None:
             from .client import _release_local

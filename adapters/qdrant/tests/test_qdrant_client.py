@@ -117,8 +117,10 @@ def test_memory_mode_is_shared_by_name_within_the_process() -> None:
 
 
 def test_store_left_open_at_exit_closes_cleanly(tmp_path: Path) -> None:
-    """A process that never calls close(): no traceback at exit, and the next process opens the
-    folder (not locked) and finds the points."""
+    """A process that never calls close(): no traceback at exit.
+
+    The next process opens the folder (not locked) and finds the points.
+    """
     path = tmp_path / "qdrant"
     code = textwrap.dedent(
         f"""

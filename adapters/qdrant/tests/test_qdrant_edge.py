@@ -102,8 +102,11 @@ def test_uri_forms(tmp_path: Path) -> None:
 
 
 def test_coarse_search_runs_on_the_binary_quantization(tmp_path: Path) -> None:
-    """The store's coarse path scores 1-bit quantized vectors: a non-±1 query gets integer scores
-    n - 2 * Hamming(sign(query)), while exact scoring of the same query is not integer."""
+    """The store's coarse path scores 1-bit quantized vectors.
+
+    A non-±1 query gets integer scores n - 2 * Hamming(sign(query)), while exact scoring of the same
+    query is not integer.
+    """
     s = _store(tmp_path / "s")
     codes = random_codes(200, 64, seed=1)
     s.upsert(np.arange(200), codes)

@@ -28,8 +28,10 @@ def _probs(u: np.ndarray) -> np.ndarray:
 
 
 def _local_rerank(store, u: np.ndarray, k: int, oversample: int) -> tuple[np.ndarray, np.ndarray]:
-    """The local path: coarse Hamming top-(k*oversample) from the store, asymmetric rerank here
-    (hashplug.rerank.rerank when it is available, else the same formula in float64 numpy)."""
+    """The local path: coarse Hamming top-(k*oversample) from the store, asymmetric rerank here.
+
+    hashplug.rerank.rerank when it is available, else the same formula in float64 numpy.
+    """
     ids, _, codes = store.search_with_codes(np.packbits(u > 0, axis=1), k * oversample)
     p = _probs(u)
     try:
@@ -123,8 +125,11 @@ def test_edge_native_rescoring_with_a_filter(real_codes, tmp_path: Path) -> None
 
 
 def test_local_mode_rescoring_is_exhaustive(real_codes, tmp_path: Path) -> None:
-    """qdrant-client local mode has no quantization: its "rescored" search is the exact
-    asymmetric search over everything, i.e. the exhaustive top-k (ties by smaller id)."""
+    """qdrant-client local mode has no quantization: its "rescored" search is exhaustive.
+
+    It is the exact asymmetric search over everything, i.e. the exhaustive top-k (ties by smaller
+    id).
+    """
     real = real_codes
     s = QdrantStore("codes", path=tmp_path / "q")
     s.open(real.meta)
