@@ -70,13 +70,18 @@ def _layout_of(desc: Mapping[str, Any], meta: CollectionMeta, name: str) -> dict
     return {"words": n_words, "payload_max_length": max_len, "index": None, "corr": has_corr}
 
 
-def _dynamic_json(payload: Mapping[str, Any] | None, reserved: frozenset[str]) -> bytes:
+def _dynamic_json(
+    payload: Mapping[str, Any] | None,
+    reserved: frozenset[str],
+    static: frozenset[str] = frozenset(),
+) -> bytes:
     r"""Return the payload's top-level keys as Milvus dynamic fields (null values left out).
 
     Plus what the dict filter needs where Milvus' expressions fall short: :data:`SET_FIELD` marks
     the keys that hold a value (``{k: None}`` is ``SET_FIELD[k] != 1``: Milvus Lite has no ``not``
     or null test), :data:`PCT_FIELD` holds strings with control characters percent-encoded (Lite's
-    parser neither unescapes ``\n`` nor takes a raw newline).
+    parser neither unescapes ``\n`` nor takes a raw newline). ``static`` keys (a partition key: a
+    schema field of its own) get the marks but no dynamic field.
     """
     fields = {
         k: v
@@ -85,6 +90,8 @@ def _dynamic_json(payload: Mapping[str, Any] | None, reserved: frozenset[str]) -
     }
     marks = {k: 1 for k in fields}
     pct = {k: pct_encode(v) for k, v in fields.items() if isinstance(v, str) and has_control(v)}
+    for k in static & fields.keys():
+        del fields[k]
     fields[SET_FIELD] = marks
     if pct:
         fields[PCT_FIELD] = pct
@@ -99,7 +106,16 @@ def _upsert_request(
     texts: list[str],
     dyn: list[bytes],
     corr: NDArray[np.int32] | None = None,
+    *,
+    partition: str = "",
+    key: tuple[str, DataType, list[Any]] | None = None,
+    insert: bool = False,
 ) -> Any:
+    """Build an UpsertRequest (or with ``insert`` an InsertRequest) of the rows.
+
+    Into ``partition`` ("" = the default, or the partition key's choice); ``key`` = (field, type,
+    values) of a partition key column.
+    """
     from pymilvus.grpc_gen import milvus_pb2, schema_pb2
 
     fields = []
@@ -122,12 +138,18 @@ def _upsert_request(
     fd = schema_pb2.FieldData(field_name="payload", type=DataType.VARCHAR)
     fd.scalars.string_data.data.extend(texts)
     fields.append(fd)
+    if key is not None:
+        fd = schema_pb2.FieldData(field_name=key[0], type=key[1])
+        col = fd.scalars.long_data if key[1] == DataType.INT64 else fd.scalars.string_data
+        col.data.extend(key[2])
+        fields.append(fd)
     fd = schema_pb2.FieldData(field_name="$meta", type=DataType.JSON, is_dynamic=True)
     fd.scalars.json_data.data.extend(dyn)
     fields.append(fd)
-    return milvus_pb2.UpsertRequest(
+    cls = milvus_pb2.InsertRequest if insert else milvus_pb2.UpsertRequest
+    return cls(
         collection_name=collection,
-        partition_name="",
+        partition_name=partition,
         num_rows=int(ids.size),
         fields_data=fields,
     )

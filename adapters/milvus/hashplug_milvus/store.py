@@ -66,6 +66,7 @@ from hashplug.stores.uri import parse_uri, to_bool, to_finite_float
 
 from ._filters import RESERVED as FILTER_FIELDS
 from ._filters import to_expression
+from ._partitions import KEY_TYPES, PartitionKey, check_names, key_of_desc, names_option
 from ._retry import RetryPolicy, error_chain, is_transient, short_error
 from ._rows import (
     CORR_FIELD,
@@ -115,6 +116,11 @@ _URI_OPTIONS: dict[str, Callable[[str], Any]] = {
     "consistency_level": str,
     "consistency": str,
     "num_shards": int,
+    "partition": names_option,
+    "partitions": names_option,
+    "partition_key": str,
+    "partition_key_type": str,
+    "num_partitions": int,
     "code_words": to_bool,
     "batch_size": int,
     "payload_max_length": int,
@@ -163,6 +169,16 @@ class MilvusStore(HitsStore):
     - ``num_shards``: DML channels (shards) of a new collection, spread over a cluster's data
       nodes (None: the server's default, 1 on 2.3); searches fan out over them inside Milvus.
       Milvus Lite has one.
+    - ``partition``: a partition name (or several: ``partitions=a,b`` in a URI). With one name,
+      this store reads and writes that partition only, creating it on demand; with several it
+      searches, reads and deletes in those (Milvus searches them and merges the hits) and
+      refuses writes. Ids are unique within a partition (a Milvus upsert replaces within the
+      partition it writes). Not with ``partition_key``; not on Milvus Lite.
+    - ``partition_key``: at creation, this payload field becomes a schema field (``VARCHAR`` or
+      with ``partition_key_type="int64"`` ``INT64``) and Milvus' partition key, hashed over
+      ``num_partitions`` partitions (server default 64): every row's payload must hold it, and
+      filters on it (``{"tenant": "a"}``) search only the partitions it hashes to. A collection
+      with a key is written by delete + insert (Milvus 2.3.5's upsert misroutes such rows).
     - ``code_words``: keep the int64 copy of the codes that lets searches return the hits' codes
       in the same pass (default True; only read at creation).
     - ``batch_size``: rows per upsert RPC (also capped at ~32 MiB per RPC).
@@ -195,6 +211,10 @@ class MilvusStore(HitsStore):
         nprobe: int = 16,
         consistency_level: str = "Session",
         num_shards: int | None = None,
+        partition: str | Sequence[str] | None = None,
+        partition_key: str | None = None,
+        partition_key_type: str = "varchar",
+        num_partitions: int | None = None,
         code_words: bool = True,
         batch_size: int = 10_000,
         payload_max_length: int = 65_535,
@@ -235,6 +255,19 @@ class MilvusStore(HitsStore):
             check_positive_int(num_shards, "num_shards", 64)
             if self.is_lite:
                 raise ValueError("num_shards applies to Milvus servers; Milvus Lite has one shard")
+        self.partitions = check_names(partition)
+        self.partition_key = _check_key(partition_key, partition_key_type, num_partitions)
+        if self.partition_key is not None and self.partitions:
+            raise ValueError(
+                "partition and partition_key exclude each other: Milvus creates no named "
+                "partitions in a collection with a partition key"
+            )
+        if self.is_lite and (self.partitions or self.partition_key is not None):
+            raise ValueError(
+                "Milvus Lite has no partitions (partition / partition_key): its partition RPCs "
+                "are unimplemented in 2.5; use a Milvus server, or filter on a payload field"
+            )
+        self.num_partitions = None if num_partitions is None else int(num_partitions)
         if not 1 <= payload_max_length <= 65_535:
             raise ValueError("payload_max_length must be in [1, 65535] (Milvus' VARCHAR limit)")
         if timeout <= 0 or connect_timeout <= 0:
@@ -282,6 +315,12 @@ class MilvusStore(HitsStore):
             opts["db_name"] = opts.pop("db")
         if "consistency" in opts:
             opts["consistency_level"] = opts.pop("consistency")
+        if "partitions" in opts:
+            if "partition" in opts:
+                raise ValueError(f"give partition= or partitions=, not both, in {uri!r}")
+            opts["partition"] = opts.pop("partitions")
+        if isinstance(opts.get("partition"), list) and len(opts["partition"]) == 1:
+            opts["partition"] = opts["partition"][0]
         secure = opts.pop("secure", False)
         opts.update(options)
         if scheme == "milvus+lite":
@@ -433,7 +472,9 @@ class MilvusStore(HitsStore):
                 "collection name"
             )
         meta = CollectionMeta.from_json(text[len(META_PREFIX) :])
-        self._layout = _layout_of(desc, meta, self.collection)
+        layout = _layout_of(desc, meta, self.collection)
+        layout["key"] = self._check_partitioning(key_of_desc(desc))
+        self._layout = layout
         self.returns_codes = bool(self._layout["words"]) or not self.is_lite  # type: ignore[misc]
         return meta
 
@@ -450,14 +491,21 @@ class MilvusStore(HitsStore):
             schema.add_field(f"code_w{j}", DataType.INT64)
         schema.add_field("payload", DataType.VARCHAR, max_length=self.payload_max_length)
         schema.add_field(CORR_FIELD, DataType.INT32)
+        key = self.partition_key
+        extra: dict[str, Any] = {}
+        if key is not None:
+            schema.add_field(key.field, **key.schema_args())
+            if self.num_partitions is not None:
+                extra["num_partitions"] = self.num_partitions
+        if self.num_shards is not None:
+            extra["num_shards"] = self.num_shards
 
         def go(c: MilvusClient) -> None:
-            shards = {} if self.num_shards is None else {"num_shards": self.num_shards}
             c.create_collection(
                 self.collection,
                 schema=schema,
                 consistency_level=self._read_level(),
-                **shards,
+                **extra,
                 **self._rpc(),
             )
             params = c.prepare_index_params()
@@ -465,6 +513,7 @@ class MilvusStore(HitsStore):
             # sync=False: the collection is empty, nothing to wait for (pymilvus polls at 0.5 s).
             c.create_index(self.collection, params, sync=False, **self._rpc())
             self._load(c)
+            self._ensure_partitions(c)
 
         try:
             self._call("create_collection", go, ready=False)
@@ -480,6 +529,7 @@ class MilvusStore(HitsStore):
             "payload_max_length": self.payload_max_length,
             "index": self.index,
             "corr": True,
+            "key": key,
         }
         self.returns_codes = bool(n_words) or not self.is_lite  # type: ignore[misc]
         self._ready = True  # created, indexed and loaded just now
@@ -502,6 +552,7 @@ class MilvusStore(HitsStore):
             return  # not created yet; the calls that need it fail with a clear error
         if not _is_loaded(client.get_load_state(self.collection, **self._rpc())):
             self._load(client)
+        self._ensure_partitions(client)
         if not self.is_lite:
             try:
                 names = client.list_indexes(self.collection, field_name="code", **self._rpc())
@@ -529,6 +580,59 @@ class MilvusStore(HitsStore):
                     f"{self.timeout:.0f} s"
                 )
             time.sleep(0.05)
+
+    # -- partitions -------------------------------------------------------------------------------
+    def _check_partitioning(self, key: PartitionKey | None) -> PartitionKey | None:
+        """Return the collection's partition key; ValueError when the options ask for another."""
+        want = self.partition_key
+        if want is not None and want != key:
+            has = "no partition key" if key is None else f"partition key {key.field!r} ({key.kind})"
+            raise ValueError(
+                f"collection {self.collection!r} in {self.location} has {has}, not "
+                f"{want.field!r} ({want.kind}); Milvus sets the key at creation only: use "
+                "another collection name, or open this one without partition_key"
+            )
+        if key is not None and self.partitions:
+            raise ValueError(
+                f"collection {self.collection!r} has the partition key {key.field!r}: Milvus "
+                "picks its partitions by the key, so partition= does not apply; filter on "
+                f"{key.field!r} instead"
+            )
+        return key
+
+    def _key(self) -> PartitionKey | None:
+        return self._layout.get("key") if self._layout else self.partition_key
+
+    def _ensure_partitions(self, client: MilvusClient) -> None:
+        """Create the one named partition on demand, or check that several exist.
+
+        Milvus loads a new partition of a loaded collection; missing ones of several are a
+        ValueError naming them.
+        """
+        if not self.partitions:
+            return
+        rpc = self._rpc()
+        missing = [
+            p for p in self.partitions if not client.has_partition(self.collection, p, **rpc)
+        ]
+        if not missing:
+            return
+        if len(self.partitions) == 1:
+            client.create_partition(self.collection, missing[0], **rpc)
+            state = client.get_load_state(self.collection, partition_name=missing[0], **rpc)
+            if not _is_loaded(state):
+                client.load_partitions(self.collection, [missing[0]], **rpc)
+            return
+        have = client.list_partitions(self.collection, **rpc)
+        raise ValueError(
+            f"partitions {missing} do not exist in collection {self.collection!r} in "
+            f"{self.location} (it has {have}); a store over several partitions only reads: "
+            "write each one through a store with partition=NAME, which creates it"
+        )
+
+    def _parts(self) -> dict[str, Any]:
+        """Return the ``partition_names`` argument of reads."""
+        return {"partition_names": list(self.partitions)} if self.partitions else {}
 
     def _require_layout(self) -> dict[str, Any]:
         self._require_open()
@@ -560,7 +664,16 @@ class MilvusStore(HitsStore):
         self, ids: NDArray[np.int64], codes: NDArray[np.uint8], payloads: list[Payload | None]
     ) -> None:
         """Each payload's JSON must fit the collection's VARCHAR (``payload_max_length``)."""
-        max_len = int(self._require_layout()["payload_max_length"])
+        layout = self._require_layout()
+        if len(self.partitions) > 1:
+            raise ValueError(
+                f"this store reads the partitions {list(self.partitions)}; writes go to one "
+                "partition: open a store with partition=NAME to write"
+            )
+        key = layout.get("key")
+        if key is not None:
+            key.check_payloads(ids.tolist(), payloads)
+        max_len = int(layout["payload_max_length"])
         for i, p in enumerate(payloads):
             if p is None:
                 continue
@@ -598,11 +711,14 @@ class MilvusStore(HitsStore):
         if n == 0:
             return
         reserved = self._reserved()
+        key = layout.get("key")
+        static = frozenset() if key is None else frozenset({key.field})
+        keys = None if key is None else key.values(new_pl)  # checked by _check_engine_limits
         texts: list[str] = []
         dyn: list[bytes] = []
         for p in new_pl:  # sizes were checked by _check_engine_limits
             texts.append("" if p is None else _payload_text(p))
-            dyn.append(_dynamic_json(p, reserved))
+            dyn.append(_dynamic_json(p, reserved, static))
         words = codes_to_words(new_codes) if layout["words"] else None
         row_bytes = meta.n_bytes + 8 * int(layout["words"]) + 32
         row_bytes += (sum(len(t) for t in texts) * 2) // max(n, 1)
@@ -616,6 +732,7 @@ class MilvusStore(HitsStore):
                 texts[sl],
                 dyn[sl],
                 None if corr is None else corr[sl],
+                None if keys is None else keys[sl],
             )
             self._call("upsert", functools.partial(self._send_upsert_batch, batch=batch))
             if self.on_batch is not None:
@@ -633,20 +750,42 @@ class MilvusStore(HitsStore):
         texts: list[str],
         dyn: list[bytes],
         corr: NDArray[np.int32] | None,
+        keys: list[Any] | None = None,
     ) -> None:
+        key = self._key()
+        part = self.partitions[0] if self.partitions else ""
+        if key is not None:
+            # Milvus 2.3.5's upsert puts rows in the wrong partition of a partition-key
+            # collection (filters on the key then miss them): delete, then insert. A retry of
+            # the batch repeats both, so every id stays once.
+            client.delete(self.collection, ids=ids.tolist(), **self._rpc())
         if self._fast_upsert:
             try:
-                request = _upsert_request(self.collection, ids, codes, words, texts, dyn, corr)
+                kcol = None if key is None or keys is None else (key.field, key.dtype, keys)
+                request = _upsert_request(
+                    self.collection,
+                    ids,
+                    codes,
+                    words,
+                    texts,
+                    dyn,
+                    corr,
+                    partition=part,
+                    key=kcol,
+                    insert=key is not None,
+                )
                 conn = client._get_connection()
             except (AttributeError, ImportError, TypeError):  # pragma: no cover - pymilvus drift
                 self._fast_upsert = False
             else:
                 # The prepared request skips pymilvus' per-row conversion (~50 us a row).
-                conn.upsert(
+                send = conn.batch_insert if key is not None else conn.upsert
+                param = "insert_param" if key is not None else "upsert_param"
+                send(
                     self.collection,
                     [],
-                    upsert_param=request,
                     schema={"fields": ["prepared"]},
+                    **{param: request},
                     **self._rpc(),
                 )
                 return
@@ -658,8 +797,11 @@ class MilvusStore(HitsStore):
                 row.update({f"code_w{j}": int(words[r, j]) for j in range(words.shape[1])})
             if corr is not None:
                 row[CORR_FIELD] = int(corr[r])
+            if key is not None and keys is not None:
+                row[key.field] = keys[r]
             rows.append(row)
-        client.upsert(self.collection, rows, **self._rpc())
+        write = client.insert if key is not None else client.upsert
+        write(self.collection, rows, partition_name=part, **self._rpc())
 
     def search_with_codes(
         self, query_codes: ArrayLike, limit: int, filter: Filter | None = None
@@ -706,7 +848,8 @@ class MilvusStore(HitsStore):
         q = self._check_query(query_codes, limit)
         meta = self._require_open()
         layout = self._require_layout()
-        expr = to_expression(filter, self._reserved())
+        key = layout.get("key")
+        expr = to_expression(filter if key is None else key.prune_filter(filter), self._reserved())
         nq, nb = q.shape[0], meta.n_bytes
         topk = min(int(limit), MAX_TOPK)
         words = int(layout["words"])
@@ -736,6 +879,7 @@ class MilvusStore(HitsStore):
                     search_params=params,
                     anns_field="code",
                     consistency_level=self._read_level(),
+                    **self._parts(),
                     **self._rpc(),
                 )
 
@@ -783,6 +927,7 @@ class MilvusStore(HitsStore):
                     ids=chunk,
                     output_fields=field,
                     consistency_level=self._read_level(),
+                    **self._parts(),
                     **self._rpc(),
                 )
 
@@ -870,6 +1015,7 @@ class MilvusStore(HitsStore):
                         output_fields=["id"],
                         consistency_level=self._read_level(),
                         iterator="True",  # id-ordered pages
+                        **self._parts(),
                         **self._rpc(),
                     )
                 )
@@ -891,7 +1037,8 @@ class MilvusStore(HitsStore):
             self._call("delete", functools.partial(self._delete_chunk, chunk=chunk))
 
     def _delete_chunk(self, client: MilvusClient, chunk: list[int]) -> None:
-        client.delete(self.collection, ids=chunk, **self._rpc())
+        for part in self.partitions or ("",):  # "": every partition
+            client.delete(self.collection, ids=chunk, partition_name=part or None, **self._rpc())
 
     def _read_level(self) -> str:
         """Return the consistency level of reads.
@@ -924,6 +1071,7 @@ class MilvusStore(HitsStore):
                 filter="",
                 output_fields=["count(*)"],
                 consistency_level=self._read_level(),
+                **self._parts(),
                 **self._rpc(),
             )
             return int(res[0]["count(*)"])
@@ -1031,6 +1179,27 @@ class MilvusStore(HitsStore):
 # -- helpers ----------------------------------------------------------------------------------------
 class _Transient(ConnectionError):
     """Marks an error as worth another attempt (e.g. a collection that is still loading)."""
+
+
+def _check_key(field: str | None, kind: str, num_partitions: int | None) -> PartitionKey | None:
+    """Check the ``partition_key`` options and return them."""
+    if num_partitions is not None:
+        check_positive_int(num_partitions, "num_partitions", 4096)
+        if field is None:
+            raise ValueError("num_partitions applies with partition_key=FIELD")
+    if field is None:
+        return None
+    kind = str(kind).lower()
+    if kind not in KEY_TYPES:
+        raise ValueError(f"partition_key_type must be one of {KEY_TYPES}, got {kind!r}")
+    if not isinstance(field, str) or not _NAME.match(field):
+        raise ValueError(
+            f"partition_key must be a payload key usable as a Milvus field name (letters, "
+            f"digits, underscores), got {field!r}"
+        )
+    if field in _BASE_RESERVED or field == CORR_FIELD or re.match(r"^code_w\d+$", field):
+        raise ValueError(f"partition_key {field!r} is a field of hashplug's collection layout")
+    return PartitionKey(field, kind)
 
 
 def _is_lite(uri: str) -> bool:

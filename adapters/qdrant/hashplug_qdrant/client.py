@@ -50,6 +50,14 @@ from ._common import (
     MISSING_E,
     encode_payload,
 )
+from ._shards import (
+    ShardKey,
+    check_shard_keys,
+    ensure_shard_keys,
+    is_custom,
+    selector,
+    shard_keys_option,
+)
 from .base import QdrantBase
 from .filters import to_client_filter
 
@@ -72,6 +80,7 @@ _URI_OPTIONS: dict[str, Callable[[str], Any]] = {
     "shard_number": int,
     "replication_factor": int,
     "hnsw_m": int,
+    "shard_key": shard_keys_option,
 }
 _DTYPES = {"float16": m.Datatype.FLOAT16, "float32": m.Datatype.FLOAT32}
 
@@ -192,7 +201,14 @@ class QdrantStore(QdrantBase):
         Transient failures (unreachable, timeout, 429/502/503/504) are retried ``retries`` times,
         sleeping ``backoff * 2**i`` seconds (capped at 2 s) between attempts.
     shard_number, replication_factor:
-        Passed to ``create_collection`` (clusters).
+        Passed to ``create_collection`` (clusters); with ``shard_key``, shards per shard key.
+    shard_key:
+        Custom sharding: a new collection is created with ``sharding_method=custom``. With one
+        key (str, or int >= 0), this store reads and writes the shards of that key, creating the
+        key on demand; with several (``shard_key=a,b`` in a URI) it searches, reads and deletes
+        in all of them (Qdrant merges the hits) and refuses writes. Ids are unique within a
+        shard key. A collection without custom sharding, or local mode (which ignores shard
+        keys), is refused with a ValueError.
     hnsw_m:
         0 (default): no HNSW, the coarse search is an exact scan of the quantized vectors. A
         positive value builds Qdrant's HNSW graph over them: faster on large collections, but the
@@ -224,6 +240,7 @@ class QdrantStore(QdrantBase):
         shard_number: int | None = None,
         replication_factor: int | None = None,
         hnsw_m: int = 0,
+        shard_key: ShardKey | Sequence[ShardKey] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(collection, str) or not collection or "/" in collection:
@@ -242,6 +259,9 @@ class QdrantStore(QdrantBase):
         self.shard_number = shard_number
         self.replication_factor = replication_factor
         self.hnsw_m = int(hnsw_m)
+        self.shard_keys = check_shard_keys(shard_key)
+        self._custom: bool | None = None  # the collection's sharding_method is custom
+        self._keys_ready = False
         self._local: _Local | None = None
         self._owns_client = False
         if client is not None:
@@ -277,6 +297,12 @@ class QdrantStore(QdrantBase):
             else:
                 scheme = "https" if https else "http"
                 self.location = f"{scheme}://{host}:{grpc_port if prefer_grpc else port}"
+        if self.shard_keys and self.is_local_mode:
+            self.close()
+            raise ValueError(
+                "shard_key needs a Qdrant server or cluster: qdrant-client's local mode has no "
+                "shards (it ignores shard_key_selector and refuses create_shard_key)"
+            )
 
     @classmethod
     def from_uri(cls, uri: str, **options: Any) -> QdrantStore:
@@ -301,6 +327,8 @@ class QdrantStore(QdrantBase):
             return cls(coll, path=head, **opts)
         if scheme != "qdrant":
             raise ValueError(f"QdrantStore handles qdrant:// and qdrant+local://, not {scheme}://")
+        if isinstance(opts.get("shard_key"), list) and len(opts["shard_key"]) == 1:
+            opts["shard_key"] = opts["shard_key"][0]
         parts = urlsplit("//" + location)
         coll = parts.path.strip("/")
         if not parts.hostname or not coll or "/" in coll:
@@ -362,35 +390,84 @@ class QdrantStore(QdrantBase):
                 "was not created by hashplug (use another collection name), or the server is "
                 "older than Qdrant 1.16 and drops collection metadata"
             )
-        return CollectionMeta.from_json(md[META_KEY])
+        meta = CollectionMeta.from_json(md[META_KEY])
+        self._custom = is_custom(info)
+        return meta
 
-    def _create(self, meta: CollectionMeta) -> None:
+    def open(self, meta: CollectionMeta) -> CollectionMeta:
+        """As :meth:`Store.open`; then, with ``shard_key``, the key is checked / created."""
+        got = super().open(meta)
+        self._ensure_shard_keys()
+        return got
+
+    # -- custom sharding -------------------------------------------------------------------------
+    def _ensure_shard_keys(self) -> None:
+        """Check the collection takes shard keys; create the one key on demand (once)."""
+        if not self.shard_keys or self._keys_ready:
+            return
+        if not self._custom:
+            raise ValueError(
+                f"collection {self.collection!r} at {self.location} was not created with custom "
+                "sharding (sharding_method=custom), so it takes no shard_key; Qdrant sets the "
+                "sharding method at creation: use another collection name, or open this one "
+                "without shard_key"
+            )
+        self._call(
+            "create_shard_key",
+            lambda c: ensure_shard_keys(c, self.collection, self.shard_keys, self.location),
+        )
+        self._keys_ready = True
+
+    def _sel(self) -> dict[str, Any]:
+        """Return the ``shard_key_selector`` argument of point requests (none: every shard)."""
+        sel = selector(self.shard_keys)
+        return {} if sel is None else {"shard_key_selector": sel}
+
+    def _check_engine_limits(
+        self, ids: NDArray[np.int64], codes: NDArray[np.uint8], payloads: list[Payload | None]
+    ) -> None:
+        self._ensure_shard_keys()
+        if len(self.shard_keys) > 1:
+            raise ValueError(
+                f"this store reads the shard keys {list(self.shard_keys)}; writes go to one "
+                "shard key: open a store with shard_key=KEY to write"
+            )
+        if self._custom and not self.shard_keys:
+            raise ValueError(
+                f"collection {self.collection!r} at {self.location} uses custom sharding: "
+                "writes need shard_key=KEY (the shard key the points go to)"
+            )
+
+    def create_kwargs(self, meta: CollectionMeta) -> dict[str, Any]:
+        """Return the ``create_collection`` arguments of a new collection for ``meta``."""
         kw: dict[str, Any] = {}
         if self.shard_number is not None:
             kw["shard_number"] = self.shard_number
         if self.replication_factor is not None:
             kw["replication_factor"] = self.replication_factor
-        hnsw = m.HnswConfigDiff(m=self.hnsw_m)
-        optimizers = m.OptimizersConfigDiff(indexing_threshold=0) if self.hnsw_m == 0 else None
-        self._call(
-            "create_collection",
-            lambda c: c.create_collection(
-                self.collection,
-                vectors_config=m.VectorParams(
-                    size=meta.n_bits,
-                    distance=m.Distance.DOT,
-                    datatype=_DTYPES[self.datatype],
-                    on_disk=True,
-                ),
-                quantization_config=m.BinaryQuantization(
-                    binary=m.BinaryQuantizationConfig(always_ram=True)
-                ),
-                hnsw_config=hnsw,
-                optimizers_config=optimizers,
-                metadata={META_KEY: meta.to_json()},
-                **kw,
+        if self.shard_keys:
+            kw["sharding_method"] = m.ShardingMethod.CUSTOM
+        return dict(
+            vectors_config=m.VectorParams(
+                size=meta.n_bits,
+                distance=m.Distance.DOT,
+                datatype=_DTYPES[self.datatype],
+                on_disk=True,
             ),
+            quantization_config=m.BinaryQuantization(
+                binary=m.BinaryQuantizationConfig(always_ram=True)
+            ),
+            hnsw_config=m.HnswConfigDiff(m=self.hnsw_m),
+            optimizers_config=(
+                m.OptimizersConfigDiff(indexing_threshold=0) if self.hnsw_m == 0 else None
+            ),
+            metadata={META_KEY: meta.to_json()},
+            **kw,
         )
+
+    def _create(self, meta: CollectionMeta) -> None:
+        kw = self.create_kwargs(meta)
+        self._call("create_collection", lambda c: c.create_collection(self.collection, **kw))
         try:
             back = self.read_meta()
         except StoreError:
@@ -449,21 +526,23 @@ class QdrantStore(QdrantBase):
             self._call("delete", functools.partial(self._delete_selected, selector=sel))
 
     def _upsert_batch(self, client: QdrantClient, points: list[Any]) -> None:
-        client.upsert(self.collection, points=points, wait=True)
+        client.upsert(self.collection, points=points, wait=True, **self._sel())
 
     def _retrieve_chunk(
         self, client: QdrantClient, ids: list[int], payload: bool, vector: bool
     ) -> list[Any]:
-        return client.retrieve(self.collection, ids=ids, with_payload=payload, with_vectors=vector)
+        return client.retrieve(
+            self.collection, ids=ids, with_payload=payload, with_vectors=vector, **self._sel()
+        )
 
     def _delete_selected(self, client: QdrantClient, selector: Any) -> None:
-        client.delete(self.collection, points_selector=selector, wait=True)
+        client.delete(self.collection, points_selector=selector, wait=True, **self._sel())
 
     def count(self) -> int:
         """Return the number of stored points (0 when the collection does not exist)."""
         if not self._exists():
             return 0
-        res = self._call("count", lambda c: c.count(self.collection, exact=True))
+        res = self._call("count", lambda c: c.count(self.collection, exact=True, **self._sel()))
         return int(res.count)
 
     def _scroll(self, offset: Any, limit: int) -> tuple[list[Any], Any]:
@@ -475,6 +554,7 @@ class QdrantStore(QdrantBase):
                 limit=limit,
                 with_payload=False,
                 with_vectors=False,
+                **self._sel(),
             ),
         )
 
@@ -489,6 +569,27 @@ class QdrantStore(QdrantBase):
         with_vector: bool,
         formula_limit: int | None = None,
     ) -> list[list[Any]]:
+        reqs = self.query_requests(
+            vectors, limit, rescore, oversampling, filter, with_vector, formula_limit
+        )
+        res = self._call("query", lambda c: c.query_batch_points(self.collection, requests=reqs))
+        return [r.points for r in res]
+
+    def query_requests(
+        self,
+        vectors: NDArray[np.float32],
+        limit: int,
+        rescore: bool,
+        oversampling: float,
+        filter: Filter | None,
+        with_vector: bool,
+        formula_limit: int | None = None,
+    ) -> list[m.QueryRequest]:
+        """Build the batch of ``QueryRequest`` a search sends (to this store's shard keys).
+
+        ``formula_limit``: the requests rescore a prefetch of ``limit`` points with the cosine
+        formula ``c * $score + e`` and return the best ``formula_limit``.
+        """
         flt = to_client_filter(filter)
         params = None  # local mode is exact; it warns on params
         if not self.is_local_mode:
@@ -496,7 +597,7 @@ class QdrantStore(QdrantBase):
                 quantization=m.QuantizationSearchParams(rescore=rescore, oversampling=oversampling)
             )
         if formula_limit is None:
-            reqs = [
+            return [
                 m.QueryRequest(
                     query=v,
                     limit=limit,
@@ -504,28 +605,27 @@ class QdrantStore(QdrantBase):
                     params=params,
                     with_vector=with_vector,
                     with_payload=False,
+                    shard_key=selector(self.shard_keys),
                 )
                 for v in vectors.tolist()
             ]
-        else:
-            formula = m.FormulaQuery(
-                formula=m.SumExpression(
-                    sum=[m.MultExpression(mult=[CORR_C_KEY, "$score"]), CORR_E_KEY]
-                ),
-                defaults={CORR_C_KEY: 0.0, CORR_E_KEY: MISSING_E},
+        formula = m.FormulaQuery(
+            formula=m.SumExpression(
+                sum=[m.MultExpression(mult=[CORR_C_KEY, "$score"]), CORR_E_KEY]
+            ),
+            defaults={CORR_C_KEY: 0.0, CORR_E_KEY: MISSING_E},
+        )
+        return [
+            m.QueryRequest(
+                query=formula,
+                prefetch=m.Prefetch(query=v, limit=limit, filter=flt, params=params),
+                limit=formula_limit,
+                with_vector=False,
+                with_payload=False,
+                shard_key=selector(self.shard_keys),
             )
-            reqs = [
-                m.QueryRequest(
-                    query=formula,
-                    prefetch=m.Prefetch(query=v, limit=limit, filter=flt, params=params),
-                    limit=formula_limit,
-                    with_vector=False,
-                    with_payload=False,
-                )
-                for v in vectors.tolist()
-            ]
-        res = self._call("query", lambda c: c.query_batch_points(self.collection, requests=reqs))
-        return [r.points for r in res]
+            for v in vectors.tolist()
+        ]
 
     # -- lifecycle -------------------------------------------------------------------------------
     def drop(self) -> None:
@@ -533,6 +633,7 @@ class QdrantStore(QdrantBase):
         if self._exists():
             self._call("delete_collection", lambda c: c.delete_collection(self.collection))
         self.meta = None
+        self._custom, self._keys_ready = None, False
 
     def close(self) -> None:
         """Close the client; the collection stays stored."""

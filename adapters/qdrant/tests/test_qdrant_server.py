@@ -134,3 +134,55 @@ def test_wrong_api_key_is_a_clear_error(qdrant_server: dict) -> None:
     with pytest.raises(StoreError, match="api_key"):
         s.count()
     s.close()
+
+
+class TestQdrantServerShardKeyConformance(
+    CoreConformance,
+    PayloadConformance,
+    PersistenceConformance,
+    ConcurrencyConformance,
+    RescoringConformance,
+    CorrectionsConformance,
+):
+    """The same through one shard key of a custom-sharded collection (``shard_key=eu``)."""
+
+    n_items = 120
+
+    @pytest.fixture
+    def make_store(self, qdrant_server: dict):
+        prefix = uuid.uuid4().hex[:8]
+        return lambda name: _server_store(qdrant_server, f"k{prefix}_{name}", shard_key="eu")
+
+
+def test_server_shard_keys_write_apart_and_search_together(qdrant_server: dict) -> None:
+    name = f"shk_{uuid.uuid4().hex[:8]}"
+    meta = make_meta(64)
+    eu, us = (_server_store(qdrant_server, name, shard_key=k) for k in ("eu", "us"))
+    eu.open(meta)
+    us.open(meta)  # the second key is created on demand
+    codes = random_codes(300, 64, seed=4)
+    eu.upsert(np.arange(200), codes[:200])
+    us.upsert(np.arange(200, 300), codes[200:])
+    assert (eu.count(), us.count()) == (200, 100)
+    both = _server_store(qdrant_server, name, shard_key=["eu", "us"])
+    both.open(meta)
+    assert both.count() == 300
+    got_i, _ = both.search(codes[250:252], 1)  # Qdrant searches both keys and merges
+    assert got_i[:, 0].tolist() == [250, 251]
+    assert not eu.lookup_codes([250])[1].any() and us.lookup_codes([250])[1].all()
+    with pytest.raises(ValueError, match="writes go to one"):
+        both.upsert([1], codes[:1])
+    with pytest.raises(ValueError, match=r"shard keys \['asia'\] do not exist"):
+        _server_store(qdrant_server, name, shard_key=["eu", "asia"]).open(meta)
+    plain = _server_store(qdrant_server, name)
+    with pytest.raises(ValueError, match="uses custom sharding"):
+        plain.upsert([1], codes[:1])
+    other = _server_store(qdrant_server, name + "_plain")
+    other.open(meta)
+    with pytest.raises(ValueError, match="not created with custom sharding"):
+        _server_store(qdrant_server, other.collection, shard_key="eu").open(meta)
+    assert eu.count() == 200  # nothing lost by the refusals
+    for s in (other, eu):
+        s.drop()
+    for s in (eu, us, both, plain, other):
+        s.close()
