@@ -12,7 +12,26 @@ from .base import DEFAULT_CALIBRATION, check_nonneg_int
 from .linear import LinearHasher
 from .pca import CovarianceAccumulator, random_orthogonal, top_components
 
-__all__ = ["ITQ"]
+__all__ = ["ITQ", "itq_rotation"]
+
+
+def itq_rotation(
+    v: NDArray[np.float64], r: NDArray[np.float64], n_iter: int
+) -> tuple[NDArray[np.float64], list[float]]:
+    """Learn the rotation R minimising ||sign(V R) - V R||_F from ``r``, ``n_iter`` times.
+
+    Alternates ``B = sign(V R)`` and the orthogonal Procrustes update ``R = U W^T`` where
+    ``V^T B = U S W^T``. Returns R and the quantisation loss per iteration (per row).
+    """
+    losses = []
+    # Iterations work on (n, width) projections: seconds even for 1M rows, so no progress bar.
+    for _ in range(n_iter):
+        z = v @ r
+        b = np.where(z >= 0, 1.0, -1.0)
+        losses.append(float(((b - z) ** 2).sum() / v.shape[0]))
+        u, _, wt = np.linalg.svd(v.T @ b)
+        r = u @ wt
+    return r, losses
 
 
 class ITQ(LinearHasher):
@@ -72,14 +91,7 @@ class ITQ(LinearHasher):
             row += b.shape[0]
         check_finite(v, "projected training embeddings")
         r = random_orthogonal(n_bits, seed=prm["seed"])
-        self.quantization_loss_ = []
-        # Iterations work on (n, n_bits) projections: seconds even for 1M rows, so no progress bar.
-        for _ in range(prm["n_iter"]):
-            z = v @ r
-            b = np.where(z >= 0, 1.0, -1.0)
-            self.quantization_loss_.append(float(((b - z) ** 2).sum() / v.shape[0]))
-            u, _, wt = np.linalg.svd(v.T @ b)
-            r = u @ wt
+        r, self.quantization_loss_ = itq_rotation(v, r, prm["n_iter"])
         self.components_ = comps.astype(np.float32)
         self.rotation_ = r.astype(np.float32)
         self._set_linear(mean, comps.T @ r[:k])
