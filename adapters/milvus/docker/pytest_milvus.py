@@ -193,7 +193,7 @@ def hashplug_suites(docker_daemon: Any, hashplug_image: str) -> Callable[..., tu
                                   "--exit-code-from", "hashplug"], capture_output=True, text=True,
                                  env=env, timeout=timeout)
         except subprocess.TimeoutExpired as e:
-            out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else ""
+            out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else str(e.stdout)
             pytest.fail(f"the hashplug suites ran over {timeout:.0f} s: {out[-2000:]}")
         finally:
             subprocess.run([*compose, "down", "-v"], capture_output=True, env=env, timeout=300)
