@@ -226,6 +226,14 @@ def image_ref(name: str) -> str:
     return f"hashplug/{name}:{digest}"
 
 
+def _errors(out: str) -> str:
+    """apt's and pip's error lines of a build's output (else its tail), at most 800 characters."""
+    keys = ("E: ", "ERROR:", "error:", "Could not", "No matching", "Temporary failure", "Failed to")
+    lines = [ln.strip() for ln in out.splitlines() if ln.lstrip().startswith(keys) or "Errno" in ln]
+    text = " | ".join(dict.fromkeys(lines)) if lines else out
+    return text[-800:]
+
+
 def build(name: str) -> str:
     """Build (or reuse) image ``name``: run its script in a container over its base, commit it."""
     ref = image_ref(name)
@@ -255,8 +263,8 @@ def build(name: str) -> str:
                               base, "sh", "-c", _SCRIPTS[name]], input=stdin or b"",
                              capture_output=True, timeout=1800)
         if res.returncode != 0:
-            out = (res.stderr or res.stdout).decode(errors="replace")
-            raise RuntimeError(f"building {ref} failed ({why}): {out[-800:]}")
+            out = (res.stderr + res.stdout).decode(errors="replace")
+            raise RuntimeError(f"building {ref} failed ({why}): {_errors(out)}")
         com = _run(["docker", "commit", "--change", f"CMD {_CMDS[name]}", cname, ref], timeout=600)
         if com.returncode != 0:
             raise RuntimeError(f"docker commit failed: {com.stderr[-400:]}")
