@@ -136,9 +136,13 @@ def docker_daemon(request: pytest.FixtureRequest) -> Any:
     return h
 
 
+#: The user's MILVUS_PORT (milvus_docker later sets the variable for compose to the port it took).
+_USER_PORT = os.environ.get("MILVUS_PORT")
+
+
 def milvus_port() -> int:
-    """``$MILVUS_PORT``, else a free loopback port; skips when that port is already taken."""
-    port = int(os.environ.get("MILVUS_PORT") or _free_port())
+    """``$MILVUS_PORT`` as given, else a free loopback port; skips when that port is already taken."""
+    port = int(_USER_PORT or _free_port())
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
