@@ -2,18 +2,20 @@
 
 ``python docker/hashplug_docker.py up [milvus|hashplug ...]`` starts ``dockerd`` (host network only:
 ``--bridge=none --iptables=false``) when no daemon answers, builds ``hashplug/debian:bookworm`` by
-``debootstrap --variant=minbase`` + ``docker import``, then each named image from it, tagged by a
-hash of its build script (a second run reuses it). ``down`` stops the daemon if this module started it.
+``debootstrap --variant=minbase`` + ``docker import``, then each named image from it (``hashplug``
+over ``hashplug-deps``), tagged by a hash of its build script and inputs (a second run reuses it). ``down`` stops the daemon if this module started it.
 Stdlib only; the pytest fixtures load this file by path.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -50,31 +52,75 @@ sys.exit("milvus exited; see /var/lib/milvus/logs")
 PY
 apt-get clean; rm -rf /var/lib/apt/lists/*
 """,
-    # hashplug + the Milvus adapter + pytest, from the checkout mounted at /src (read-only).
-    "hashplug": """set -e
+    # The third-party dependencies of hashplug and its three adapters (from their pyproject files; the
+    # checkout comes in as a tar on stdin), pytest, and setuptools + wheel to install the source offline.
+    "hashplug-deps": """set -e
 apt-get update -q && apt-get install -y -q --no-install-recommends python3 python3-venv ca-certificates
 python3 -m venv /opt/venv
-mkdir -p /opt/hashplug && cd /src
-tar -c --exclude=./.venv --exclude=.git --exclude='*.npz' --exclude=__pycache__ . | tar -C /opt/hashplug -x
-/opt/venv/bin/pip install -q /opt/hashplug /opt/hashplug/adapters/milvus pytest 'setuptools<81'
-apt-get clean; rm -rf /var/lib/apt/lists/*
+mkdir -p /tmp/src && tar -C /tmp/src -x && cd /tmp/src
+/opt/venv/bin/pip install -q . adapters/lancedb adapters/milvus adapters/qdrant \\
+  pytest 'numpy<2' 'pyarrow<23' 'setuptools<81' wheel
+/opt/venv/bin/pip uninstall -y -q hashplug hashplug-lancedb hashplug-milvus hashplug-qdrant
+cd / && rm -rf /tmp/src /root/.cache/pip && apt-get clean && rm -rf /var/lib/apt/lists/*
+""",
+    # hashplug and the adapters from the checkout (tar on stdin) over hashplug-deps: no network needed.
+    "hashplug": """set -e
+mkdir -p /opt/hashplug && tar -C /opt/hashplug -x && cd /opt/hashplug
+/opt/venv/bin/pip install -q --no-index --no-deps --no-build-isolation \\
+  . adapters/lancedb adapters/milvus adapters/qdrant
+/opt/venv/bin/pip check
+rm -rf build ./*.egg-info adapters/*/build adapters/*/*.egg-info
+# the installed copies keep the tar's content-derived mtimes: Numba's cache (a volume) stays valid
+SP=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+find hashplug -name '*.py' -exec sh -c 'for f; do touch -r "$f" "$0/$f"; done' "$SP" {} +
 """,
 }
 _CMDS = {
     "milvus": '["/opt/venv/bin/python", "/opt/serve.py"]',
-    "hashplug": '["/opt/venv/bin/python", "-m", "hashplug", "--help"]',
+    "hashplug-deps": '["/opt/venv/bin/python"]',
+    "hashplug": '["/opt/venv/bin/python", "/opt/hashplug/docker/hashplug_suites.py"]',
 }
+#: The hashplug image's Numba cache, kept between runs (compose mounts it at /numba-cache).
+NUMBA_VOLUME = "hashplug-numba-cache"
+#: Images built over another of these images (the others over the debootstrapped base).
+_BUILT_ON = {"hashplug": "hashplug-deps"}
+_SKIP_PARTS = {"__pycache__", ".pytest_cache", "build", "dist"}
+_SKIP_SUFFIXES = (".pyc", ".nbi", ".nbc", ".egg-info")
 
 
-def _source_digest() -> str:
-    """Hash of the checkout's package and adapter sources (what the hashplug image installs)."""
+def _source_files() -> list[Path]:
+    """What the hashplug image installs and runs: the package, the adapters and their tests, docker/."""
+    out: list[Path] = []
+    for top in ("pyproject.toml", "README.md", "hashplug", "adapters", "docker"):
+        p = REPO / top
+        for f in [p] if p.is_file() else sorted(p.rglob("*")):
+            rel = f.relative_to(REPO)
+            if f.is_file() and not _SKIP_PARTS & set(rel.parts) \
+                    and not any(part.endswith(_SKIP_SUFFIXES) for part in rel.parts):
+                out.append(rel)
+    return out
+
+
+def _digest(files: list[Path]) -> str:
     h = hashlib.sha256()
-    files = [*REPO.glob("pyproject.toml"), *REPO.glob("hashplug/**/*.py"), *REPO.glob("adapters/*/pyproject.toml"),
-             *REPO.glob("adapters/*/hashplug_*/**/*.py"), *REPO.glob("adapters/*/tests/*.py"),
-             *REPO.glob("adapters/*/docker/*")]
-    for f in sorted(files):
-        h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes())
+    for rel in files:
+        h.update(str(rel).encode() + b"\0" + (REPO / rel).read_bytes() + b"\0")
     return h.hexdigest()
+
+
+def _source_tar() -> bytes:
+    """The files of :func:`_source_files` as an uncompressed tar, owned by root, each with an mtime
+    derived from its content (Numba's cache checks source mtimes; a fresh clone's are new)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for rel in _source_files():
+            data = (REPO / rel).read_bytes()
+            info = tar.gettarinfo(str(REPO / rel), arcname=str(rel))
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mtime = 10**9 + int.from_bytes(hashlib.sha256(data).digest()[:4], "big") % 10**9
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 def _run(args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
@@ -166,11 +212,13 @@ def base_image() -> str:
 
 
 def image_ref(name: str) -> str:
-    """``hashplug/NAME:CONTENT-HASH`` for a known image name."""
+    """``hashplug/NAME:CONTENT-HASH`` for a known image name (the hash of its build inputs)."""
     if name not in _SCRIPTS:
         raise ValueError(f"unknown image {name!r}; known: {sorted(_SCRIPTS)}")
-    if name == "hashplug":
-        extra = _source_digest()
+    if name == "hashplug":  # every installed or run source file, and the deps image below it
+        extra = _digest(_source_files()) + image_ref(_BUILT_ON[name])
+    elif name == "hashplug-deps":  # the dependency lists
+        extra = _digest([Path("pyproject.toml"), *sorted(p.relative_to(REPO) for p in REPO.glob("adapters/*/pyproject.toml"))])
     else:  # the Milvus image runs the adapter's EmbeddedMilvus (own etcd ports on the host network)
         extra = hashlib.sha256((REPO / "adapters/milvus/hashplug_milvus/server.py").read_bytes()).hexdigest()
     inputs = _SCRIPTS[name] + _CMDS[name] + extra
@@ -178,14 +226,28 @@ def image_ref(name: str) -> str:
     return f"hashplug/{name}:{digest}"
 
 
+def _errors(out: str) -> str:
+    """apt's and pip's error lines of a build's output (else its tail), at most 800 characters."""
+    keys = ("E: ", "ERROR:", "error:", "Could not", "No matching", "Temporary failure", "Failed to")
+    lines = [ln.strip() for ln in out.splitlines() if ln.lstrip().startswith(keys) or "Errno" in ln]
+    text = " | ".join(dict.fromkeys(lines)) if lines else out
+    return text[-800:]
+
+
 def build(name: str) -> str:
-    """Build (or reuse) image ``name`` from the base: run its script in a container, commit it."""
+    """Build (or reuse) image ``name``: run its script in a container over its base, commit it."""
     ref = image_ref(name)
+    if name == "hashplug":
+        _run(["docker", "volume", "create", NUMBA_VOLUME], timeout=60)
     if _exists(ref):
         return ref
-    base = base_image()
+    base = build(_BUILT_ON[name]) if name in _BUILT_ON else base_image()
     mounts = [a for p in _HOST_CONF if Path(p).exists() for a in ("-v", f"{p}:{p}:ro")]
-    mounts += ["-v", f"{REPO}:/src:ro"]
+    stdin: bytes | None = None
+    if name == "milvus":
+        mounts += ["-v", f"{REPO}:/src:ro"]
+    else:
+        stdin = _source_tar()
     cname = f"hashplug-build-{name}-{os.getpid()}"
     user_pip = Path.home() / ".config" / "pip"
     if user_pip.is_dir():
@@ -194,15 +256,20 @@ def build(name: str) -> str:
     if Path(_HOST_CA).exists():
         mounts += ["-v", f"{_HOST_CA}:/host-ca.crt:ro"]
         env += ["-e", "PIP_CERT=/host-ca.crt"]
+    why = ("the checkout's source did not install" if name in _BUILT_ON
+           else "no network to the Debian mirror / PyPI?")
     try:
-        res = _run(["docker", "run", "--name", cname, "--network", "host", *mounts, *env,
-                    base, "sh", "-c", _SCRIPTS[name]], timeout=1800)
+        res = subprocess.run(["docker", "run", "-i", "--name", cname, "--network", "host", *mounts, *env,
+                              base, "sh", "-c", _SCRIPTS[name]], input=stdin or b"",
+                             capture_output=True, timeout=1800)
         if res.returncode != 0:
-            raise RuntimeError(f"building {ref} failed (no network to the Debian mirror / PyPI?): "
-                               f"{(res.stderr or res.stdout)[-800:]}")
+            out = (res.stderr + res.stdout).decode(errors="replace")
+            raise RuntimeError(f"building {ref} failed ({why}): {_errors(out)}")
         com = _run(["docker", "commit", "--change", f"CMD {_CMDS[name]}", cname, ref], timeout=600)
         if com.returncode != 0:
             raise RuntimeError(f"docker commit failed: {com.stderr[-400:]}")
+    except subprocess.TimeoutExpired as e:
+        raise RuntimeError(f"building {ref} took over {e.timeout:.0f} s ({why})") from None
     finally:
         _run(["docker", "rm", "-f", cname], timeout=60)
     return ref

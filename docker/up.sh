@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start dockerd if none answers and build the local images (cached): docker/up.sh [milvus ...]
+# Start dockerd if none answers and build the local images (cached): docker/up.sh [milvus] [hashplug]
 # Stop what it started: docker/up.sh down
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -6,6 +6,7 @@ the local image ``hashplug/milvus:<hash>`` (docker/hashplug_docker.py, no regist
 ``docker-compose.local.yml`` up on a free loopback port, waits until Milvus answers, and yields a
 :class:`MilvusContainer`; the project (volumes included) goes down in a finalizer. Where Docker
 cannot run, the image cannot be built, or MILVUS_PORT is taken, it skips and says why.
+``hashplug_image``: the hashplug image (docker/docker-compose.hashplug.yml runs it), built or reused.
 With a registry, ``HASHPLUG_MILVUS_COMPOSE=docker-compose.yml`` runs the official images instead.
 """
 
@@ -18,14 +19,24 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-__all__ = ["milvus_docker", "milvus_docker_uri", "docker_unavailable_reason", "COMPOSE_FILE"]
+from hashplug.bench.datasets import default_embeddings_path
+
+__all__ = [
+    "milvus_docker",
+    "milvus_docker_uri",
+    "docker_daemon",
+    "hashplug_image",
+    "hashplug_suites",
+    "docker_unavailable_reason",
+    "COMPOSE_FILE",
+]
 
 HERE = Path(__file__).resolve().parent
 COMPOSE_FILE = HERE / os.environ.get("HASHPLUG_MILVUS_COMPOSE", "docker-compose.local.yml")
@@ -46,7 +57,8 @@ def docker_unavailable_reason() -> str | None:
     return reason
 
 
-def _compose_cmd() -> str:
+def compose_cmd() -> str:
+    """``docker-compose`` (v1) where installed, else ``docker compose``."""
     if shutil.which("docker-compose"):
         return "docker-compose"
     return "docker compose"
@@ -112,31 +124,100 @@ def _wait(port: int, timeout: float) -> None:
 
 
 @pytest.fixture(scope="session")
-def milvus_docker(request: pytest.FixtureRequest) -> Iterator[MilvusContainer]:
+def docker_daemon(request: pytest.FixtureRequest) -> Any:
+    """The helper module (docker/hashplug_docker.py) once a Docker daemon answers: started here
+    (host network only) when none did, and then stopped at the end of the session."""
     h = _helper()
     try:
         if h.start_daemon():
             request.addfinalizer(h.stop_daemon)
     except RuntimeError as e:
         pytest.skip(str(e))
-    env = os.environ
-    if COMPOSE_FILE.name == "docker-compose.local.yml" and "MILVUS_IMAGE" not in env:
-        try:
-            env["MILVUS_IMAGE"] = h.build("milvus")
-        except RuntimeError as e:
-            pytest.skip(f"the Milvus image could not be built here: {e}")
-    port = int(env.get("MILVUS_PORT") or _free_port())
+    return h
+
+
+#: The user's MILVUS_PORT (milvus_docker later sets the variable for compose to the port it took).
+_USER_PORT = os.environ.get("MILVUS_PORT")
+
+
+def milvus_port() -> int:
+    """``$MILVUS_PORT`` as given, else a free loopback port; skips when that port is already taken."""
+    port = int(_USER_PORT or _free_port())
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
         except OSError as e:
             pytest.skip(f"MILVUS_PORT={port} is already taken on 127.0.0.1 ({e})")
+    return port
+
+
+def milvus_image(h: Any) -> str:
+    """``$MILVUS_IMAGE``, else the local image, built or reused (skips when it cannot be built)."""
+    if "MILVUS_IMAGE" not in os.environ:
+        try:
+            os.environ["MILVUS_IMAGE"] = h.build("milvus")
+        except RuntimeError as e:
+            pytest.skip(f"the Milvus image could not be built here: {e}")
+    return os.environ["MILVUS_IMAGE"]
+
+
+@pytest.fixture(scope="session")
+def hashplug_image(docker_daemon: Any) -> str:
+    """``hashplug/hashplug:<hash>`` built or reused from this checkout. Skips when its dependency
+    image cannot be built (it needs the network once); fails when the checkout does not install."""
+    try:
+        docker_daemon.build("hashplug-deps")
+    except RuntimeError as e:
+        pytest.skip(f"the hashplug dependency image could not be built here: {e}")
+    try:
+        return str(docker_daemon.build("hashplug"))
+    except RuntimeError as e:
+        pytest.fail(str(e))
+
+
+HASHPLUG_COMPOSE = HERE.parents[2] / "docker" / "docker-compose.hashplug.yml"
+
+
+@pytest.fixture(scope="session")
+def hashplug_suites(docker_daemon: Any, hashplug_image: str) -> Callable[..., tuple[int, str]]:
+    """``run(suites, timeout=900)``: docker/docker-compose.hashplug.yml up (the hashplug image runs
+    the named conformance suites, Milvus against a Milvus container on a free loopback port), then
+    down (volumes too, also on timeout); returns the hashplug container's exit code and the output."""
+
+    def run(suites: str, timeout: float = 900) -> tuple[int, str]:
+        env = {**os.environ, "HASHPLUG_IMAGE": hashplug_image, "HASHPLUG_SUITES": suites,
+               "MILVUS_IMAGE": milvus_image(docker_daemon), "MILVUS_PORT": str(milvus_port())}
+        data = default_embeddings_path()
+        if "HASHPLUG_DATA_DIR" not in env and data.name == "fmnist_effnet.npz" and data.is_file():
+            env["HASHPLUG_DATA_DIR"] = str(data.parent)
+        compose = [*compose_cmd().split(), "-f", str(HASHPLUG_COMPOSE),
+                   "-p", f"hashplug-suites-{uuid.uuid4().hex[:8]}"]
+        try:
+            res = subprocess.run([*compose, "--ansi", "never", "up", "--abort-on-container-exit",
+                                  "--exit-code-from", "hashplug"], capture_output=True, text=True,
+                                 env=env, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else str(e.stdout)
+            pytest.fail(f"the hashplug suites ran over {timeout:.0f} s: {out[-2000:]}")
+        finally:
+            subprocess.run([*compose, "down", "-v"], capture_output=True, env=env, timeout=300)
+        return res.returncode, res.stdout + res.stderr
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def milvus_docker(docker_daemon: Any) -> Iterator[MilvusContainer]:
+    env = os.environ
+    if COMPOSE_FILE.name == "docker-compose.local.yml":
+        milvus_image(docker_daemon)
+    port = milvus_port()
     env["MILVUS_PORT"] = str(port)
     project = f"hashplug-milvus-{uuid.uuid4().hex[:8]}"
-    compose = [*_compose_cmd().split(), "-f", str(COMPOSE_FILE), "-p", project]
+    compose = [*compose_cmd().split(), "-f", str(COMPOSE_FILE), "-p", project]
     from pytest_docker.plugin import get_docker_services
 
-    with get_docker_services(_compose_cmd(), str(COMPOSE_FILE), project, ["up -d"], ["down -v"]):
+    with get_docker_services(compose_cmd(), str(COMPOSE_FILE), project, ["up -d"], ["down -v"]):
         _wait(port, 300)
         yield MilvusContainer(port, project, compose)
 
