@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -109,8 +110,11 @@ def _digest(files: list[Path]) -> str:
 
 
 def _source_tar() -> bytes:
-    """The files of :func:`_source_files` as an uncompressed tar, owned by root, each with an mtime
-    derived from its content (Numba's cache checks source mtimes; a fresh clone's are new)."""
+    """Return the files of :func:`_source_files` as an uncompressed tar, owned by root.
+
+    Each has an mtime derived from its content (Numba's cache checks source mtimes; a fresh
+    clone's are new).
+    """
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for rel in _source_files():
@@ -211,14 +215,40 @@ def base_image() -> str:
     return BASE
 
 
+def _dependency_digest() -> str:
+    """Hash the dependency tables of the four pyproject files (build system, dependencies, extras).
+
+    A change to a tool's settings (ruff, mypy, pytest) leaves the dependency image as it is.
+    """
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: hash the whole files
+        files = [REPO / "pyproject.toml", *sorted(REPO.glob("adapters/*/pyproject.toml"))]
+        return _digest([p.relative_to(REPO) for p in files])
+    deps = []
+    for path in [REPO / "pyproject.toml", *sorted(REPO.glob("adapters/*/pyproject.toml"))]:
+        doc = tomllib.loads(path.read_text())
+        project = doc.get("project", {})
+        deps.append(
+            [
+                str(path.relative_to(REPO)),
+                doc.get("build-system", {}),
+                project.get("dependencies", []),
+                project.get("optional-dependencies", {}),
+                project.get("requires-python", ""),
+            ]
+        )
+    return hashlib.sha256(json.dumps(deps, sort_keys=True).encode()).hexdigest()
+
+
 def image_ref(name: str) -> str:
     """``hashplug/NAME:CONTENT-HASH`` for a known image name (the hash of its build inputs)."""
     if name not in _SCRIPTS:
         raise ValueError(f"unknown image {name!r}; known: {sorted(_SCRIPTS)}")
     if name == "hashplug":  # every installed or run source file, and the deps image below it
         extra = _digest(_source_files()) + image_ref(_BUILT_ON[name])
-    elif name == "hashplug-deps":  # the dependency lists
-        extra = _digest([Path("pyproject.toml"), *sorted(p.relative_to(REPO) for p in REPO.glob("adapters/*/pyproject.toml"))])
+    elif name == "hashplug-deps":  # the dependency lists (not the tools' settings)
+        extra = _dependency_digest()
     else:  # the Milvus image runs the adapter's EmbeddedMilvus (own etcd ports on the host network)
         extra = hashlib.sha256((REPO / "adapters/milvus/hashplug_milvus/server.py").read_bytes()).hexdigest()
     inputs = _SCRIPTS[name] + _CMDS[name] + extra
@@ -227,7 +257,7 @@ def image_ref(name: str) -> str:
 
 
 def _errors(out: str) -> str:
-    """apt's and pip's error lines of a build's output (else its tail), at most 800 characters."""
+    """Return apt's and pip's error lines of a build's output (else its tail), at most 800 characters."""
     keys = ("E: ", "ERROR:", "error:", "Could not", "No matching", "Temporary failure", "Failed to")
     lines = [ln.strip() for ln in out.splitlines() if ln.lstrip().startswith(keys) or "Errno" in ln]
     text = " | ".join(dict.fromkeys(lines)) if lines else out

@@ -55,7 +55,8 @@ def use_numba_cache(root: str = "/numba-cache") -> None:
     """Point Numba's cache at ``root/<hash of the kernel sources>`` when ``root`` is mounted.
 
     Numba checks a cached function's own file only, so a change to any kernel file starts a fresh
-    folder; folders unused for a week go."""
+    folder; folders unused for a week go.
+    """
     if not os.path.isdir(root):
         return
     import hashlib

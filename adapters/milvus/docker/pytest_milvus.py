@@ -125,8 +125,11 @@ def _wait(port: int, timeout: float) -> None:
 
 @pytest.fixture(scope="session")
 def docker_daemon(request: pytest.FixtureRequest) -> Any:
-    """The helper module (docker/hashplug_docker.py) once a Docker daemon answers: started here
-    (host network only) when none did, and then stopped at the end of the session."""
+    """Return the helper module (docker/hashplug_docker.py) once a Docker daemon answers.
+
+    The daemon is started here (host network only) when none did, and stopped at the end of the
+    session.
+    """
     h = _helper()
     try:
         if h.start_daemon():
@@ -163,8 +166,11 @@ def milvus_image(h: Any) -> str:
 
 @pytest.fixture(scope="session")
 def hashplug_image(docker_daemon: Any) -> str:
-    """``hashplug/hashplug:<hash>`` built or reused from this checkout. Skips when its dependency
-    image cannot be built (it needs the network once); fails when the checkout does not install."""
+    """Build or reuse ``hashplug/hashplug:<hash>`` from this checkout.
+
+    Skips when its dependency image cannot be built (it needs the network once); fails when the
+    checkout does not install.
+    """
     try:
         docker_daemon.build("hashplug-deps")
     except RuntimeError as e:
@@ -180,9 +186,12 @@ HASHPLUG_COMPOSE = HERE.parents[2] / "docker" / "docker-compose.hashplug.yml"
 
 @pytest.fixture(scope="session")
 def hashplug_suites(docker_daemon: Any, hashplug_image: str) -> Callable[..., tuple[int, str]]:
-    """``run(suites, timeout=900)``: docker/docker-compose.hashplug.yml up (the hashplug image runs
-    the named conformance suites, Milvus against a Milvus container on a free loopback port), then
-    down (volumes too, also on timeout); returns the hashplug container's exit code and the output."""
+    """Return ``run(suites, timeout=900)``, which runs docker/docker-compose.hashplug.yml.
+
+    Up (the hashplug image runs the named conformance suites, Milvus against a Milvus container
+    on a free loopback port), then down (volumes too, also on timeout); ``run`` returns the
+    hashplug container's exit code and the output.
+    """
 
     def run(suites: str, timeout: float = 900) -> tuple[int, str]:
         env = {**os.environ, "HASHPLUG_IMAGE": hashplug_image, "HASHPLUG_SUITES": suites,

@@ -1,5 +1,7 @@
-"""The hashplug image end to end: docker/docker-compose.hashplug.yml runs the conformance suites in
-a container built from this checkout, Milvus against the Milvus container beside it.
+"""The hashplug image end to end.
+
+docker/docker-compose.hashplug.yml runs the conformance suites in a container built from this
+checkout, Milvus against the Milvus container beside it.
 
 ``HASHPLUG_DOCKER_SUITES`` picks the suites (default ``milvus lancedb qdrant-edge``). Skipped with
 the reason where Docker cannot run or the images cannot be built (no network for the dependencies).
