@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._kernels.cosine import _cos_rerank_kernel, _cos_search_kernel
+from ._kernels.heap import _empty_topk
 
 
 def _words(c: NDArray[np.uint8]) -> NDArray[np.uint64]:
@@ -80,8 +81,7 @@ def cosine_search(
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """Exhaustive estimator top-min(k, N): (distances, ids), checked inputs."""
     kk = min(k, codes.shape[0])
-    d = np.full((u.shape[0], kk), np.inf, np.float32)
-    i = np.full((u.shape[0], kk), -1, np.int64)
+    d, i = _empty_topk(u.shape[0], kk)
     _cos_search_kernel(u, _words(codes), codes.shape[1], corr, ids, kk, d, i)
     return d, i
 
@@ -95,8 +95,7 @@ def cosine_rerank(
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """Estimator top-min(k, C) of each query's candidates: (distances, ids), checked inputs."""
     kk = min(k, cand_ids.shape[1])
-    d = np.full((u.shape[0], kk), np.inf, np.float32)
-    i = np.full((u.shape[0], kk), -1, np.int64)
+    d, i = _empty_topk(u.shape[0], kk)
     nq, nc, nbytes = cand_codes.shape
     ccw = _words(np.ascontiguousarray(cand_codes).reshape(nq * nc, nbytes))
     _cos_rerank_kernel(u, cand_ids, ccw, nbytes, cand_corr, kk, d, i)
