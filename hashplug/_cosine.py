@@ -12,6 +12,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ._kernels.cosine import _cos_rerank_kernel, _cos_search_kernel
 from ._kernels.heap import _empty_topk
+from ._validate import float_array, query_matrix
 
 
 def _words(c: NDArray[np.uint8]) -> NDArray[np.uint64]:
@@ -36,15 +37,8 @@ def check_scoring(scoring: str) -> str:
 
 def check_logits(u: ArrayLike) -> NDArray[np.float32]:
     """Query logits (Q, n_bits) float32, n_bits a positive multiple of 8, finite."""
-    a = np.asarray(u)
-    if a.dtype == object or not np.issubdtype(a.dtype, np.floating):
-        raise ValueError(f"query logits must be a float array, got dtype {a.dtype}")
-    if a.ndim != 2 or a.shape[1] == 0 or a.shape[1] % 8:
-        raise ValueError(
-            f"query logits must be 2-D (Q, n_bits) with n_bits a positive multiple of 8, got "
-            f"shape {a.shape} (scoring='cosine' takes hasher.cosine_query(q), not probabilities)"
-        )
-    a = np.ascontiguousarray(a, dtype=np.float32)
+    hint = " (scoring='cosine' takes hasher.cosine_query(q), not probabilities)"
+    a = np.ascontiguousarray(query_matrix(u, "query logits", hint), dtype=np.float32)
     if not np.isfinite(a).all():
         raise ValueError("query logits contain NaN or inf")
     return a
@@ -59,9 +53,7 @@ def check_corrections(
             f"scoring='cosine' needs {what}: the per-vector factors from hasher.correction(x), "
             f"shape {lead + (2,)}"
         )
-    a = np.asarray(corr)
-    if a.dtype == object or not np.issubdtype(a.dtype, np.floating):
-        raise ValueError(f"{what} must be a float array, got dtype {a.dtype}")
+    a = float_array(corr, what)
     if a.shape != lead + (2,):
         raise ValueError(
             f"{what} must have shape {lead + (2,)} (one (c, e) per code), got {a.shape}"
