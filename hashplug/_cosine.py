@@ -11,6 +11,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._kernels.cosine import _cos_rerank_kernel, _cos_search_kernel
+from ._kernels.heap import _empty_topk
+from ._validate import float_array, query_matrix
 
 
 def _words(c: NDArray[np.uint8]) -> NDArray[np.uint64]:
@@ -35,15 +37,8 @@ def check_scoring(scoring: str) -> str:
 
 def check_logits(u: ArrayLike) -> NDArray[np.float32]:
     """Query logits (Q, n_bits) float32, n_bits a positive multiple of 8, finite."""
-    a = np.asarray(u)
-    if a.dtype == object or not np.issubdtype(a.dtype, np.floating):
-        raise ValueError(f"query logits must be a float array, got dtype {a.dtype}")
-    if a.ndim != 2 or a.shape[1] == 0 or a.shape[1] % 8:
-        raise ValueError(
-            f"query logits must be 2-D (Q, n_bits) with n_bits a positive multiple of 8, got "
-            f"shape {a.shape} (scoring='cosine' takes hasher.cosine_query(q), not probabilities)"
-        )
-    a = np.ascontiguousarray(a, dtype=np.float32)
+    hint = " (scoring='cosine' takes hasher.cosine_query(q), not probabilities)"
+    a = np.ascontiguousarray(query_matrix(u, "query logits", hint), dtype=np.float32)
     if not np.isfinite(a).all():
         raise ValueError("query logits contain NaN or inf")
     return a
@@ -58,9 +53,7 @@ def check_corrections(
             f"scoring='cosine' needs {what}: the per-vector factors from hasher.correction(x), "
             f"shape {lead + (2,)}"
         )
-    a = np.asarray(corr)
-    if a.dtype == object or not np.issubdtype(a.dtype, np.floating):
-        raise ValueError(f"{what} must be a float array, got dtype {a.dtype}")
+    a = float_array(corr, what)
     if a.shape != lead + (2,):
         raise ValueError(
             f"{what} must have shape {lead + (2,)} (one (c, e) per code), got {a.shape}"
@@ -80,8 +73,7 @@ def cosine_search(
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """Exhaustive estimator top-min(k, N): (distances, ids), checked inputs."""
     kk = min(k, codes.shape[0])
-    d = np.full((u.shape[0], kk), np.inf, np.float32)
-    i = np.full((u.shape[0], kk), -1, np.int64)
+    d, i = _empty_topk(u.shape[0], kk)
     _cos_search_kernel(u, _words(codes), codes.shape[1], corr, ids, kk, d, i)
     return d, i
 
@@ -95,8 +87,7 @@ def cosine_rerank(
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """Estimator top-min(k, C) of each query's candidates: (distances, ids), checked inputs."""
     kk = min(k, cand_ids.shape[1])
-    d = np.full((u.shape[0], kk), np.inf, np.float32)
-    i = np.full((u.shape[0], kk), -1, np.int64)
+    d, i = _empty_topk(u.shape[0], kk)
     nq, nc, nbytes = cand_codes.shape
     ccw = _words(np.ascontiguousarray(cand_codes).reshape(nq * nc, nbytes))
     _cos_rerank_kernel(u, cand_ids, ccw, nbytes, cand_corr, kk, d, i)

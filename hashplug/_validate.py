@@ -8,7 +8,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["as_matrix", "check_finite", "check_positive_int", "iter_batches", "sigmoid"]
+__all__ = [
+    "as_matrix",
+    "check_finite",
+    "check_positive_int",
+    "float_array",
+    "iter_batches",
+    "query_matrix",
+    "sigmoid",
+]
 
 
 def check_positive_int(value: Any, what: str, most: int | None = None) -> int:
@@ -46,6 +54,28 @@ def as_matrix(x: Any, *, dim: int | None = None, what: str = "x") -> NDArray[np.
     if dim is not None and a.shape[1] != dim:
         raise ValueError(f"{what} has dimension {a.shape[1]}, but the hasher was fitted on {dim}")
     return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def float_array(x: Any, what: str) -> NDArray[np.floating[Any]]:
+    """Return ``x`` as an array, or raise ValueError unless its dtype is a float type."""
+    a = np.asarray(x)
+    if a.dtype == object or not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"{what} must be a float array, got dtype {a.dtype}")
+    return a
+
+
+def query_matrix(x: Any, what: str, hint: str = "") -> NDArray[np.floating[Any]]:
+    """Return ``x`` as a float (Q, n_bits) array, n_bits a positive multiple of 8, or ValueError.
+
+    ``hint`` is appended to the shape error.
+    """
+    a = float_array(x, what)
+    if a.ndim != 2 or a.shape[1] == 0 or a.shape[1] % 8:
+        raise ValueError(
+            f"{what} must be 2-D (Q, n_bits) with n_bits a positive multiple of 8, got "
+            f"shape {a.shape}{hint}"
+        )
+    return a
 
 
 def check_finite(a: NDArray[Any], what: str = "x") -> None:

@@ -82,7 +82,7 @@ from ._cosine import (
 from ._kernels.asymmetric import _asym_matrix_kernel, _search_exact_kernel
 from ._kernels.candidates import _rerank_dedup_kernel, _rerank_kernel, _rerank_rows_kernel
 from ._kernels.hamming import _ham_matrix_kernel, _ham_merge_kernel, _ham_select_kernel
-from ._kernels.heap import _merge_kernel
+from ._kernels.heap import _empty_topk, _merge_kernel
 from ._kernels.two_stage import _two_stage_kernel
 from ._validate import check_positive_int, sigmoid
 from .codes import HAMMING_PAD
@@ -266,7 +266,8 @@ def _n_chunks(nq: int) -> int:
 
 
 def _padded(nq: int, k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-    return np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
+    d, i = _empty_topk(nq, k)
+    return i, d
 
 
 # ------------------------------------------------------------------------------------------------
@@ -349,8 +350,7 @@ def rerank(
         out_d[:, : d.shape[1]] = d
         return ScoredHits(out_i, out_d)
     kk = min(k, nc)
-    d = np.full((nq, kk), np.inf, np.float32)
-    i = np.full((nq, kk), -1, np.int64)
+    d, i = _empty_topk(nq, kk)
     ccw = _words(cc.reshape(nq * nc, nbytes))
     dup = np.zeros(nq, np.bool_)
     with _threads_for(nq * nc):
@@ -401,8 +401,7 @@ def _dedup_topk(
     nbytes: int,
     kk: int,
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    d = np.full((p.shape[0], kk), np.inf, np.float32)
-    i = np.full((p.shape[0], kk), -1, np.int64)
+    d, i = _empty_topk(p.shape[0], kk)
     _rerank_dedup_kernel(p, cand_ids, ccw, cand_rows, cw, ids, nbytes, kk, d, i)
     return d, i
 
@@ -433,8 +432,7 @@ def rerank_rows(
     if nq == 0 or nc == 0:  # (an empty matrix still gets its rows checked)
         return ScoredHits(out_i, out_d)
     kk = min(k, nc)
-    d = np.full((nq, kk), np.inf, np.float32)
-    i = np.full((nq, kk), -1, np.int64)
+    d, i = _empty_topk(nq, kk)
     with _threads_for(nq * nc):
         _rerank_rows_checked(p, rows, _words(c), idv, nbytes, kk, d, i)
     out_i[:, :kk] = i
@@ -543,14 +541,12 @@ def _search(
         if n_shards == 1:
             d, i = sd[0], si[0]
         else:
-            d = np.full((nq, kk), np.inf, np.float32)
-            i = np.full((nq, kk), -1, np.int64)
+            d, i = _empty_topk(nq, kk)
             _merge_kernel(sd, si, sr, d, i, np.full((nq, kk), -1, np.int64))
     else:
         c_keep = min(c_keep, n)
         kk = min(k, c_keep)
-        d = np.full((nq, kk), np.inf, np.float32)
-        i = np.full((nq, kk), -1, np.int64)
+        d, i = _empty_topk(nq, kk)
         if n_shards == 1:
             _two_stage_kernel(p, cw, idv, scan_ids, ids_sorted, nbytes, c_keep, kk, d, i)
         else:

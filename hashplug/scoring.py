@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._validate import query_matrix
+
 __all__ = [
     "SCORINGS",
     "scoring_weights",
@@ -39,15 +41,7 @@ _EPS = 1e-6
 
 
 def _probs(p: ArrayLike) -> NDArray[np.float64]:
-    a = np.asarray(p)
-    if a.dtype == object or not np.issubdtype(a.dtype, np.floating):
-        raise ValueError(f"query probabilities must be a float array, got dtype {a.dtype}")
-    if a.ndim != 2 or a.shape[1] == 0 or a.shape[1] % 8:
-        raise ValueError(
-            f"query probabilities must be 2-D (Q, n_bits) with n_bits a positive multiple of 8, "
-            f"got shape {a.shape}"
-        )
-    a = a.astype(np.float64)
+    a = query_matrix(p, "query probabilities").astype(np.float64)
     if a.size and (np.isnan(a).any() or a.min() < 0.0 or a.max() > 1.0):
         raise ValueError("query probabilities must lie in [0, 1] (and not be NaN)")
     return a

@@ -7,8 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+from numpy.typing import NDArray
 
 from .intrinsics import _leaf
+
+
+def _empty_topk(nq: int, k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Return the (distances inf float32, ids -1 int64) (nq, k) arrays a top-k kernel fills."""
+    return np.full((nq, k), np.inf, np.float32), np.full((nq, k), -1, np.int64)
 
 
 @njit(cache=True, nogil=True)

@@ -145,6 +145,20 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+_RECALL_VS_ASYM = "recall@10 vs exhaustive asymmetric"
+
+
+def _save(plt: Any, fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, **legend: Any) -> None:
+    """Label, legend and grid one figure, write it to ``path`` and close it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(**legend)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _plots(results: dict[str, Any], out: Path) -> list[str]:
     try:
         import matplotlib
@@ -164,14 +178,8 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
             s = [per[str(b)][kind]["std"] for b in bits]
             label = f"{_NAMES.get(h, h)} {kind[7:]}"
             ax.errorbar(bits, m, yerr=s, ls=ls, marker="o", color=f"C{n}", label=label)
-    ax.set_xlabel("bits")
-    ax.set_ylabel(f"mAP@{paper['k']}")
     ax.set_xticks(bits)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "map_vs_bits.png", dpi=120)
-    plt.close(fig)
+    _save(plt, fig, ax, out / "map_vs_bits.png", "bits", f"mAP@{paper['k']}", fontsize=7)
     made.append("map_vs_bits.png")
     be = results.get("backends") or {}
     ok = {n: r for n, r in be.items() if "error" not in r}
@@ -183,13 +191,8 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
                 ovs, [r["oversample"][str(o)]["recall_vs_asym"] for o in ovs], marker="o", label=n
             )
         ax.set_xscale("log")
-        ax.set_xlabel("oversample (candidates = oversample x k)")
-        ax.set_ylabel("recall@10 vs exhaustive asymmetric")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "recall_vs_oversample.png", dpi=120)
-        plt.close(fig)
+        xlabel = "oversample (candidates = oversample x k)"
+        _save(plt, fig, ax, out / "recall_vs_oversample.png", xlabel, _RECALL_VS_ASYM)
         fig, ax = plt.subplots(figsize=(6, 4))
         for n, r in ok.items():
             keys = [str(o) for o in sorted(int(o) for o in r["oversample"])]
@@ -199,13 +202,8 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
             for o, x, y in zip(keys, lat, rec, strict=True):
                 ax.annotate(o, (x, y), fontsize=6, textcoords="offset points", xytext=(3, -8))
         ax.set_xscale("log")
-        ax.set_xlabel("p50 latency of one query (ms), points labelled by oversample")
-        ax.set_ylabel("recall@10 vs exhaustive asymmetric")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "latency_vs_recall.png", dpi=120)
-        plt.close(fig)
+        xlabel = "p50 latency of one query (ms), points labelled by oversample"
+        _save(plt, fig, ax, out / "latency_vs_recall.png", xlabel, _RECALL_VS_ASYM)
         made += ["recall_vs_oversample.png", "latency_vs_recall.png"]
     return made
 

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from ..stores.base import Store
 from ._conformance_base import ConformanceBase, MakeStore, random_codes
 
-__all__ = ["CorrectionsConformance", "real_embeddings"]
+__all__ = ["CorrectionsConformance", "cosine_indexes", "real_embeddings"]
 
 #: The real image embeddings (``../shared/data`` beside the repository, or $HASHPLUG_EMBEDDINGS).
 EMBEDDINGS = Path(
@@ -51,6 +51,32 @@ def real_embeddings(n: int, q: int) -> tuple[NDArray[np.float32], NDArray[np.flo
         x / np.linalg.norm(x, axis=1, keepdims=True),
         qx / np.linalg.norm(qx, axis=1, keepdims=True),
     )
+
+
+def cosine_indexes(
+    suite: ConformanceBase,
+    make_store: MakeStore,
+    name: str,
+    ids: NDArray[np.int64],
+    flag: str,
+    mixin: str,
+) -> tuple[Any, Any, Any, NDArray[np.float32], NDArray[np.float32]]:
+    """Return ``(index on the store, index on memory://, hasher, x, q)``, both filled alike.
+
+    A HashingBaseline fitted on ``ids.size`` real embeddings; the items are added with
+    ``scoring="cosine"``. Skips or fails (see ``_require``) unless the store declares ``flag``
+    (the capability of ``mixin``).
+    """
+    from ..hashers import HashingBaseline
+    from ..index import HashIndex
+
+    x, q = real_embeddings(ids.size, 8)
+    h = HashingBaseline(suite.n_bits).fit(x)
+    idx, ref = HashIndex(make_store(name), h), HashIndex("memory://", h)
+    suite._require(idx.store, flag, mixin)
+    for i in (idx, ref):
+        i.add(x, ids, progress=False, scoring="cosine")
+    return idx, ref, h, x, q
 
 
 class CorrectionsConformance(ConformanceBase):
@@ -118,16 +144,10 @@ class CorrectionsConformance(ConformanceBase):
         self._check(store, ids, want, has)
 
     def test_index_cosine_search_equals_memory(self, make_store: MakeStore) -> None:
-        from ..hashers import HashingBaseline
-        from ..index import HashIndex
-
-        x, q = real_embeddings(600, 8)
-        h = HashingBaseline(self.n_bits).fit(x)
         ids = np.arange(600, dtype=np.int64) * 5 + 1
-        idx, ref = HashIndex(make_store("conf_cosine"), h), HashIndex("memory://", h)
-        self._require(idx.store, "supports_corrections", "CorrectionsConformance")
-        for i in (idx, ref):
-            i.add(x, ids, progress=False, scoring="cosine")
+        idx, ref, _, _, q = cosine_indexes(
+            self, make_store, "conf_cosine", ids, "supports_corrections", "CorrectionsConformance"
+        )
         kw: dict[str, Any] = {"k": 10, "oversample": 60, "scoring": "cosine"}  # every item
         got, want = idx.search(q, **kw), ref.search(q, **kw)
         np.testing.assert_array_equal(got.ids, want.ids)

@@ -124,17 +124,11 @@ class CosineRescoringConformance(ConformanceBase):
     def test_index_cosine_rescore_store_equals_the_local_rerank(
         self, make_store: MakeStore
     ) -> None:
-        from ..hashers import HashingBaseline
-        from ..index import HashIndex
-        from .corrections import real_embeddings
+        from .corrections import cosine_indexes
 
-        x, q = real_embeddings(500, 8)
-        h = HashingBaseline(self.n_bits).fit(x)
         ids = np.arange(500, dtype=np.int64) * 7 + 2
-        idx, ref = HashIndex(make_store("conf_cos_rescore"), h), HashIndex("memory://", h)
-        self._require(idx.store, "supports_cosine_rescoring", "CosineRescoringConformance")
-        for i in (idx, ref):
-            i.add(x, ids, progress=False, scoring="cosine")
+        flag, mixin = "supports_cosine_rescoring", "CosineRescoringConformance"
+        idx, ref, h, x, q = cosine_indexes(self, make_store, "conf_cos_rescore", ids, flag, mixin)
         kw: dict[str, Any] = {"k": 10, "oversample": 50, "scoring": "cosine"}  # every item
         want = ref.search(q, **kw)
         got = idx.search(q, rescore="store", **kw)

@@ -467,25 +467,12 @@ class MilvusSource(Source):
             )
         q = np.asarray(queries, np.float32)
         top = min(int(k), MAX_TOPK)
-        data = q.astype(np.float16) if self._dtype == "float16" else q
-        params = {"metric_type": self._index_metric(), "params": self._search_params}
+        data = self._cast(q)
         ids: list[NDArray[Any]] = []
         scores = np.full((q.shape[0], k), np.nan, np.float32)
         per_call = max(1, min(1024, 16_384 // top))
         for s in range(0, q.shape[0], per_call):
-            chunk = list(data[s : s + per_call])
-
-            def go(c: MilvusClient, chunk: list[Any] = chunk) -> Any:
-                return c.search(
-                    self.collection,
-                    data=chunk,
-                    anns_field=self._vf,
-                    limit=top,
-                    search_params=params,
-                    **self._rpc(),
-                )
-
-            for r, hits in enumerate(self._call("search", go)):
+            for r, hits in enumerate(self._search_rpc(list(data[s : s + per_call]), top)):
                 keys = [h["id"] for h in hits]
                 d = np.asarray([h["distance"] for h in hits], np.float32)
                 ids.append(as_source_ids(keys, self.info.id_kind))
@@ -504,27 +491,14 @@ class MilvusSource(Source):
         plain = [lit for lit in lits.values() if lit is not None]
         odd = [v for v, lit in lits.items() if lit is None]
         q = np.asarray(query, np.float32)
-        data = [q.astype(np.float16) if self._dtype == "float16" else q]
-        params = {"metric_type": self._index_metric(), "params": self._search_params}
+        data = [self._cast(q)]
         top = min(int(k), MAX_TOPK)
         keys: list[Any] = []
         scores: list[float] = []
         step = self._rows_per_rpc(_FETCH_IDS)
         for s in range(0, len(plain), step):
             expr = f"{self._pk} in [{', '.join(plain[s : s + step])}]"
-
-            def go(c: MilvusClient, expr: str = expr) -> Any:
-                return c.search(
-                    self.collection,
-                    data=data,
-                    anns_field=self._vf,
-                    filter=expr,
-                    limit=top,
-                    search_params=params,
-                    **self._rpc(),
-                )
-
-            for h in self._call("search", go)[0]:
+            for h in self._search_rpc(data, top, filter=expr)[0]:
                 keys.append(h["id"])
                 d = float(h["distance"])
                 scores.append(float(np.sqrt(max(d, 0.0))) if self.info.metric == "l2" else d)
@@ -541,6 +515,27 @@ class MilvusSource(Source):
 
     def _index_metric(self) -> str:
         return {"cosine": "COSINE", "dot": "IP", "l2": "L2"}[self.info.metric]
+
+    def _cast(self, q: NDArray[np.float32]) -> NDArray[Any]:
+        """Return queries in the vector field's dtype (float16 fields take float16)."""
+        return q.astype(np.float16) if self._dtype == "float16" else q
+
+    def _search_rpc(self, data: list[Any], limit: int, **where: Any) -> Any:
+        """Run one retried search of ``data`` on the vector field (``filter=`` in ``where``)."""
+        params = {"metric_type": self._index_metric(), "params": self._search_params}
+
+        def go(c: MilvusClient) -> Any:
+            return c.search(
+                self.collection,
+                data=data,
+                anns_field=self._vf,
+                limit=limit,
+                search_params=params,
+                **where,
+                **self._rpc(),
+            )
+
+        return self._call("search", go)
 
     # -- placement --------------------------------------------------------------------------------
     def codes_uri(self, suffix: str) -> str:

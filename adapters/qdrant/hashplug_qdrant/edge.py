@@ -112,6 +112,16 @@ def _acquire(path: Path) -> _Handle:
         return h
 
 
+def _release(h: _Handle) -> bool:
+    """Drop one reference to ``h``; True when it was the last (the caller closes the shard)."""
+    with _HANDLES_LOCK:
+        h.refs -= 1
+        last = h.refs <= 0
+        if last:
+            _HANDLES.pop(h.path, None)
+    return last
+
+
 def _edge_error(what: str, path: str, e: BaseException) -> StoreError:
     msg = str(e)
     if "WouldBlock" in msg or "lock" in msg.lower():
@@ -412,12 +422,7 @@ class QdrantEdgeStore(QdrantBase):
         h, self._handle = self._handle, None
         if h is None:
             return
-        with _HANDLES_LOCK:
-            h.refs -= 1
-            last = h.refs <= 0
-            if last:
-                _HANDLES.pop(h.path, None)
-        if not last:
+        if not _release(h):
             return
         with h.lock:
             shard, h.shard = h.shard, None

@@ -307,18 +307,13 @@ class QdrantEdgeSource(_QdrantBase):
 
     def close(self) -> None:
         """Release the shard; it is untouched."""
-        from .edge import _HANDLES, _HANDLES_LOCK
+        from .edge import _release
 
         h = getattr(self, "_handle", None)
         self._handle = None  # type: ignore[assignment]  # closed: no handle
         if h is None:
             return
-        with _HANDLES_LOCK:
-            h.refs -= 1
-            last = h.refs <= 0
-            if last:
-                _HANDLES.pop(h.path, None)
-        if last:
+        if _release(h):
             with h.lock:
                 shard, h.shard = h.shard, None
                 if shard is not None:
