@@ -335,6 +335,22 @@ def test_sharded_paths_match(monkeypatch, rng):
         np.testing.assert_array_equal(a[1], b[1])
 
 
+@pytest.mark.parametrize("n_bits", [64, 256])
+def test_query_groups_over_several_tiles_match_reference(monkeypatch, n_bits, rng):
+    """The exact scan runs a group of queries over each tile of codes: same results for any group."""
+    from hashplug._kernels.asymmetric import _TILE_BYTES
+
+    n = _TILE_BYTES // (n_bits // 8) * 3 // 2 + 37  # one and a half tiles, a ragged end
+    codes = rng.integers(0, 256, (n, n_bits // 8), dtype=np.uint8)
+    p = rng.random((7, n_bits)).astype(np.float32)
+    ref_i, ref_d = ref_search(p, codes, 10)
+    for group in (1, 3, 7):
+        monkeypatch.setattr(R, "_query_group", lambda nq, n_shards, g=group: g)
+        got_i, got_d = R.search_codes(p, codes, 10)
+        np.testing.assert_array_equal(got_i, ref_i)
+        np.testing.assert_array_equal(got_d, ref_d)
+
+
 # ------------------------------------------------------------------------------------------------
 # determinism
 # ------------------------------------------------------------------------------------------------

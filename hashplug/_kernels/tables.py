@@ -224,7 +224,7 @@ def _hi_block4(flat, r0, n, q, planes, smax):
     return msk
 
 
-@_leaf
+@njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
 def _bounds(cw, r0, n, qwords, planes, smax, out):
     """Scan a block against the hard code; return the mask of the rows whose S <= smax.
 
