@@ -116,10 +116,11 @@ def _asym_scan(
             cw, ids, rowmap, use_map, r0, r1, nib, qwords, planes, m, delta, hd, hi, hr, size, sblk
         )
     smax = _BIG if size < hd.shape[0] else _smax(hd[0], m, delta)
+    flat = cw.reshape(cw.size)
     r = r0
     while r < r1:
         n = min(_BL, r1 - r)
-        msk = _bounds(cw, r, n, qwords, planes, smax, sblk)
+        msk = _bounds(cw, flat, r, n, qwords, planes, smax, sblk)
         size, smax = _offer_passed(
             msk, sblk, r, cw, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
         )

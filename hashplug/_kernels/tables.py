@@ -225,8 +225,11 @@ def _hi_block4(flat, r0, n, q, planes, smax):
 
 
 @njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
-def _bounds(cw, r0, n, qwords, planes, smax, out):
+def _bounds(cw, flat, r0, n, qwords, planes, smax, out):
     """Scan a block against the hard code; return the mask of the rows whose S <= smax.
+
+    flat: cw.reshape(cw.size), made once by the caller (a reshape per block calls into Numba's
+    C helper: a tenth of the scan's time).
 
     out[j] = quantised weight S of (hard code XOR row r0+j), for j < n <= 64; bit j of the mask is
     row r0+j; out[j] is set only for those rows.
@@ -237,13 +240,12 @@ def _bounds(cw, r0, n, qwords, planes, smax, out):
     """
     nw = cw.shape[1]
     if nw == 1:
-        flat = cw.reshape(cw.shape[0])
         p = planes[0]
         return _bound_block(flat, r0, n, qwords[0], p[0], p[1], p[2], p[3], smax, out)
     if nw == 2:
-        hmsk = _hi_block2(cw.reshape(cw.size), r0, n, qwords, planes, smax)
+        hmsk = _hi_block2(flat, r0, n, qwords, planes, smax)
     elif nw == 4:
-        hmsk = _hi_block4(cw.reshape(cw.size), r0, n, qwords, planes, smax)
+        hmsk = _hi_block4(flat, r0, n, qwords, planes, smax)
     else:
         hmsk = np.uint64(0)
         for j in range(n):
