@@ -103,7 +103,7 @@ def test_search_codes_exact_equals_reference(prob):
 
 @pytest.mark.parametrize("n_bits", [128, 192, 256])
 def test_search_exact_multiword_prefilter_keeps_every_neighbour(n_bits, rng):
-    """Codes of 2, 3, 4 words are filtered by a two-plane bound before the full bound.
+    """Codes of 2, 3, 4 words are filtered by a one-popcount bound (bits of weight >= 4) before the full bound.
 
     Clustered codes (the cut-off falls fast, most rows filtered) and uniform ones with continuous
     probabilities (the cut-off close to the bulk: a bound too high drops true neighbours).
