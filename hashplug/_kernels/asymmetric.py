@@ -24,6 +24,8 @@ from .tables import (
     _smax,
 )
 
+_ONE_MAX = 8  # rows of a block passing the one-popcount filter before the two-plane one takes over
+
 
 @njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
 def _key_id(row, ids, rowmap, use_map):
@@ -109,7 +111,9 @@ def _asym_scan(
     """Exact top-k scan of rows [r0, r1) into the heap (hd, hi, hr) holding `size`; returns size.
 
     Ids and tie keys as in :func:`_offer`. A code is scored exactly only when its quantised lower
-    bound S can still beat the heap's root.
+    bound S can still beat the heap's root. Codes of 2 or 4 words are pre-filtered by one popcount
+    per word (:func:`_bounds`) until a block passes more than _ONE_MAX of its 64 rows with the
+    heap full; the rest of the rows by the two top planes.
     """
     if cw.shape[1] == 1:
         return _asym_scan1(
@@ -117,10 +121,13 @@ def _asym_scan(
         )
     smax = _BIG if size < hd.shape[0] else _smax(hd[0], m, delta)
     flat = cw.reshape(cw.size)
+    one = True
     r = r0
     while r < r1:
         n = min(_BL, r1 - r)
-        msk = _bounds(cw, flat, r, n, qwords, planes, smax, sblk)
+        msk, npre = _bounds(cw, flat, r, n, qwords, planes, smax, sblk, one)
+        if npre > _ONE_MAX and size == hd.shape[0]:
+            one = False  # the one-popcount filter keeps too many rows for this query
         size, smax = _offer_passed(
             msk, sblk, r, cw, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
         )

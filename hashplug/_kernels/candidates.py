@@ -63,7 +63,7 @@ def _rerank_scan(
     flat = cw.reshape(cw.size)
     while r < r1:
         nb = min(_BL, r1 - r)
-        msk = _bounds(cw, flat, r, nb, qwords, planes, smax, sblk)
+        msk, _ = _bounds(cw, flat, r, nb, qwords, planes, smax, sblk, False)
         ns = 0
         while msk:
             j = ctz64(msk)

@@ -179,7 +179,7 @@ def _top(planes, w):
 
 
 @njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
-def _hi_block2(flat, r0, n, q, planes, lim):
+def _one_block2(flat, r0, n, q, planes, lim):
     """Mask of the two-word rows r0 + j (j < n) with pc(x & top) <= lim (see _bounds)."""
     q0 = q[0]
     q1 = q[1]
@@ -194,8 +194,8 @@ def _hi_block2(flat, r0, n, q, planes, lim):
 
 
 @njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
-def _hi_block4(flat, r0, n, q, planes, lim):
-    """_hi_block2 for four-word rows."""
+def _one_block4(flat, r0, n, q, planes, lim):
+    """_one_block2 for four-word rows."""
     q0 = q[0]
     q1 = q[1]
     q2 = q[2]
@@ -218,9 +218,61 @@ def _hi_block4(flat, r0, n, q, planes, lim):
     return msk
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _hi(x, p2, p3):
+    """Return the top two bit-planes' part of _qsum: a lower bound of it."""
+    return 4 * popcount64(x & p2) + 8 * popcount64(x & p3)
+
+
 @njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
-def _bounds(cw, flat, r0, n, qwords, planes, smax, out):
-    """Scan a block against the hard code; return the mask of the rows whose S <= smax.
+def _hi_block2(flat, r0, n, q, planes, smax):
+    """Mask of the two-word rows r0 + j (j < n) whose top-two-plane bound is <= smax."""
+    q0 = q[0]
+    q1 = q[1]
+    a2 = planes[0, 2]
+    a3 = planes[0, 3]
+    b2 = planes[1, 2]
+    b3 = planes[1, 3]
+    blk = flat[2 * r0 : 2 * (r0 + n)]
+    msk = np.uint64(0)
+    for j in range(n):
+        s = _hi(q0 ^ blk[2 * j], a2, a3) + _hi(q1 ^ blk[2 * j + 1], b2, b3)
+        msk |= np.uint64(s <= smax) << np.uint64(j)
+    return msk
+
+
+@njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
+def _hi_block4(flat, r0, n, q, planes, smax):
+    """_hi_block2 for four-word rows."""
+    q0 = q[0]
+    q1 = q[1]
+    q2 = q[2]
+    q3 = q[3]
+    a2 = planes[0, 2]
+    a3 = planes[0, 3]
+    b2 = planes[1, 2]
+    b3 = planes[1, 3]
+    c2 = planes[2, 2]
+    c3 = planes[2, 3]
+    d2 = planes[3, 2]
+    d3 = planes[3, 3]
+    blk = flat[4 * r0 : 4 * (r0 + n)]
+    msk = np.uint64(0)
+    for j in range(n):
+        i = 4 * j
+        s = (
+            _hi(q0 ^ blk[i], a2, a3)
+            + _hi(q1 ^ blk[i + 1], b2, b3)
+            + _hi(q2 ^ blk[i + 2], c2, c3)
+            + _hi(q3 ^ blk[i + 3], d2, d3)
+        )
+        msk |= np.uint64(s <= smax) << np.uint64(j)
+    return msk
+
+
+@njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
+def _bounds(cw, flat, r0, n, qwords, planes, smax, out, one):
+    """Scan a block against the hard code; return (mask of the rows whose S <= smax, pre-count).
 
     flat: cw.reshape(cw.size), made once by the caller (a reshape per block calls into Numba's
     C helper: a tenth of the scan's time).
@@ -228,28 +280,34 @@ def _bounds(cw, flat, r0, n, qwords, planes, smax, out):
     out[j] = quantised weight S of (hard code XOR row r0+j), for j < n <= 64; bit j of the mask is
     row r0+j; out[j] is set only for those rows.
 
-    Codes of several words are filtered first by one popcount per word (vectorised for 2 and 4
-    words): the bits of weight >= 4 (mask p2 | p3) weigh at least 4 each, so ``4 pc(x & (p2 |
-    p3)) <= S``. It keeps about 3x the rows that the two top planes keep (0.5-0.8% of fmnist
-    codes at 128-256 bits, against 0.2%) at half their popcounts; the rows that pass get the full
-    sum.
+    Codes of several words are filtered first, vectorised for 2 and 4 words, by the top two
+    bit-planes (``8 pc(x & p3) + 4 pc(x & p2) <= S``) or, if `one`, by one popcount per word: the
+    bits of weight >= 4 (mask p2 | p3) weigh at least 4 each, so ``4 pc(x & (p2 | p3)) <= S``.
+    That one keeps 3x the rows (0.5-0.8% of fmnist codes at 128-256 bits, against 0.2%) at half
+    the popcounts, but half the rows where the weights are spread (MiniLM text codes): the
+    pre-count (rows passing the first filter) lets the caller choose. The rows that pass get the
+    full sum.
     """
     nw = cw.shape[1]
     if nw == 1:
         p = planes[0]
-        return _bound_block(flat, r0, n, qwords[0], p[0], p[1], p[2], p[3], smax, out)
-    lim = smax >> 2
-    if nw == 2:
-        hmsk = _hi_block2(flat, r0, n, qwords, planes, lim)
+        return _bound_block(flat, r0, n, qwords[0], p[0], p[1], p[2], p[3], smax, out), 0
+    if one and nw == 2:
+        hmsk = _one_block2(flat, r0, n, qwords, planes, smax >> 2)
+    elif one and nw == 4:
+        hmsk = _one_block4(flat, r0, n, qwords, planes, smax >> 2)
+    elif nw == 2:
+        hmsk = _hi_block2(flat, r0, n, qwords, planes, smax)
     elif nw == 4:
-        hmsk = _hi_block4(flat, r0, n, qwords, planes, lim)
+        hmsk = _hi_block4(flat, r0, n, qwords, planes, smax)
     else:
         hmsk = np.uint64(0)
         for j in range(n):
             s = 0
             for w in range(nw):
-                s += popcount64((qwords[w] ^ cw[r0 + j, w]) & _top(planes, w))
-            hmsk |= np.uint64(s <= lim) << np.uint64(j)
+                s += _hi(qwords[w] ^ cw[r0 + j, w], planes[w, 2], planes[w, 3])
+            hmsk |= np.uint64(s <= smax) << np.uint64(j)
+    npre = popcount64(hmsk)
     msk = np.uint64(0)
     while hmsk:
         j = ctz64(hmsk)
@@ -260,4 +318,4 @@ def _bounds(cw, flat, r0, n, qwords, planes, smax, out):
             s += _qsum(qwords[w] ^ cw[r0 + j, w], p[0], p[1], p[2], p[3])
         out[j] = s
         msk |= np.uint64(s <= smax) << np.uint64(j)
-    return msk
+    return msk, npre
