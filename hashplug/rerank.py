@@ -100,6 +100,7 @@ __all__ = [
 ]
 
 _MIN_SHARD = 32768  # do not split the codes of one query into shards smaller than this
+_MAX_GROUP = 16  # queries of the exact scan sharing each tile of codes read from memory
 
 
 # ------------------------------------------------------------------------------------------------
@@ -258,6 +259,19 @@ def _n_shards(nq: int, n: int) -> int:
     if nq >= t or n < 2 * _MIN_SHARD:
         return 1
     return int(max(1, min(-(-t // nq), n // _MIN_SHARD)))
+
+
+def _query_group(nq: int, n_shards: int) -> int:
+    """Return the queries per work item of the exact scan.
+
+    At most _MAX_GROUP, and as many items as threads, or a multiple: each group reads the codes
+    from memory once for all its queries.
+    """
+    t = numba.get_num_threads()
+    if n_shards > 1 or nq <= t:
+        return 1
+    n_items = t * -(-nq // (t * _MAX_GROUP))
+    return -(-nq // n_items)
 
 
 def _n_chunks(nq: int) -> int:
@@ -537,7 +551,8 @@ def _search(
         sd = np.full((n_shards, nq, kk), np.inf, np.float32)
         si = np.full((n_shards, nq, kk), -1, np.int64)
         sr = np.full((n_shards, nq, kk), -1, np.int64)
-        _search_exact_kernel(p, cw, scan_ids, nbytes, kk, n_shards, sd, si, sr)
+        group = _query_group(nq, n_shards)
+        _search_exact_kernel(p, cw, scan_ids, nbytes, kk, n_shards, group, sd, si, sr)
         if n_shards == 1:
             d, i = sd[0], si[0]
         else:

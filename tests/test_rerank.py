@@ -103,7 +103,7 @@ def test_search_codes_exact_equals_reference(prob):
 
 @pytest.mark.parametrize("n_bits", [128, 192, 256])
 def test_search_exact_multiword_prefilter_keeps_every_neighbour(n_bits, rng):
-    """Codes of 2, 3, 4 words are filtered by a two-plane bound before the full bound.
+    """Codes of 2, 3, 4 words are filtered by a one-popcount bound (bits of weight >= 4) before the full bound.
 
     Clustered codes (the cut-off falls fast, most rows filtered) and uniform ones with continuous
     probabilities (the cut-off close to the bulk: a bound too high drops true neighbours).
@@ -333,6 +333,22 @@ def test_sharded_paths_match(monkeypatch, rng):
     for a, b in zip(plain, sharded, strict=True):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("n_bits", [64, 256])
+def test_query_groups_over_several_tiles_match_reference(monkeypatch, n_bits, rng):
+    """The exact scan runs a group of queries over each tile of codes: same results for any group."""
+    from hashplug._kernels.asymmetric import _TILE_BYTES
+
+    n = _TILE_BYTES // (n_bits // 8) * 3 // 2 + 37  # one and a half tiles, a ragged end
+    codes = rng.integers(0, 256, (n, n_bits // 8), dtype=np.uint8)
+    p = rng.random((7, n_bits)).astype(np.float32)
+    ref_i, ref_d = ref_search(p, codes, 10)
+    for group in (1, 3, 7):
+        monkeypatch.setattr(R, "_query_group", lambda nq, n_shards, g=group: g)
+        got_i, got_d = R.search_codes(p, codes, 10)
+        np.testing.assert_array_equal(got_i, ref_i)
+        np.testing.assert_array_equal(got_d, ref_d)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .heap import _beats, _heap_add, _heap_drain, _new_heap
+from .heap import _beats, _heap_add, _heap_drain
 from .intrinsics import _BL, _NO_REFCOUNT, _leaf, _split, ctz64
 from .tables import (
     _BIG,
@@ -23,6 +23,8 @@ from .tables import (
     _query_tables,
     _smax,
 )
+
+_ONE_MAX = 8  # rows of a block passing the one-popcount filter before the two-plane one takes over
 
 
 @njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
@@ -109,17 +111,23 @@ def _asym_scan(
     """Exact top-k scan of rows [r0, r1) into the heap (hd, hi, hr) holding `size`; returns size.
 
     Ids and tie keys as in :func:`_offer`. A code is scored exactly only when its quantised lower
-    bound S can still beat the heap's root.
+    bound S can still beat the heap's root. Codes of 2 or 4 words are pre-filtered by one popcount
+    per word (:func:`_bounds`) until a block passes more than _ONE_MAX of its 64 rows with the
+    heap full; the rest of the rows by the two top planes.
     """
     if cw.shape[1] == 1:
         return _asym_scan1(
             cw, ids, rowmap, use_map, r0, r1, nib, qwords, planes, m, delta, hd, hi, hr, size, sblk
         )
     smax = _BIG if size < hd.shape[0] else _smax(hd[0], m, delta)
+    flat = cw.reshape(cw.size)
+    one = True
     r = r0
     while r < r1:
         n = min(_BL, r1 - r)
-        msk = _bounds(cw, r, n, qwords, planes, smax, sblk)
+        msk, npre = _bounds(cw, flat, r, n, qwords, planes, smax, sblk, one)
+        if npre > _ONE_MAX and size == hd.shape[0]:
+            one = False  # the one-popcount filter keeps too many rows for this query
         size, smax = _offer_passed(
             msk, sblk, r, cw, ids, rowmap, use_map, nib, qwords, m, delta, hd, hi, hr, size, smax
         )
@@ -132,37 +140,64 @@ def _asym_scan(
 # ------------------------------------------------------------------------------------------------
 
 
+_TILE_BYTES = 1 << 18  # codes scanned by every query of a group in turn: about half an L2 cache
+
+
 @njit(cache=True, nogil=True, parallel=True)
-def _search_exact_kernel(probs, cw, ids, nbytes, k, n_shards, out_d, out_i, out_r):
-    """Exact asymmetric top-k of each (query, shard): out_*[shard, q, :k] sorted, padded."""
+def _search_exact_kernel(probs, cw, ids, nbytes, k, n_shards, group, out_d, out_i, out_r):
+    """Exact asymmetric top-k of each (query, shard): out_*[shard, q, :k] sorted, padded.
+
+    A work item is (`group` consecutive queries, shard); it scans its rows in tiles of _TILE_BYTES
+    and runs every query of the group over a tile while it is in cache, as FAISS's flat search
+    does: the codes are read from memory once per group, not once per query. Each query sees its
+    rows in the same order as a scan of its own, so the results do not depend on `group`.
+    """
     nq = probs.shape[0]
     n = cw.shape[0]
     nw = cw.shape[1]
-    for u in prange(nq * n_shards):
-        qi, r0, r1 = _split(u, n_shards, n)
+    n_groups = (nq + group - 1) // group
+    tile = max(_BL, _TILE_BYTES // (8 * nw) // _BL * _BL)
+    for u in prange(n_groups * n_shards):
+        g, r0, r1 = _split(u, n_shards, n)
         sh = u % n_shards
-        nib, qwords, planes = _query_tables(nw)
-        m, delta = _prep_query(probs[qi], nbytes, nib, qwords, planes)
-        hd, hi, hr = _new_heap(k)
-        size = _asym_scan(
-            cw,
-            ids,
-            np.empty(0, np.int64),
-            False,
-            r0,
-            r1,
-            nib,
-            qwords,
-            planes,
-            m,
-            delta,
-            hd,
-            hi,
-            hr,
-            0,
-            np.empty(_BL, np.int64),
-        )
-        _heap_drain(hd, hi, hr, size, out_d[sh, qi], out_i[sh, qi], out_r[sh, qi])
+        q0 = g * group
+        gq = min(group, nq - q0)
+        nib = np.empty((gq, 16 * nw, 16), np.float64)
+        qwords = np.empty((gq, nw), np.uint64)
+        planes = np.empty((gq, nw, 4), np.uint64)
+        md = np.empty((gq, 2), np.float64)
+        hd = np.empty((gq, k), np.float32)
+        hi = np.empty((gq, k), np.int64)
+        hr = np.empty((gq, k), np.int64)
+        size = np.zeros(gq, np.int64)
+        for j in range(gq):
+            md[j, 0], md[j, 1] = _prep_query(probs[q0 + j], nbytes, nib[j], qwords[j], planes[j])
+        no_map = np.empty(0, np.int64)
+        sblk = np.empty(_BL, np.int64)
+        for t0 in range(r0, r1, tile):
+            t1 = min(r1, t0 + tile)
+            for j in range(gq):
+                size[j] = _asym_scan(
+                    cw,
+                    ids,
+                    no_map,
+                    False,
+                    t0,
+                    t1,
+                    nib[j],
+                    qwords[j],
+                    planes[j],
+                    md[j, 0],
+                    md[j, 1],
+                    hd[j],
+                    hi[j],
+                    hr[j],
+                    size[j],
+                    sblk,
+                )
+        for j in range(gq):
+            qi = q0 + j
+            _heap_drain(hd[j], hi[j], hr[j], size[j], out_d[sh, qi], out_i[sh, qi], out_r[sh, qi])
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -60,9 +60,10 @@ def _rerank_scan(
     size = _offer_scored(dbuf, rbuf, k0, ids, rowmap, use_map, hd, hi, hr, 0)
     smax = _BIG if size < k else _smax(hd[0], m, delta)
     r = r0 + k0
+    flat = cw.reshape(cw.size)
     while r < r1:
         nb = min(_BL, r1 - r)
-        msk = _bounds(cw, r, nb, qwords, planes, smax, sblk)
+        msk, _ = _bounds(cw, flat, r, nb, qwords, planes, smax, sblk, False)
         ns = 0
         while msk:
             j = ctz64(msk)
