@@ -1,8 +1,10 @@
 """Exact asymmetric search at 64, 128 and 256 bits against FAISS IndexBinaryFlat (issue 17).
 
     .venv/bin/python benchmarks/bench_wide_codes.py [--n 1000000 4000000] [--q 50] [--repeats 5]
+        [--set fmnist|text]
 
-Data: Hashing-Baseline codes of ../shared/data/fmnist_effnet.npz (fitted on its 20k database),
+Data: Hashing-Baseline codes of ../shared/data/fmnist_effnet.npz (fitted on its 20k database;
+``--set text``: ~/.cache/hashplug/fortunes_minilm.npz, benchmarks/make_text_set.py),
 tiled to N rows with about 3% of the bytes of each copy randomised, so that every row is distinct;
 queries are the set's test queries (p = hasher.query, FAISS gets their hard codes).
 Timed, 1 thread each, interleaved, median of --repeats: ``search_codes(p, codes, 10)`` (exact
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -49,12 +52,18 @@ def main() -> None:
     ap.add_argument("--bits", type=int, nargs="+", default=[64, 128, 256])
     ap.add_argument("--q", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--set", default="fmnist", choices=["fmnist", "text"])
     args = ap.parse_args()
     if faiss is None:
         raise SystemExit("faiss-cpu is not installed: pip install faiss-cpu")
     numba.set_num_threads(1)
     faiss.omp_set_num_threads(1)
-    d = np.load(default_embeddings_path())
+    path = (
+        default_embeddings_path()
+        if args.set == "fmnist"
+        else Path.home() / ".cache/hashplug/fortunes_minilm.npz"
+    )
+    d = np.load(path)
     x, qx = d["db_x"], d["q_x"][: args.q]
     rows = []
     for bits in args.bits:
