@@ -2,7 +2,9 @@
 
 A state is a dict: ``meta`` (JSON or None), ``ids`` (N,), ``codes`` (N, n_bytes), ``payloads``
 (list of N), ``corr`` (N, 2) float16 (NaN: no factors), ``index`` (an :class:`IdIndex` of ids),
-``gen``, ``segments`` (the manifest entries it reflects; None when it must be rewritten whole).
+``gen``, ``segments`` (the manifest entries it reflects; None when it must be rewritten whole),
+and optionally ``lists`` (an inverted file and the list of each row, -1: not assigned yet; a
+cache that searches fill and segments carry over).
 States are replaced, never changed in place: a snapshot stays valid while writers go on. Rows
 keep insertion order (ties in search are broken by it); a replaced id moves to the end.
 """
@@ -88,6 +90,7 @@ def apply_segment(st: dict[str, Any], seg: dict[str, Any]) -> dict[str, Any]:
     drop = np.concatenate([seg.get("deleted", np.zeros(0, np.int64)), new_ids])
     index: IdIndex = st["index"]
     rows, found = index.rows(drop) if drop.size and ids.size else (None, np.zeros(0, bool))
+    lists = st.get("lists")
     if found.any():
         assert rows is not None
         keep = np.ones(ids.size, bool)
@@ -95,9 +98,15 @@ def apply_segment(st: dict[str, Any], seg: dict[str, Any]) -> dict[str, Any]:
         ids, codes, corr = ids[keep], codes[keep], corr[keep]
         pl = [p for p, k in zip(pl, keep.tolist(), strict=True) if k]
         index = IdIndex(ids)
+        lists = (lists[0], lists[1][keep]) if lists is not None else None
     if not new_ids.size:
-        return {**st, "ids": ids, "codes": codes, "payloads": pl, "corr": corr, "index": index}
+        return {
+            **st, "ids": ids, "codes": codes, "payloads": pl, "corr": corr, "index": index,
+            "lists": lists,
+        }  # fmt: skip
     all_ids = np.concatenate([ids, new_ids])
+    if lists is not None:  # new rows: not assigned yet
+        lists = (lists[0], np.concatenate([lists[1], np.full(new_ids.size, -1, np.int32)]))
     return {
         **st,
         "ids": all_ids,
@@ -105,6 +114,7 @@ def apply_segment(st: dict[str, Any], seg: dict[str, Any]) -> dict[str, Any]:
         "payloads": pl + list(seg["payloads"]),
         "corr": np.concatenate([corr, _seg_corr(seg, new_ids.size)]),
         "index": index.appended(all_ids),
+        "lists": lists,
     }
 
 

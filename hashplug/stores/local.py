@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._columns import PayloadColumns
+from ._ivf import DEFAULT_NPROBE, MIN_PER_LIST, CodeIVF, Lists, auto_nlist
 from ._localfiles import MAX_SEGMENTS, StoreFiles
 from ._segments import apply_segment, corr_of, empty_state, merge_segments, whole
 from .base import (
@@ -30,7 +31,7 @@ from .base import (
     dict_filter_matches,
     normalize_filter,
 )
-from .uri import split_uri
+from .uri import parse_uri, to_int_at_least
 
 __all__ = ["LocalStore"]
 
@@ -47,6 +48,15 @@ class LocalStore(Store):
     (crash-safe), under a lock file; writers reload the newest generation under the lock, and
     readers reload when another writer committed (see ``hashplug.stores._localfiles``).
     Filters: a dict (DESIGN.md's contract) or a callable ``payload -> bool``.
+
+    ``ivf``: the sub-linear coarse stage, opt-in (``"auto"`` or a number of lists; URI option
+    ``?ivf=auto``; see ``hashplug.stores._ivf``). Centroids are trained on the first search with
+    at least 39 codes per list (or by :meth:`build_ivf`), in memory only: they are trained
+    again after reopening. Written codes join their lists on the next search, deleted ones leave
+    them; ``"auto"`` retrains when the collection has grown 4x. ``nprobe`` (``?nprobe=``):
+    lists scanned per query (default 32; more lists when those hold fewer than the limit).
+    A search then returns the Hamming top-limit of the probed lists, an approximation of the
+    exhaustive one; filtered searches and smaller collections scan exhaustively.
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("memory", "file")
@@ -61,8 +71,16 @@ class LocalStore(Store):
         *,
         name: str | None = None,
         lock_timeout: float = 60.0,
+        ivf: int | str | None = None,
+        nprobe: int = DEFAULT_NPROBE,
     ):
         super().__init__()
+        self._ivf_opt = _check_ivf(ivf)
+        if isinstance(nprobe, bool) or not isinstance(nprobe, int | np.integer) or nprobe < 1:
+            raise ValueError(f"nprobe must be a positive integer, got {nprobe!r}")
+        self.nprobe = int(nprobe)
+        self._ivf: CodeIVF | None = None
+        self._lists: Lists | None = None
         self.path = Path(path) if path is not None else None
         self._shared = name
         self._files = StoreFiles(self.path, lock_timeout) if self.path is not None else None
@@ -84,7 +102,9 @@ class LocalStore(Store):
     @classmethod
     def from_uri(cls, uri: str, **options: Any) -> LocalStore:
         """Open ``memory://NAME`` or ``file://PATH`` (see :meth:`Store.from_uri`)."""
-        scheme, rest = split_uri(uri)
+        parsed = parse_uri(uri, {"ivf": str, "nprobe": to_int_at_least(1)})
+        scheme, rest = parsed.scheme, parsed.location
+        options = {**parsed.options, **options}
         if scheme == "memory":
             return cls(name=rest or None, **options)
         if scheme == "file":
@@ -315,9 +335,13 @@ class LocalStore(Store):
                 mask = np.array([bool(mask_of(p)) for p in st["payloads"]], dtype=bool)
             st_ids, st_codes = st_ids[mask], st_codes[mask]
             st_corr = st_corr[mask] if st_corr is not None else None
+        lists = self._lists_of(st) if mask_of is None and q.shape[0] else None
         n = st_ids.size
         if n and q.shape[0]:
-            rows, dist = hamming_topk(q, st_codes, min(limit, n), ids=st_ids)
+            if lists is not None:
+                rows, dist = lists.select(q, min(limit, n), self.nprobe)
+            else:
+                rows, dist = hamming_topk(q, st_codes, min(limit, n), ids=st_ids)  # type: ignore[assignment]
             valid = rows >= 0
             kk = rows.shape[1]
             at = np.maximum(rows, 0)
@@ -327,6 +351,57 @@ class LocalStore(Store):
             if out_f is not None and st_corr is not None:
                 out_f[:, :kk] = np.where(valid[..., None], st_corr[at], np.nan)
         return CodeHits(out_i, out_d, out_c), out_f
+
+    # -- inverted file ---------------------------------------------------------------------------
+    def build_ivf(self, nlist: int | str | None = None, *, seed: int = 0) -> CodeIVF:
+        """Train (or retrain) the inverted file on the stored codes now, and turn it on.
+
+        ``nlist``: lists or ``"auto"`` (default: the store's ``ivf`` option, else ``"auto"``).
+        Raises ``ValueError`` when the collection has fewer than 39 codes per list.
+        """
+        self._require_open()
+        opt = _check_ivf(nlist) or self._ivf_opt or "auto"
+        st = self._snapshot()
+        n = int(st["ids"].size)
+        k = auto_nlist(n) if opt == "auto" else int(opt)
+        if k == 0:
+            raise ValueError(
+                f"ivf='auto' needs at least {2 * MIN_PER_LIST} codes, the collection has {n}"
+            )
+        ivf = CodeIVF.fit(st["codes"], k, seed=seed)
+        with self._lock:
+            self._ivf_opt = self._ivf_opt or opt
+            self._ivf, self._lists = ivf, None
+        self._lists_of(st)
+        return ivf
+
+    def _lists_of(self, st: dict[str, Any]) -> Lists | None:
+        """Return the inverted file's lists of this state; None: scan exhaustively."""
+        if self._ivf_opt is None or st["meta"] is None:
+            return None
+        ids, codes = st["ids"], st["codes"]
+        lists = self._lists
+        if lists is not None and lists.ids is ids and lists.ivf is self._ivf:
+            return lists
+        ivf = self._ivf
+        n = int(ids.size)
+        if ivf is None or (self._ivf_opt == "auto" and n > 4 * ivf.trained_on):
+            k = auto_nlist(n) if self._ivf_opt == "auto" else int(self._ivf_opt)
+            if k == 0 or n < MIN_PER_LIST * k:
+                return None  # too few codes for these lists: exhaustive
+            ivf = self._ivf = CodeIVF.fit(codes, k)
+        cached = st.get("lists")
+        if cached is not None and cached[0] is ivf and cached[1].size == n:
+            assign = cached[1]
+            todo = np.flatnonzero(assign < 0)
+            if todo.size:
+                assign = assign.copy()
+                assign[todo] = ivf.assign(codes[todo])
+        else:
+            assign = ivf.assign(codes)
+        st["lists"] = (ivf, assign)  # a cache on the snapshot: later segments carry it over
+        lists = self._lists = Lists.make(ivf, ids, codes, assign)
+        return lists
 
     def delete(self, ids: ArrayLike) -> None:
         """Delete items; ids that are not stored are ignored."""
@@ -356,6 +431,17 @@ class LocalStore(Store):
             self._token = None
             if self.path is not None and self.path.exists():
                 shutil.rmtree(self.path)
+
+
+def _check_ivf(ivf: int | str | None) -> int | str | None:
+    """Validate the ``ivf`` option: None, ``"auto"`` or a positive number of lists."""
+    if ivf is None or ivf == "auto":
+        return ivf
+    if isinstance(ivf, str) and ivf.isdigit():
+        ivf = int(ivf)
+    if isinstance(ivf, bool) or not isinstance(ivf, int | np.integer) or ivf < 1:
+        raise ValueError(f"ivf must be 'auto' or a positive number of lists, got {ivf!r}")
+    return int(ivf)
 
 
 def _copy_payload(p: Payload | None) -> Payload | None:

@@ -1,0 +1,159 @@
+"""LocalStore's inverted file (``ivf=``): the sub-linear coarse stage of issue 17."""
+
+import numpy as np
+import pytest
+
+import hashplug
+from hashplug.rerank import hamming_distances_fast
+from hashplug.stores import LocalStore, open_store
+from hashplug.stores._ivf import MIN_PER_LIST, CodeIVF, auto_nlist
+from hashplug.testing import make_meta
+
+
+@pytest.fixture(scope="module")
+def hashed(fmnist):
+    """64-bit codes of the real image embeddings, and hasher + queries."""
+    h = hashplug.HashingBaseline(64, seed=0).fit(fmnist["db_x"])
+    return h, fmnist["db_x"], fmnist["q_x"][:100]
+
+
+def _store(codes, **opts):
+    s = LocalStore(**opts)
+    s.open(make_meta(codes.shape[1] * 8))
+    s.upsert(np.arange(codes.shape[0]), codes)
+    return s
+
+
+def _recall(a, b):
+    return float(np.mean([len(set(x) & set(y)) / len(y) for x, y in zip(a, b, strict=True)]))
+
+
+def test_all_lists_probed_gives_the_exhaustive_result(hashed):
+    h, x, q = hashed
+    codes = h.encode(x)
+    qc = h.encode(q)
+    ivf = _store(codes, ivf=16, nprobe=16)
+    flat = _store(codes)
+    a, b = ivf.search(qc, 50), flat.search(qc, 50)
+    np.testing.assert_array_equal(a.distances, b.distances)
+    for i in range(len(qc)):  # ties may come in another order: compare below the last distance
+        below = b.distances[i] < b.distances[i, -1]
+        assert set(a.ids[i][below]) == set(b.ids[i][below])
+    assert ivf._lists is not None and ivf._ivf.nlist == 16
+
+
+def test_default_probe_keeps_recall_and_scans_a_fraction(hashed):
+    h, x, q = hashed
+    idx_flat = hashplug.HashIndex(LocalStore(), h)
+    idx_ivf = hashplug.HashIndex(LocalStore(ivf="auto"), h)
+    for idx in (idx_flat, idx_ivf):
+        idx.add(x, np.arange(len(x)))
+    r_ivf = idx_ivf.search(q, 10)
+    lists = idx_ivf.store._lists
+    assert lists is not None and lists.ivf.nlist == auto_nlist(len(x))
+    exact = idx_flat.search(q, 10)
+    assert _recall(r_ivf.ids, exact.ids) >= 0.9
+    # the default probes scan a fraction of the rows
+    sizes = np.diff(lists.offsets)
+    probes = lists.ivf.probe(h.encode(q), idx_ivf.store.nprobe)
+    assert sizes[probes].sum(axis=1).mean() < 0.5 * len(x)
+
+
+def test_writes_after_training_join_and_leave_the_lists(hashed):
+    h, x, q = hashed
+    codes = h.encode(x)
+    s = _store(codes[:20000], ivf=32, nprobe=4)
+    s.search(codes[:1], 5)  # trains
+    ivf = s._ivf
+    s.delete(np.arange(100))
+    s.upsert(np.arange(10**6, 10**6 + 100), codes[:100])  # the deleted codes, under new ids
+    got = s.search(codes[:100], 1)
+    assert s._ivf is ivf  # not retrained
+    np.testing.assert_array_equal(got.distances[:, 0], 0)
+    assert got.ids.min() >= 100  # deleted ids never come back
+    assert s._lists.order.size == s.count() == 20000
+    # an id upserted again with another code moves to that code's list
+    s.upsert([10**6], codes[5000:5001])
+    got = s.search(codes[5000:5001], 2)
+    assert 10**6 in got.ids[0] and 5000 in got.ids[0]
+
+
+def test_probes_widen_when_the_lists_hold_fewer_rows_than_the_limit(hashed):
+    h, x, _ = hashed
+    codes = h.encode(x[:5000])
+    s = _store(codes, ivf=64, nprobe=1)
+    got = s.search(codes[:3], 1000)
+    assert (got.ids >= 0).all()  # a full limit, not one list's rows
+    assert len(set(got.ids[0])) == 1000
+    d = hamming_distances_fast(codes[:1], codes[got.ids[0]])[0]
+    np.testing.assert_array_equal(d, got.distances[0])
+
+
+def test_filters_and_small_collections_scan_exhaustively(hashed):
+    h, x, _ = hashed
+    codes = h.encode(x[:3000])
+    pl = [{"even": i % 2 == 0} for i in range(3000)]
+    s, flat = LocalStore(ivf=128), LocalStore()
+    for st in (s, flat):
+        st.open(make_meta(64))
+        st.upsert(np.arange(3000), codes, pl)
+    assert 3000 < MIN_PER_LIST * 128
+    np.testing.assert_array_equal(s.search(codes[:5], 20).ids, flat.search(codes[:5], 20).ids)
+    assert s._lists is None  # too few codes for 128 lists
+    s.build_ivf(16)
+    got = s.search(codes[:5], 20, filter={"even": True})
+    np.testing.assert_array_equal(got.ids, flat.search(codes[:5], 20, filter={"even": True}).ids)
+
+
+def test_corrections_follow_the_rows(hashed):
+    h, x, _ = hashed
+    codes = h.encode(x[:4000])
+    corr = np.random.default_rng(0).standard_normal((4000, 2)).astype(np.float32)
+    s = LocalStore(ivf=8, nprobe=2)
+    s.open(make_meta(64))
+    s.upsert(np.arange(4000), codes, corrections=corr)
+    hits, got = s.search_with_corrections(codes[:4], 30)
+    want, found = s.lookup_corrections(hits.ids.ravel())
+    assert found.all()
+    np.testing.assert_array_equal(got.reshape(-1, 2), want)
+    np.testing.assert_array_equal(hits.codes.reshape(-1, 8), codes[hits.ids.ravel()])
+
+
+def test_file_store_retrains_the_same_lists_after_reopen(hashed, tmp_path):
+    h, x, _ = hashed
+    codes = h.encode(x[:10000])
+    s = open_store(f"file://{tmp_path / 'c'}?ivf=32&nprobe=3")
+    s.open(make_meta(64))
+    s.upsert(np.arange(10000), codes)
+    before = s.search(codes[:10], 20)
+    again = open_store(f"file://{tmp_path / 'c'}?ivf=32&nprobe=3")
+    again.open(make_meta(64))
+    after = again.search(codes[:10], 20)
+    assert again._ivf is not None and again.nprobe == 3
+    np.testing.assert_array_equal(before.ids, after.ids)
+
+
+def test_bad_options_name_the_problem(hashed):
+    with pytest.raises(ValueError, match="ivf must be"):
+        LocalStore(ivf="many")
+    with pytest.raises(ValueError, match="ivf must be"):
+        LocalStore(ivf=0)
+    with pytest.raises(ValueError, match="nprobe"):
+        LocalStore(ivf=8, nprobe=0)
+    with pytest.raises(ValueError, match="nprobe"):
+        open_store("memory://?ivf=auto&nprobe=-1")
+    h, x, _ = hashed
+    s = _store(h.encode(x[:100]), ivf="auto")
+    with pytest.raises(ValueError, match="at least 390 codes"):
+        s.build_ivf(10)
+    assert s.count() == 100  # nothing lost
+    with pytest.raises(ValueError, match="at least"):
+        CodeIVF.fit(h.encode(x[:100]), 10)
+
+
+def test_auto_nlist_grows_with_the_collection():
+    assert auto_nlist(10) == 0
+    assert auto_nlist(1_000_000) == 1024
+    assert auto_nlist(10_000_000) == 4096
+    assert auto_nlist(100_000_000) == 4096
+    assert auto_nlist(1000) <= 1000 // MIN_PER_LIST
