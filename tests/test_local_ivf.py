@@ -153,7 +153,27 @@ def test_bad_options_name_the_problem(hashed):
 
 def test_auto_nlist_grows_with_the_collection():
     assert auto_nlist(10) == 0
-    assert auto_nlist(1_000_000) == 1024
-    assert auto_nlist(10_000_000) == 4096
-    assert auto_nlist(100_000_000) == 4096
+    assert auto_nlist(1_000_000) == 4096
+    assert auto_nlist(10_000_000) == 16384
+    assert auto_nlist(100_000_000) == 32768
     assert auto_nlist(1000) <= 1000 // MIN_PER_LIST
+
+
+def test_two_level_lists_above_1024(hashed):
+    h, x, q = hashed
+    base = h.encode(x)
+    rng = np.random.default_rng(1)
+    flips = np.packbits(rng.random((3 * len(base), 64)) < 0.05, axis=1)
+    codes = np.tile(base, (3, 1)) ^ flips  # 60k distinct noisy copies
+    ivf = CodeIVF.fit(codes, 1100)
+    assert ivf.top.shape[0] == 33 and ivf.nlist == 33 * 34
+    a = ivf.assign(codes[:2000])
+    top = np.argmin(hamming_distances_fast(codes[:2000], ivf.top), axis=1)
+    np.testing.assert_array_equal(a // ivf.per_top, top)  # a fine list of the nearest top one
+    s = _store(codes, ivf=1100, nprobe=ivf.nlist)
+    flat = _store(codes)
+    qc = h.encode(q)
+    np.testing.assert_array_equal(s.search(qc, 20).distances, flat.search(qc, 20).distances)
+    s.nprobe = 64
+    got = s.search(qc, 20)
+    assert _recall(got.ids, flat.search(qc, 20).ids) > 0.5

@@ -1,7 +1,7 @@
 """Inverted-file kernels over packed codes: k-majority training, list assignment, probed top-C.
 
 Centroids are binary codes; a code belongs to the list of its nearest centroid in Hamming
-distance (ties: the lower list). The probed selection scans the rows of a query's lists (stored
+distance (ties: the lower list), found in two levels (top centroid, then its fine ones). The probed selection scans the rows of a query's lists (stored
 contiguously, list by list) once, counts distances, and keeps the best C by distance.
 """
 
@@ -31,6 +31,36 @@ def _assign_kernel(cw, centw, out, out_d):
                 bl = c
         out[r] = bl
         out_d[r] = best
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _assign2_kernel(cw, topw, finew, per_top, out):
+    """Two-level assignment: the nearest top centroid, then its nearest fine centroid.
+
+    Fine centroids ``t * per_top .. (t + 1) * per_top - 1`` belong to top centroid t.
+    """
+    n = cw.shape[0]
+    nw = cw.shape[1]
+    for r in prange(n):
+        best = np.int64(1 << 30)
+        bt = 0
+        for t in range(topw.shape[0]):
+            d = np.int64(0)
+            for w in range(nw):
+                d += popcount64(cw[r, w] ^ topw[t, w])
+            if d < best:
+                best = d
+                bt = t
+        best = np.int64(1 << 30)
+        bl = bt * per_top
+        for c in range(bt * per_top, (bt + 1) * per_top):
+            d = np.int64(0)
+            for w in range(nw):
+                d += popcount64(cw[r, w] ^ finew[c, w])
+            if d < best:
+                best = d
+                bl = c
+        out[r] = bl
 
 
 @njit(cache=True, nogil=True)
@@ -139,3 +169,65 @@ def _probed_select_kernel(qw, cw, offsets, probes, c_keep, n_bits, out_r, out_d)
                         out_r[qi, e] = r
                         out_d[qi, e] = d
                         pos[d] = e + 1
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _probe_kernel(qw, centw, means, half, own, n_pre, nprobe, n_bits, out):
+    """Per query: the nprobe lists to scan, nearest first; out (nq, nprobe).
+
+    The n_pre lists of centroids nearest in Hamming distance (ties: lower list) are ranked by
+    half the squared distance of the query's +-1 code to the list means; list own[qi] first.
+    Reads the packed centroids and n_pre rows of means, not every mean.
+    """
+    nq = qw.shape[0]
+    nl = centw.shape[0]
+    nw = centw.shape[1]
+    for qi in prange(nq):
+        ds = np.empty(nl, np.int64)
+        cnt = np.zeros(n_bits + 2, np.int64)
+        for c in range(nl):
+            d = np.int64(0)
+            for w in range(nw):
+                d += popcount64(qw[qi, w] ^ centw[c, w])
+            ds[c] = d
+            cnt[d] += 1
+        keep = min(n_pre, nl)
+        acc = 0
+        t = n_bits
+        for d in range(n_bits + 1):
+            acc += cnt[d]
+            if acc >= keep:
+                t = d
+                break
+        below = acc - cnt[t]  # lists nearer than t: all kept; then the first at t
+        cand = np.empty(keep + 1, np.int64)
+        e = 0
+        at_t = 0
+        for c in range(nl):
+            if ds[c] < t or (ds[c] == t and at_t < keep - below):
+                if ds[c] == t:
+                    at_t += 1
+                cand[e] = c
+                e += 1
+        has_own = False
+        for j in range(e):
+            if cand[j] == own[qi]:
+                has_own = True
+        if not has_own:
+            cand[e] = own[qi]
+            e += 1
+        signs = np.empty(n_bits, np.float32)
+        for b in range(n_bits):  # np.unpackbits order: bit 7 of byte 0 first
+            sh = 8 * ((b & 63) >> 3) + 7 - (b & 7)
+            bit = (qw[qi, b >> 6] >> np.uint64(sh)) & np.uint64(1)
+            signs[b] = 2.0 * np.float32(bit) - 1.0
+        score = np.empty(e, np.float64)
+        for j in range(e):
+            c = cand[j]
+            s = np.float64(half[c])
+            for b in range(n_bits):
+                s -= signs[b] * means[c, b]
+            score[j] = -np.inf if c == own[qi] else s
+        order = np.argsort(score, kind="mergesort")
+        for j in range(min(nprobe, e)):
+            out[qi, j] = cand[order[j]]

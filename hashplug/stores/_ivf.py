@@ -1,23 +1,34 @@
 """An inverted file over packed codes: LocalStore's sub-linear coarse stage (issue 17).
 
 Centroids are binary codes trained by k-majority (Lloyd's k-means in Hamming space: each centroid
-bit is the majority bit of its members) on a sample; a code belongs to the list of its nearest
-centroid. A query probes its own list and the ``nprobe - 1`` lists whose members' mean +-1 code
-is nearest to its +-1 code (the means carry more than the majority bits); its Hamming top-C is
-selected from the rows of those lists only. Rows are kept list by list in one array, so a probe
-reads contiguous blocks. Why not multi-index hashing: the coarse stage returns hundreds to thousands of
-candidates, i.e. radii of 10+ bits at 64 bits, where it enumerates too many buckets.
+bit is the majority bit of its members) on a sample, in two levels: about ``sqrt(nlist)`` top
+centroids, then as many fine ones among each top one's members; a code belongs to the list of
+the nearest fine centroid of its nearest top one (assignment costs ``2 sqrt(nlist)`` distances,
+not ``nlist``). A query probes its own list and the ``nprobe - 1`` lists whose members' mean +-1
+code is nearest to its +-1 code (the means carry more than the majority bits), among the
+``4 nprobe`` lists with the nearest centroids (so a probe reads the packed centroids and a few
+means, not every mean); its Hamming top-C
+is selected from the rows of those lists only. Rows are kept list by list in one array, so a probe
+reads contiguous blocks. Why not multi-index hashing: the coarse stage returns hundreds to
+thousands of candidates, i.e. radii of 10+ bits at 64 bits, where it enumerates too many buckets.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .._kernels.ivf import _assign_kernel, _bit_counts, _list_order, _probed_select_kernel
+from .._kernels.ivf import (
+    _assign2_kernel,
+    _assign_kernel,
+    _bit_counts,
+    _list_order,
+    _probe_kernel,
+    _probed_select_kernel,
+)
 from ..rerank import _words
 from .base import HAMMING_PAD
 
@@ -30,15 +41,15 @@ DEFAULT_NPROBE = 32
 
 
 def auto_nlist(n: int) -> int:
-    """Return the lists for ``ivf="auto"`` over ``n`` codes: the power of two nearest ``sqrt(n)``.
+    """Return the lists for ``ivf="auto"`` over ``n`` codes: the power of two nearest ``4 sqrt(n)``.
 
-    At most 4096 (so assigning 10M codes takes seconds, not minutes) and at most
-    ``n // MIN_PER_LIST``; 0 when ``n`` is too small for 2 lists.
+    (FAISS's usual rule), at most 65536 and ``n // MIN_PER_LIST``; 0 when ``n`` is too small
+    for 2 lists.
     """
     if n < 2 * MIN_PER_LIST:
         return 0
-    want = 2 ** round(math.log2(math.sqrt(n)))
-    return int(max(2, min(want, 4096, n // MIN_PER_LIST)))
+    want = 2 ** round(math.log2(4 * math.sqrt(n)))
+    return int(max(2, min(want, 65536, n // MIN_PER_LIST)))
 
 
 @dataclass(eq=False)
@@ -47,14 +58,20 @@ class CodeIVF:
 
     Attributes
     ----------
-    centroids : (nlist, n_bytes) uint8 packed binary centroids (assignment).
+    top : (n_top, n_bytes) uint8 packed top-level binary centroids.
+    centroids : (n_top * per_top, n_bytes) uint8 packed fine centroids, ``per_top`` per top one.
     means : (nlist, n_bits) float32 mean +-1 code of each list's training members (probing).
     trained_on : number of codes in the collection when it was trained.
     """
 
+    top: NDArray[np.uint8]
     centroids: NDArray[np.uint8]
     means: NDArray[np.float32]
     trained_on: int
+    _half: NDArray[np.float32] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._half = 0.5 * np.einsum("ij,ij->i", self.means, self.means)
 
     @property
     def nlist(self) -> int:
@@ -65,9 +82,11 @@ class CodeIVF:
     def fit(
         cls, codes: NDArray[np.uint8], nlist: int, *, iters: int = 10, seed: int = 0
     ) -> CodeIVF:
-        """Train ``nlist`` centroids by k-majority on at most ``64 * nlist`` sampled codes.
+        """Train about ``nlist`` lists in two levels by k-majority on a sample of the codes.
 
-        Raises ``ValueError`` when there are fewer than ``MIN_PER_LIST * nlist`` codes.
+        ``sqrt(nlist)`` top centroids, then as many fine ones inside each (one level up to
+        1024 lists); the sample holds at most ``48 * nlist`` codes. Raises ``ValueError``
+        when there are fewer than ``MIN_PER_LIST * nlist`` codes.
         """
         n = int(codes.shape[0])
         if n < MIN_PER_LIST * nlist:
@@ -76,41 +95,57 @@ class CodeIVF:
                 f"the collection has {n}; use fewer lists or ivf='auto'"
             )
         rng = np.random.default_rng(seed)
-        m = min(n, 64 * nlist)
+        m = min(n, 48 * nlist)
         sample = codes[np.sort(rng.choice(n, m, replace=False))] if m < n else codes
         bits = np.unpackbits(sample, axis=1)
-        cent = sample[rng.choice(m, nlist, replace=False)].copy()
-        for _ in range(iters):
-            assign = _assign(sample, cent)
-            ones, cnt = _bit_counts(bits, assign, nlist)
-            new = np.packbits(2 * ones > cnt[:, None], axis=1)
-            empty = cnt == 0
-            if empty.any():  # re-seed empty lists from random codes
-                new[empty] = sample[rng.choice(m, int(empty.sum()), replace=False)]
-            cent = new
-        ones, cnt = _bit_counts(bits, _assign(sample, cent), nlist)
+        n_top = 1 if nlist <= 1024 else int(round(math.sqrt(nlist)))
+        per_top = -(-nlist // n_top)
+        top, a_top = _kmajority(sample, bits, n_top, iters, rng)
+        fine = np.empty((n_top * per_top, codes.shape[1]), np.uint8)
+        lists = np.empty(m, np.int64)
+        for t in range(n_top):
+            rows = np.flatnonzero(a_top == t)
+            if rows.size >= per_top:
+                c, a = _kmajority(sample[rows], bits[rows], per_top, iters, rng)
+            else:  # too few members: their own codes, the rest copies (empty lists)
+                c = np.repeat(top[t : t + 1], per_top, axis=0)
+                c[: rows.size] = sample[rows]
+                a = np.arange(rows.size)
+            fine[t * per_top : (t + 1) * per_top] = c
+            lists[rows] = t * per_top + a
+        ones, cnt = _bit_counts(bits, lists, fine.shape[0])
         means = (2.0 * ones / np.maximum(cnt, 1)[:, None] - 1.0).astype(np.float32)
-        means[cnt == 0] = np.unpackbits(cent[cnt == 0], axis=1) * 2.0 - 1.0
-        return cls(cent, means, n)
+        means[cnt == 0] = np.unpackbits(fine[cnt == 0], axis=1) * 2.0 - 1.0
+        return cls(top, fine, means, n)
+
+    @property
+    def per_top(self) -> int:
+        """Fine lists per top centroid."""
+        return self.nlist // int(self.top.shape[0])
 
     def assign(self, codes: NDArray[np.uint8]) -> NDArray[np.int32]:
-        """Return the list of each code (its nearest centroid)."""
-        return _assign(codes, self.centroids)
+        """Return the list of each code: the nearest fine centroid of its nearest top one."""
+        out = np.empty(codes.shape[0], np.int32)
+        if codes.shape[0]:
+            _assign2_kernel(_words(codes), _words(self.top), _words(self.centroids),
+                            self.per_top, out)  # fmt: skip
+        return out
 
     def probe(self, query_codes: NDArray[np.uint8], nprobe: int) -> NDArray[np.int64]:
         """Return (q, nprobe) the lists to scan per query, nearest first.
 
-        First the query's own list (where an equal code is), then by distance to the means.
+        First the query's own list (where an equal code is), then by distance to the list means
+        among the ``4 nprobe`` (at least 64) lists whose centroids are nearest in Hamming distance.
         """
-        signs = np.unpackbits(query_codes, axis=1).astype(np.float32) * 2.0 - 1.0
-        half = 0.5 * np.einsum("ij,ij->i", self.means, self.means)
-        score = half - signs @ self.means.T  # smaller is nearer (half the squared L2)
-        score[np.arange(score.shape[0]), self.assign(query_codes)] = -np.inf
+        q = np.ascontiguousarray(query_codes)
         p = min(nprobe, self.nlist)
-        if p == self.nlist:
-            return np.argsort(score, axis=1, kind="stable")
-        top = np.argpartition(score, p - 1, axis=1)[:, :p]
-        return np.take_along_axis(top, np.argsort(np.take_along_axis(score, top, 1), 1), 1)
+        out = np.full((q.shape[0], p), -1, np.int64)
+        if q.shape[0]:
+            _probe_kernel(
+                _words(q), _words(self.centroids), self.means, self._half, self.assign(q),
+                max(4 * p, 64), p, q.shape[1] * 8, out,
+            )  # fmt: skip
+        return out
 
 
 def _assign(codes: NDArray[np.uint8], centroids: NDArray[np.uint8]) -> NDArray[np.int32]:
@@ -121,18 +156,37 @@ def _assign(codes: NDArray[np.uint8], centroids: NDArray[np.uint8]) -> NDArray[n
     return out
 
 
+def _kmajority(
+    sample: NDArray[np.uint8], bits: NDArray[np.uint8], k: int, iters: int,
+    rng: np.random.Generator,
+) -> tuple[NDArray[np.uint8], NDArray[np.int32]]:  # fmt: skip
+    """Return k binary centroids (k-means in Hamming space, majority bits) and the assignment."""
+    m = sample.shape[0]
+    cent = sample[rng.choice(m, k, replace=False)].copy()
+    for _ in range(iters):
+        ones, cnt = _bit_counts(bits, _assign(sample, cent), k)
+        new = np.packbits(2 * ones > cnt[:, None], axis=1)
+        empty = cnt == 0
+        if empty.any():  # re-seed empty lists from random codes
+            new[empty] = sample[rng.choice(m, int(empty.sum()), replace=False)]
+        cent = new
+    return cent, _assign(sample, cent)
+
+
 @dataclass(eq=False)
 class Lists:
     """One store state's rows grouped by list: list ``l`` is ``order[offsets[l]:offsets[l+1]]``.
 
-    ``ids`` is the state's id array it was made for (compared by identity).
+    ``state_ids`` is the state's id array it was made for (compared by identity); ``ids`` and
+    ``codes`` are copies in list order, so the hits of a probe are read from a few blocks.
     """
 
     ivf: CodeIVF
-    ids: NDArray[np.int64]
+    state_ids: NDArray[np.int64]
     order: NDArray[np.int64]
     offsets: NDArray[np.int64]
-    words: NDArray[np.uint64]
+    ids: NDArray[np.int64]
+    codes: NDArray[np.uint8]
 
     @classmethod
     def make(
@@ -144,15 +198,16 @@ class Lists:
     ) -> Lists:
         """Group the rows of ``codes`` by their lists ``assign``."""
         order, offsets = _list_order(assign, ivf.nlist)
-        return cls(ivf, ids, order, offsets, _words(np.ascontiguousarray(codes[order])))
+        return cls(ivf, ids, order, offsets, ids[order], np.ascontiguousarray(codes[order]))
 
     def select(
         self, query_codes: NDArray[np.uint8], limit: int, nprobe: int
     ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """Return (state rows, Hamming distances) (q, limit) from each query's probed lists.
+        """Return (positions in list order, Hamming distances) (q, limit) from the probed lists.
 
         A query probes at least ``nprobe`` lists, and more when those hold fewer than ``limit``
-        rows; row -1 (distance ``HAMMING_PAD``) pads. Equal distances come in probe order.
+        rows; position -1 (distance ``HAMMING_PAD``) pads. Equal distances come in probe order.
+        ``order[position]`` is the row in the state.
         """
         nq = query_codes.shape[0]
         probes = self.ivf.probe(query_codes, nprobe)
@@ -170,8 +225,7 @@ class Lists:
         out_d = np.full((nq, limit), HAMMING_PAD, np.int64)
         n_bits = int(query_codes.shape[1]) * 8
         _probed_select_kernel(
-            _words(np.ascontiguousarray(query_codes)), self.words, self.offsets,
+            _words(np.ascontiguousarray(query_codes)), _words(self.codes), self.offsets,
             np.ascontiguousarray(probes, dtype=np.int64), limit, n_bits, out_r, out_d,
         )  # fmt: skip
-        rows = np.where(out_r >= 0, self.order[np.maximum(out_r, 0)], -1)
-        return rows, out_d
+        return out_r, out_d

@@ -338,8 +338,10 @@ class LocalStore(Store):
         lists = self._lists_of(st) if mask_of is None and q.shape[0] else None
         n = st_ids.size
         if n and q.shape[0]:
-            if lists is not None:
+            corr_rows = None
+            if lists is not None:  # hits read from the lists' copies (a few blocks)
                 rows, dist = lists.select(q, min(limit, n), self.nprobe)
+                st_ids, st_codes, corr_rows = lists.ids, lists.codes, lists.order
             else:
                 rows, dist = hamming_topk(q, st_codes, min(limit, n), ids=st_ids)  # type: ignore[assignment]
             valid = rows >= 0
@@ -349,7 +351,8 @@ class LocalStore(Store):
             out_d[:, :kk] = np.where(valid, dist, HAMMING_PAD)
             out_c[:, :kk] = np.where(valid[..., None], st_codes[at], 0)
             if out_f is not None and st_corr is not None:
-                out_f[:, :kk] = np.where(valid[..., None], st_corr[at], np.nan)
+                at_c = at if corr_rows is None else corr_rows[at]
+                out_f[:, :kk] = np.where(valid[..., None], st_corr[at_c], np.nan)
         return CodeHits(out_i, out_d, out_c), out_f
 
     # -- inverted file ---------------------------------------------------------------------------
@@ -381,7 +384,7 @@ class LocalStore(Store):
             return None
         ids, codes = st["ids"], st["codes"]
         lists = self._lists
-        if lists is not None and lists.ids is ids and lists.ivf is self._ivf:
+        if lists is not None and lists.state_ids is ids and lists.ivf is self._ivf:
             return lists
         ivf = self._ivf
         n = int(ids.size)
