@@ -34,32 +34,35 @@ def _assign_kernel(cw, centw, out, out_d):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _assign2_kernel(cw, topw, finew, per_top, out):
-    """Two-level assignment: the nearest top centroid, then its nearest fine centroid.
+def _assign2_kernel(cw, topw, finew, per_top, n_near, out):
+    """Two-level assignment: the nearest fine centroid among those of the n_near nearest tops.
 
-    Fine centroids ``t * per_top .. (t + 1) * per_top - 1`` belong to top centroid t.
+    Fine centroids ``t * per_top .. (t + 1) * per_top - 1`` belong to top centroid t; ties go
+    to the nearer top, then the lower fine centroid.
     """
     n = cw.shape[0]
     nw = cw.shape[1]
+    nt = topw.shape[0]
+    m = min(n_near, nt)
     for r in prange(n):
-        best = np.int64(1 << 30)
-        bt = 0
-        for t in range(topw.shape[0]):
+        td = np.empty(nt, np.int64)
+        for t in range(nt):
             d = np.int64(0)
             for w in range(nw):
                 d += popcount64(cw[r, w] ^ topw[t, w])
-            if d < best:
-                best = d
-                bt = t
+            td[t] = d
+        near = np.argsort(td, kind="mergesort")[:m]
         best = np.int64(1 << 30)
-        bl = bt * per_top
-        for c in range(bt * per_top, (bt + 1) * per_top):
-            d = np.int64(0)
-            for w in range(nw):
-                d += popcount64(cw[r, w] ^ finew[c, w])
-            if d < best:
-                best = d
-                bl = c
+        bl = near[0] * per_top
+        for j in range(m):
+            t = near[j]
+            for c in range(t * per_top, (t + 1) * per_top):
+                d = np.int64(0)
+                for w in range(nw):
+                    d += popcount64(cw[r, w] ^ finew[c, w])
+                if d < best:
+                    best = d
+                    bl = c
         out[r] = bl
 
 

@@ -54,9 +54,11 @@ class LocalStore(Store):
     at least 39 codes per list (or by :meth:`build_ivf`), in memory only: they are trained
     again after reopening. Written codes join their lists on the next search, deleted ones leave
     them; ``"auto"`` retrains when the collection has grown 4x. ``nprobe`` (``?nprobe=``):
-    lists scanned per query (default 32; more lists when those hold fewer than the limit).
-    A search then returns the Hamming top-limit of the probed lists, an approximation of the
-    exhaustive one; filtered searches and smaller collections scan exhaustively.
+    lists scanned per query (default 64; more lists when those hold fewer than the limit).
+    A search then returns the Hamming top-limit of the probed lists (equal distances in probe
+    order), an approximation of the exhaustive one; filtered searches and smaller collections scan
+    exhaustively. The lists keep a copy of the codes and ids in list order (8 + n_bytes bytes
+    per vector in RAM).
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("memory", "file")
