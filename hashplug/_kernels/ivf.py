@@ -38,32 +38,45 @@ def _assign2_kernel(cw, topw, finew, per_top, n_near, out):
     """Two-level assignment: the nearest fine centroid among those of the n_near nearest tops.
 
     Fine centroids ``t * per_top .. (t + 1) * per_top - 1`` belong to top centroid t; ties go
-    to the nearer top, then the lower fine centroid.
+    to the nearer top (then the lower one), then the lower fine centroid.
     """
     n = cw.shape[0]
     nw = cw.shape[1]
     nt = topw.shape[0]
     m = min(n_near, nt)
-    for r in prange(n):
-        td = np.empty(nt, np.int64)
-        for t in range(nt):
-            d = np.int64(0)
-            for w in range(nw):
-                d += popcount64(cw[r, w] ^ topw[t, w])
-            td[t] = d
-        near = np.argsort(td, kind="mergesort")[:m]
-        best = np.int64(1 << 30)
-        bl = near[0] * per_top
-        for j in range(m):
-            t = near[j]
-            for c in range(t * per_top, (t + 1) * per_top):
+    chunk = 1024
+    for u in prange((n + chunk - 1) // chunk):
+        near_d = np.empty(m, np.int64)
+        near_t = np.empty(m, np.int64)
+        for r in range(u * chunk, min(n, (u + 1) * chunk)):
+            k = 0  # the m nearest tops so far, sorted by (distance, top)
+            for t in range(nt):
                 d = np.int64(0)
                 for w in range(nw):
-                    d += popcount64(cw[r, w] ^ finew[c, w])
-                if d < best:
-                    best = d
-                    bl = c
-        out[r] = bl
+                    d += popcount64(cw[r, w] ^ topw[t, w])
+                if k == m and d >= near_d[m - 1]:
+                    continue
+                j = k if k < m else m - 1
+                while j > 0 and near_d[j - 1] > d:
+                    near_d[j] = near_d[j - 1]
+                    near_t[j] = near_t[j - 1]
+                    j -= 1
+                near_d[j] = d
+                near_t[j] = t
+                if k < m:
+                    k += 1
+            best = np.int64(1 << 30)
+            bl = near_t[0] * per_top
+            for j in range(m):
+                t = near_t[j]
+                for c in range(t * per_top, (t + 1) * per_top):
+                    d = np.int64(0)
+                    for w in range(nw):
+                        d += popcount64(cw[r, w] ^ finew[c, w])
+                    if d < best:
+                        best = d
+                        bl = c
+            out[r] = bl
 
 
 @njit(cache=True, nogil=True)
