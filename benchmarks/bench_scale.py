@@ -1,7 +1,7 @@
 """Cost growth from 100k to 10M codes: hashplug's local store next to FAISS, in one run (issue 17).
 
     .venv/bin/python benchmarks/bench_scale.py [--sizes 100000 1000000 10000000] [--sets fmnist text]
-        [--queries 100] [--single 20] [--repeats 3] [--out benchmarks/results]
+        [--queries 100] [--single 20] [--repeats 3] [--out benchmarks/results] [--report-only]
 
 Data: each set's database embeddings, hashed (HashingBaseline, 64 bits), tiled to N codes with
 noisy copies in logit space (``tiled_codes`` of ``bench_oversample.py``); queries: the set's
@@ -22,6 +22,9 @@ all calls), with 1 and 2 threads (``numba.set_num_threads``, ``faiss.omp_set_num
 Ingest: 50k-row batches (``store.upsert``; FAISS ``add``), IVF training (+ list build) timed
 apart; memory per vector = RSS growth / N; disk per vector: a ``file://`` LocalStore's files,
 FAISS's serialized index. Writes ``scale.md``, ``scale.json`` and ``scale.png`` under ``--out``.
+``--report-only`` rewrites the markdown and the plot from ``scale.json``. 100M codes
+(``--sizes 100000000``) need about 20 GB of RAM with every method held, and the in-memory
+store's ingest in 50k batches grows with N (see the ingest rates): not part of the default run.
 """
 
 from __future__ import annotations
