@@ -20,8 +20,8 @@ all calls), with 1 and 2 threads (``numba.set_num_threads``, ``faiss.omp_set_num
   ours, trained on 64 * nlist codes, 10 iterations as ours) likewise; ``faiss mih ...``:
   ``IndexBinaryMultiHash`` (nhash tables of b bits, nflip) likewise.
 Ingest: 50k-row batches (``store.upsert``; FAISS ``add``), IVF training (+ list build) timed
-apart; memory per vector = RSS growth / N; disk per vector: a ``file://`` LocalStore's files,
-FAISS's serialized index. Writes ``scale.md``, ``scale.json`` and ``scale.png`` under ``--out``.
+apart; memory per vector: the arrays a LocalStore holds (FAISS: its serialized index), and the
+RSS growth while adding; disk per vector: a ``file://`` LocalStore's files, FAISS's serialized index. Writes ``scale.md``, ``scale.json`` and ``scale.png`` under ``--out``.
 ``--report-only`` rewrites the markdown and the plot from ``scale.json``. 100M codes
 (``--sizes 100000000``) need about 20 GB of RAM with every method held, and the in-memory
 store's ingest in 50k batches grows with N (see the ingest rates): not part of the default run.
