@@ -65,7 +65,7 @@ except ImportError:  # pragma: no cover - optional
     faiss = None
 
 K, BITS, BATCH = 10, 64, 50_000
-NPROBES = (8, 16, 32, 64, 128)
+NPROBES = (8, 16, 32, 64, 128, 256, 512)
 MIH = ((4, 16, 1), (4, 16, 2))  # (nhash, b, nflip); 8x8 nflip 0: 40 ms/query at 1M text codes
 THREADS = (1, 2)
 PLOT = ("exact", "hp flat", "hp ivf np=32", "hp ivf np=128", "faiss flat", "faiss ivf np=32",
