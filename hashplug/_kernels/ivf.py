@@ -10,27 +10,29 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .intrinsics import popcount64
+from .hamming import _ham_row
+from .intrinsics import _leaf, popcount64
+
+
+@_leaf
+def _nearest(cent, c0, c1, row, nw):
+    """Return (distance, index) of the centroid of [c0, c1) nearest to ``row`` (lowest on ties)."""
+    best = np.int64(1 << 30)
+    bl = c0
+    for c in range(c0, c1):
+        d = _ham_row(cent, c, row, nw)
+        if d < best:
+            best = d
+            bl = c
+    return best, bl
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def _assign_kernel(cw, centw, out, out_d):
     """out[r] = the centroid nearest to code r (lowest index on ties), out_d[r] its distance."""
-    n = cw.shape[0]
-    nl = centw.shape[0]
     nw = cw.shape[1]
-    for r in prange(n):
-        best = np.int64(1 << 30)
-        bl = 0
-        for c in range(nl):
-            d = np.int64(0)
-            for w in range(nw):
-                d += popcount64(cw[r, w] ^ centw[c, w])
-            if d < best:
-                best = d
-                bl = c
-        out[r] = bl
-        out_d[r] = best
+    for r in prange(cw.shape[0]):
+        out_d[r], out[r] = _nearest(centw, 0, centw.shape[0], cw[r], nw)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -51,9 +53,7 @@ def _assign2_kernel(cw, topw, finew, per_top, n_near, out):
         for r in range(u * chunk, min(n, (u + 1) * chunk)):
             k = 0  # the m nearest tops so far, sorted by (distance, top)
             for t in range(nt):
-                d = np.int64(0)
-                for w in range(nw):
-                    d += popcount64(cw[r, w] ^ topw[t, w])
+                d = _ham_row(topw, t, cw[r], nw)
                 if k == m and d >= near_d[m - 1]:
                     continue
                 j = k if k < m else m - 1
@@ -69,13 +69,10 @@ def _assign2_kernel(cw, topw, finew, per_top, n_near, out):
             bl = near_t[0] * per_top
             for j in range(m):
                 t = near_t[j]
-                for c in range(t * per_top, (t + 1) * per_top):
-                    d = np.int64(0)
-                    for w in range(nw):
-                        d += popcount64(cw[r, w] ^ finew[c, w])
-                    if d < best:
-                        best = d
-                        bl = c
+                d, c = _nearest(finew, t * per_top, (t + 1) * per_top, cw[r], nw)
+                if d < best:
+                    best = d
+                    bl = c
             out[r] = bl
 
 
@@ -202,9 +199,7 @@ def _probe_kernel(qw, centw, means, half, own, n_pre, nprobe, n_bits, out):
         ds = np.empty(nl, np.int64)
         cnt = np.zeros(n_bits + 2, np.int64)
         for c in range(nl):
-            d = np.int64(0)
-            for w in range(nw):
-                d += popcount64(qw[qi, w] ^ centw[c, w])
+            d = _ham_row(centw, c, qw[qi], nw)
             ds[c] = d
             cnt[d] += 1
         keep = min(n_pre, nl)
