@@ -181,3 +181,32 @@ def test_two_level_lists_above_1024(hashed):
     s.nprobe = 64
     got = s.search(qc, 20)
     assert _recall(got.ids, flat.search(qc, 20).ids) > 0.5
+
+
+def test_concurrent_first_searches_train_once(hashed, monkeypatch):
+    import threading
+
+    h, x, _ = hashed
+    codes = h.encode(x)
+    s = _store(codes, ivf=64, nprobe=8)
+    fits = []
+    real_fit = CodeIVF.fit.__func__
+
+    def counting_fit(cls, *a, **kw):
+        fits.append(1)
+        return real_fit(cls, *a, **kw)
+
+    monkeypatch.setattr(CodeIVF, "fit", classmethod(counting_fit))
+    out = [None] * 4
+
+    def run(i):
+        out[i] = s.search(codes[:20], 10).ids
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(fits) == 1
+    for o in out[1:]:
+        np.testing.assert_array_equal(o, out[0])

@@ -83,6 +83,7 @@ class LocalStore(Store):
         self.nprobe = int(nprobe)
         self._ivf: CodeIVF | None = None
         self._lists: Lists | None = None
+        self._ivf_lock = threading.Lock()
         self.path = Path(path) if path is not None else None
         self._shared = name
         self._files = StoreFiles(self.path, lock_timeout) if self.path is not None else None
@@ -374,7 +375,7 @@ class LocalStore(Store):
                 f"ivf='auto' needs at least {2 * MIN_PER_LIST} codes, the collection has {n}"
             )
         ivf = CodeIVF.fit(st["codes"], k, seed=seed)
-        with self._lock:
+        with self._ivf_lock:
             self._ivf_opt = self._ivf_opt or opt
             self._ivf, self._lists = ivf, None
         self._lists_of(st)
@@ -384,14 +385,22 @@ class LocalStore(Store):
         """Return the inverted file's lists of this state; None: scan exhaustively."""
         if self._ivf_opt is None or st["meta"] is None:
             return None
-        ids, codes = st["ids"], st["codes"]
         lists = self._lists
-        if lists is not None and lists.state_ids is ids and lists.ivf is self._ivf:
+        if lists is not None and lists.state_ids is st["ids"] and lists.ivf is self._ivf:
             return lists
+        with self._ivf_lock:  # one thread trains and groups; the others wait for its lists
+            lists = self._lists
+            if lists is not None and lists.state_ids is st["ids"] and lists.ivf is self._ivf:
+                return lists
+            return self._make_lists(st)
+
+    def _make_lists(self, st: dict[str, Any]) -> Lists | None:
+        ids, codes, opt = st["ids"], st["codes"], self._ivf_opt
+        assert opt is not None
         ivf = self._ivf
         n = int(ids.size)
-        if ivf is None or (self._ivf_opt == "auto" and n > 4 * ivf.trained_on):
-            k = auto_nlist(n) if self._ivf_opt == "auto" else int(self._ivf_opt)
+        if ivf is None or (opt == "auto" and n > 4 * ivf.trained_on):
+            k = auto_nlist(n) if opt == "auto" else int(opt)
             if k == 0 or n < MIN_PER_LIST * k:
                 return None  # too few codes for these lists: exhaustive
             ivf = self._ivf = CodeIVF.fit(codes, k)
