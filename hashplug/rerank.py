@@ -29,8 +29,9 @@ Exhaustive search (``search_codes(..., candidates=None)``)
 :func:`search_codes` with ``candidates=None`` is exact: it never materialises the (Q, N) matrix.
 Per query it scans the codes with a cheap integer lower bound — the weights ``a_j`` quantised down
 to 4 bit-planes, ``LB = M + delta * sum_b 2^b popcount((b XOR h) & plane_b)`` (vectorised over blocks
-of 64 codes) — and computes the exact distance only for codes whose bound does not exceed the
-current k-th best distance (kept in a bounded max-heap). The bound is rigorous (with a safety margin
+of 64 codes; codes of several words use a per-query step ``delta`` that keeps the most of the
+weights in the two top planes) — and computes the exact distance only for codes whose bound does not
+exceed the current k-th best distance (kept in a bounded max-heap). The bound is rigorous (with a safety margin
 for rounding), so the result equals the brute-force top-k.
 
 Two-stage search and Hamming top-k

@@ -121,6 +121,28 @@ def test_search_exact_multiword_prefilter_keeps_every_neighbour(n_bits, rng):
         np.testing.assert_array_equal(got_d, ref_d)
 
 
+@pytest.mark.parametrize("n_bits", [128, 256])
+def test_search_exact_tuned_step_keeps_every_neighbour(n_bits, rng):
+    """Multi-word queries quantise their weights with a tuned step that clamps the largest ones.
+
+    One or a few weights far above the rest (clamped to 15 steps) and weights spread over the
+    range, near the cut-off: a bound that overstated a clamped weight would drop a neighbour.
+    """
+    codes = rng.integers(0, 256, (20_000, n_bits // 8), dtype=np.uint8)
+    codes[7000:7005] = codes[3]  # ties broken by id
+    p = rng.uniform(0.2, 0.8, (6, n_bits))
+    p[0, 5] = 0.0  # one outlier weight
+    p[1, : n_bits // 8] = 1.0  # a block of large weights
+    p[2] = np.unpackbits(codes[3])  # the duplicated code at distance 0, weights all 1
+    p[2, ::3] = 0.5
+    p = p.astype(np.float32)
+    for k in (1, 10):
+        got_i, got_d = R.search_codes(p, codes, k)
+        ref_i, ref_d = ref_search(p, codes, k, None)
+        np.testing.assert_array_equal(got_i, ref_i)
+        np.testing.assert_array_equal(got_d, ref_d)
+
+
 @pytest.mark.parametrize("n_bits", [24, 64, 128])
 def test_search_codes_random_probs_large(n_bits, rng):
     """Non-dyadic probabilities, enough codes for the pruned scan to matter."""

@@ -22,6 +22,7 @@ from .tables import (
     _qsum,
     _query_tables,
     _smax,
+    _tune_planes,
 )
 
 _ONE_MAX = 8  # rows of a block passing the one-popcount filter before the two-plane one takes over
@@ -172,6 +173,7 @@ def _search_exact_kernel(probs, cw, ids, nbytes, k, n_shards, group, out_d, out_
         size = np.zeros(gq, np.int64)
         for j in range(gq):
             md[j, 0], md[j, 1] = _prep_query(probs[q0 + j], nbytes, nib[j], qwords[j], planes[j])
+            md[j, 1] = _tune_planes(nib[j], nbytes, md[j, 1], planes[j])
         no_map = np.empty(0, np.int64)
         sblk = np.empty(_BL, np.int64)
         for t0 in range(r0, r1, tile):
