@@ -28,11 +28,11 @@ def _nearest(cent, c0, c1, row, nw):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _assign_kernel(cw, centw, out, out_d):
-    """out[r] = the centroid nearest to code r (lowest index on ties), out_d[r] its distance."""
+def _assign_kernel(cw, centw, out):
+    """out[r] = the centroid nearest to code r (lowest index on ties)."""
     nw = cw.shape[1]
     for r in prange(cw.shape[0]):
-        out_d[r], out[r] = _nearest(centw, 0, centw.shape[0], cw[r], nw)
+        out[r] = _nearest(centw, 0, centw.shape[0], cw[r], nw)[1]
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -153,9 +153,8 @@ class CodeIVF:
 
 def _assign(codes: NDArray[np.uint8], centroids: NDArray[np.uint8]) -> NDArray[np.int32]:
     out = np.empty(codes.shape[0], np.int32)
-    dist = np.empty(codes.shape[0], np.int32)
     if codes.shape[0]:
-        _assign_kernel(_words(codes), _words(centroids), out, dist)
+        _assign_kernel(_words(codes), _words(centroids), out)
     return out
 
 
