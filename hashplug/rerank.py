@@ -192,10 +192,10 @@ def _check_ids(ids: ArrayLike | None, n: int) -> tuple[NDArray[np.int64], bool]:
         and ids.flags.c_contiguous
         and not ids.flags.writeable
     )
-    if frozen:
+    if isinstance(ids, np.ndarray) and not ids.flags.writeable:  # checked, or vouched for
         hit = _CHECKED_IDS.get(id(ids))
-        if hit is not None and hit[0]() is ids:
-            return ids, hit[1]  # type: ignore[return-value]
+        if hit is not None and hit[0]() is ids and ids.shape == (n,):
+            return ids, hit[1]
     a = np.asarray(ids)
     if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
         raise ValueError(f"ids must be an integer array, got dtype {a.dtype}")
@@ -208,6 +208,16 @@ def _check_ids(ids: ArrayLike | None, n: int) -> tuple[NDArray[np.int64], bool]:
     if frozen:
         _CHECKED_IDS[id(a)] = (weakref.ref(a, _forget(id(a))), srt)
     return a, srt
+
+
+def _vouch_ids(ids: NDArray[np.int64], srt: bool) -> None:
+    """Mark a store's read-only int64 ids (non-negative, never changed) as checked.
+
+    ``srt``: whether they are non-decreasing. For views that do not own their data (a store's
+    growable columns), which :func:`_check_ids` would otherwise check on every search.
+    """
+    assert ids.dtype == np.int64 and ids.flags.c_contiguous and not ids.flags.writeable
+    _CHECKED_IDS[id(ids)] = (weakref.ref(ids, _forget(id(ids))), srt)
 
 
 def _check_id_matrix(a: ArrayLike, nq: int, what: str) -> NDArray[np.int64]:

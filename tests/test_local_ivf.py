@@ -6,7 +6,7 @@ import pytest
 import hashplug
 from hashplug.rerank import hamming_distances_fast
 from hashplug.stores import LocalStore, open_store
-from hashplug.stores._ivf import MIN_PER_LIST, CodeIVF, auto_nlist
+from hashplug.stores._ivf import MIN_PER_LIST, CodeIVF, Lists, auto_nlist
 from hashplug.testing import make_meta
 
 
@@ -210,3 +210,25 @@ def test_concurrent_first_searches_train_once(hashed, monkeypatch):
     assert len(fits) == 1
     for o in out[1:]:
         np.testing.assert_array_equal(o, out[0])
+
+
+def test_appended_rows_join_a_tail_not_a_regrouping(hashed):
+    """Writes between searches keep the grouped rows and search the new ones as a tail."""
+    h, x, q = hashed
+    codes, qc = h.encode(x), h.encode(q[:20])
+    s = _store(codes[:12000], ivf=32, nprobe=4)
+    s.search(qc, 5)  # trains and groups
+    grouped = s._lists
+    for lo in (12000, 12500, 13000):
+        s.upsert(np.arange(lo, lo + 500), codes[lo : lo + 500])
+        got = s.search(qc, 50)
+    lists = s._lists
+    assert lists.ids is grouped.ids and lists.tail_rows == 1500
+    st = s._snapshot()  # the same distances as all rows grouped anew under these centroids
+    fresh = Lists.make(s._ivf, st["ids"], st["codes"], s._ivf.assign(st["codes"]))
+    np.testing.assert_array_equal(got.distances, fresh.select(qc, 50, 4)[1])
+    got = s.search(codes[12000:13500], 1)  # written rows are found at distance 0
+    np.testing.assert_array_equal(got.distances[:, 0], 0)
+    s.upsert(np.arange(13500, 17000), codes[13500:17000])  # a tail past its limit is grouped in
+    s.search(qc, 5)
+    assert s._lists.tail is None and s._lists.order.size == 17000

@@ -464,3 +464,30 @@ def test_format_1_manifest_is_read_and_upgraded(tmp_path):
     s.upsert([7], random_codes(1, seed=7))
     assert json.loads((d / "MANIFEST.json").read_text())["format"] == 2
     assert _file_store(d).count() == 3
+
+
+def test_appends_grow_shared_buffers_and_keep_snapshots():
+    """An append writes past the end of shared buffers; older snapshots and branches stay intact."""
+    from hashplug.stores._segments import apply_segment
+
+    s = open_store("memory://")
+    s.open(make_meta())
+    c = random_codes(4, seed=1)
+    s.upsert([1, 2], c[:2], [{"a": 1}, None])
+    a = s._snapshot()
+    s.upsert([3], c[2:3], [{"b": 2}])
+    b = s._snapshot()
+    assert b["ids"].base is a["ids"].base  # appended in place, not copied
+    assert a["ids"].tolist() == [1, 2] and list(a["payloads"]) == [{"a": 1}, None]
+    branch = apply_segment(a, {"ids": np.array([4]), "codes": c[3:4], "payloads": [None]})
+    assert branch["ids"].base is not b["ids"].base  # b owns the rows after a: a branch copies
+    assert b["ids"].tolist() == [1, 2, 3] and branch["ids"].tolist() == [1, 2, 4]
+    np.testing.assert_array_equal(b["codes"], c[:3])
+    assert list(b["payloads"]) == [{"a": 1}, None, {"b": 2}]
+    assert list(branch["payloads"]) == [{"a": 1}, None, None]
+    assert branch["index"].rows(np.array([4, 3]))[1].tolist() == [True, False]
+    many = np.arange(10, 2010)  # lookups across many appended runs
+    for lo in range(0, 2000, 100):
+        s.upsert(many[lo : lo + 100], random_codes(100, seed=lo))
+    assert s.lookup_codes(many[::7])[1].all() and not s.lookup_codes([5000])[1].any()
+    assert len(s._snapshot()["index"]._runs) <= 12

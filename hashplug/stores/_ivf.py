@@ -181,6 +181,8 @@ class Lists:
 
     ``state_ids`` is the state's id array it was made for (compared by identity); ``ids`` and
     ``codes`` are copies in list order, so the hits of a probe are read from a few blocks.
+    ``tail``: rows appended after the grouping (state rows ``order.size`` on), grouped alike
+    and probed with the same lists, so a write costs O(rows written), not a regrouping of all.
     """
 
     ivf: CodeIVF
@@ -189,6 +191,7 @@ class Lists:
     offsets: NDArray[np.int64]
     ids: NDArray[np.int64]
     codes: NDArray[np.uint8]
+    tail: Lists | None = None
 
     @classmethod
     def make(
@@ -200,20 +203,52 @@ class Lists:
     ) -> Lists:
         """Group the rows of ``codes`` by their lists ``assign``."""
         order, offsets = _list_order(assign, ivf.nlist)
-        return cls(ivf, ids, order, offsets, ids[order], np.ascontiguousarray(codes[order]))
+        return cls(ivf, ids, order, offsets, ids[order], np.take(codes, order, axis=0))
+
+    def extended(
+        self, ids: NDArray[np.int64], codes: NDArray[np.uint8], assign: NDArray[np.int32]
+    ) -> Lists:
+        """Return the lists of a state whose first rows are this one's: the rest form the tail."""
+        n0 = self.order.size
+        tail = Lists.make(self.ivf, ids[n0:], codes[n0:], assign[n0:])
+        tail.order += n0
+        return Lists(self.ivf, ids, self.order, self.offsets, self.ids, self.codes, tail)
+
+    @property
+    def tail_rows(self) -> int:
+        """Rows in the tail."""
+        return 0 if self.tail is None else int(self.tail.order.size)
+
+    def gather(
+        self, pos: NDArray[np.int64]
+    ) -> tuple[NDArray[np.int64], NDArray[np.uint8], NDArray[np.int64]]:
+        """Return the ids, codes and state rows at ``select``'s (non-negative) positions."""
+        if self.tail is None:
+            return self.ids[pos], self.codes[pos], self.order[pos]
+        n0 = self.order.size
+        t = pos >= n0
+        p0, p1 = np.where(t, 0, pos), np.where(t, pos - n0, 0)
+        tl = self.tail
+        return (
+            np.where(t, tl.ids[p1], self.ids[p0]),
+            np.where(t[..., None], tl.codes[p1], self.codes[p0]),
+            np.where(t, tl.order[p1], self.order[p0]),
+        )
 
     def select(
         self, query_codes: NDArray[np.uint8], limit: int, nprobe: int
     ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """Return (positions in list order, Hamming distances) (q, limit) from the probed lists.
+        """Return (positions, Hamming distances) (q, limit) from the probed lists.
 
         A query probes at least ``nprobe`` lists, and more when those hold fewer than ``limit``
-        rows; position -1 (distance ``HAMMING_PAD``) pads. Equal distances come in probe order.
-        ``order[position]`` is the row in the state.
+        rows; position -1 (distance ``HAMMING_PAD``) pads. Equal distances come in probe order
+        (the tail's after the grouped rows'). :meth:`gather` reads the hits.
         """
         nq = query_codes.shape[0]
         probes = self.ivf.probe(query_codes, nprobe)
         sizes = np.diff(self.offsets)
+        if self.tail is not None:
+            sizes = sizes + np.diff(self.tail.offsets)
         short = sizes[probes].sum(axis=1) < limit
         if short.any() and probes.shape[1] < self.ivf.nlist:  # widen these queries' probes
             full = self.ivf.probe(query_codes[short], self.ivf.nlist)
@@ -223,11 +258,23 @@ class Lists:
             wide[:, : probes.shape[1]] = probes
             wide[short] = np.where(np.arange(width) < need[:, None], full[:, :width], -1)
             probes = wide
-        out_r = np.full((nq, limit), -1, np.int64)
-        out_d = np.full((nq, limit), HAMMING_PAD, np.int64)
-        n_bits = int(query_codes.shape[1]) * 8
+        q = np.ascontiguousarray(query_codes)
+        out_r, out_d = self._scan(q, probes, limit)
+        if self.tail is None or not self.tail.order.size:
+            return out_r, out_d
+        t_r, t_d = self.tail._scan(q, probes, limit)
+        r = np.concatenate([out_r, np.where(t_r >= 0, t_r + self.order.size, -1)], axis=1)
+        d = np.concatenate([out_d, t_d], axis=1)
+        best = np.argsort(d, axis=1, kind="stable")[:, :limit]
+        return np.take_along_axis(r, best, 1), np.take_along_axis(d, best, 1)
+
+    def _scan(
+        self, q: NDArray[np.uint8], probes: NDArray[np.int64], limit: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        out_r = np.full((q.shape[0], limit), -1, np.int64)
+        out_d = np.full((q.shape[0], limit), HAMMING_PAD, np.int64)
         _probed_select_kernel(
-            _words(np.ascontiguousarray(query_codes)), _words(self.codes), self.offsets,
-            np.ascontiguousarray(probes, dtype=np.int64), limit, n_bits, out_r, out_d,
+            _words(q), _words(self.codes), self.offsets, np.ascontiguousarray(probes, np.int64),
+            limit, int(q.shape[1]) * 8, out_r, out_d,
         )  # fmt: skip
         return out_r, out_d

@@ -1,60 +1,148 @@
 """LocalStore's in-memory state and how segments (upserted rows, deleted ids) change it.
 
 A state is a dict: ``meta`` (JSON or None), ``ids`` (N,), ``codes`` (N, n_bytes), ``payloads``
-(list of N), ``corr`` (N, 2) float16 (NaN: no factors), ``index`` (an :class:`IdIndex` of ids),
-``gen``, ``segments`` (the manifest entries it reflects; None when it must be rewritten whole),
-and optionally ``lists`` (an inverted file and the list of each row, -1: not assigned yet; a
-cache that searches fill and segments carry over).
-States are replaced, never changed in place: a snapshot stays valid while writers go on. Rows
-keep insertion order (ties in search are broken by it); a replaced id moves to the end.
+(a :class:`Rows` of N), ``corr`` (N, 2) float16 (NaN: no factors), ``index`` (an
+:class:`IdIndex` of ids), ``gen``, ``segments`` (the manifest entries it reflects; None when it
+must be rewritten whole), ``ids_sorted`` (ids non-decreasing: search ties need no sort),
+``spare`` (the growable buffers behind the columns) and optionally ``lists`` (an inverted file
+and the list of each row, -1: not assigned yet; a cache that searches fill and segments carry
+over).
+States are never changed where another state can see it: a snapshot stays valid while writers
+go on. Appends write past the end of the buffers a state's columns are prefixes of, so a bulk
+ingest costs O(rows written), not O(N) per batch; a delete or a replaced id copies the columns.
+Rows keep insertion order (ties in search are broken by it); a replaced id moves to the end.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["IdIndex", "empty_state", "apply_segment", "merge_segments", "corr_of", "whole"]
+__all__ = ["IdIndex", "Rows", "empty_state", "apply_segment", "merge_segments", "corr_of", "whole"]
+
+_COLUMNS = ("ids", "codes", "corr", "assign")
 
 
 class IdIndex:
-    """Row lookup by id: a sorted copy of the ids, built on first use."""
+    """Row lookup by id: sorted runs of the ids (built on first use), merged as they grow.
+
+    An append adds a run of the new ids; runs of similar size are merged (the logarithmic
+    method), so N appended ids cost O(N log N) in all and a lookup searches O(log N) runs.
+    """
 
     def __init__(self, ids: NDArray[np.int64]) -> None:
         self.ids = ids
-        self._order: NDArray[np.intp] | None = None
-        self._sorted: NDArray[np.int64] | None = None
+        self._runs: list[tuple[NDArray[np.int64], NDArray[np.int64]]] | None = None
 
-    def _build(self) -> tuple[NDArray[np.intp], NDArray[np.int64]]:
-        if self._order is None or self._sorted is None:
-            self._order = np.argsort(self.ids, kind="stable")
-            self._sorted = self.ids[self._order]
-        return self._order, self._sorted
+    def _built(self) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
+        if self._runs is None:
+            order = np.argsort(self.ids, kind="stable")
+            self._runs = [(self.ids[order], order)]
+        return self._runs
 
     def rows(self, q: NDArray[np.int64]) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
         """(row of each id, found); rows of ids not found are meaningless."""
-        order, srt = self._build()
-        if not srt.size:
-            return np.zeros(q.size, np.intp), np.zeros(q.size, bool)
-        pos = np.minimum(np.searchsorted(srt, q), srt.size - 1)
-        return order[pos], srt[pos] == q
+        rows = np.zeros(q.size, np.intp)
+        found = np.zeros(q.size, bool)
+        for srt, order in self._built():
+            if not srt.size:
+                continue
+            pos = np.minimum(np.searchsorted(srt, q), srt.size - 1)
+            hit = srt[pos] == q
+            rows[hit] = order[pos[hit]]
+            found |= hit
+        return rows, found
 
     def appended(self, all_ids: NDArray[np.int64]) -> IdIndex:
-        """Return the index of ``all_ids`` = these ids + new ones (none of them present).
-
-        Merged in O(N) when this one is built.
-        """
+        """Return the index of ``all_ids`` = these ids + new ones (none of them present)."""
         out = IdIndex(all_ids)
-        new_ids = all_ids[self.ids.size :]
-        if self._order is not None and self._sorted is not None:
-            o = np.argsort(new_ids, kind="stable")
-            s = new_ids[o]
-            pos = np.searchsorted(self._sorted, s)
-            out._sorted = np.insert(self._sorted, pos, s)
-            out._order = np.insert(self._order, pos, o + self.ids.size)
+        if self._runs is not None:
+            n0 = self.ids.size
+            o = np.argsort(all_ids[n0:], kind="stable")
+            runs = [*self._runs, (all_ids[n0:][o], o + n0)]
+            while len(runs) > 1 and runs[-2][0].size <= 2 * runs[-1][0].size:
+                (s1, o1), (s2, o2) = runs[-2], runs[-1]
+                s = np.concatenate([s1, s2])
+                m = np.argsort(s, kind="stable")  # two sorted runs: a linear merge
+                runs[-2:] = [(s[m], np.concatenate([o1, o2])[m])]
+            out._runs = runs
         return out
+
+
+class Rows(Sequence[Any]):
+    """The first ``n`` items of a list that later states may extend (payloads)."""
+
+    def __init__(self, items: list[Any], n: int | None = None) -> None:
+        self.items = items
+        self.n = len(items) if n is None else n
+
+    def __len__(self) -> int:
+        return self.n
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Any]: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self.items[j] for j in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return self.items[i % self.n]
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(self.items, self.n)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Rows | list):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def plus(self, new: Sequence[Any]) -> Rows:
+        """Return these rows followed by ``new``, extending the shared list when it ends here."""
+        if len(self.items) == self.n:
+            self.items.extend(new)
+            return Rows(self.items, self.n + len(new))
+        return Rows([*self, *new])
+
+
+class _Buffer:
+    """A column's storage: ``data[:used]`` is written, states hold prefixes of it."""
+
+    __slots__ = ("data", "used")
+
+    def __init__(self, data: NDArray[Any], used: int) -> None:
+        self.data, self.used = data, used
+
+
+def _grow(
+    view: NDArray[Any], new: NDArray[Any], buf: _Buffer | None
+) -> tuple[NDArray[Any], _Buffer]:
+    """Return ``view`` followed by ``new``, written into ``buf`` when ``view`` is its written end."""
+    n, m = view.shape[0], new.shape[0]
+    if buf is None or buf.used != n or buf.data.shape[0] < n + m or view.base is not buf.data:
+        data = np.empty((max(n + m, (n + m) * 3 // 2, 1024), *view.shape[1:]), view.dtype)
+        data[:n] = view
+        buf = _Buffer(data, n)
+    buf.data[n : n + m] = new
+    buf.used = n + m
+    return buf.data[: n + m], buf
+
+
+def _drop(a: NDArray[Any], rows: NDArray[np.intp]) -> NDArray[Any]:
+    """Return a copy of ``a`` without the (sorted, unique) ``rows``: whole blocks for few rows."""
+    if rows.size > 256:
+        keep = np.ones(a.shape[0], bool)
+        keep[rows] = False
+        return np.take(a, np.flatnonzero(keep), axis=0)  # faster than a[keep] on 2-D rows
+    bounds = np.r_[-1, rows, a.shape[0]]
+    return np.concatenate([a[b + 1 : e] for b, e in zip(bounds[:-1], bounds[1:], strict=True)])
 
 
 def empty_state(meta: str | None = None, n_bytes: int = 0) -> dict[str, Any]:
@@ -63,11 +151,12 @@ def empty_state(meta: str | None = None, n_bytes: int = 0) -> dict[str, Any]:
         "meta": meta,
         "ids": ids,
         "codes": np.zeros((0, n_bytes), np.uint8) if meta is not None else None,
-        "payloads": [],
+        "payloads": Rows([]),
         "corr": np.zeros((0, 2), np.float16),
         "index": IdIndex(ids),
         "gen": 0,
         "segments": [],
+        "ids_sorted": True,
     }
 
 
@@ -86,35 +175,51 @@ def _seg_corr(seg: dict[str, Any], n: int) -> NDArray[np.float16]:
 def apply_segment(st: dict[str, Any], seg: dict[str, Any]) -> dict[str, Any]:
     """Return the state after one segment: its ``deleted`` ids removed, its rows upserted."""
     ids, codes, pl, corr = st["ids"], st["codes"], st["payloads"], corr_of(st)
+    spare: dict[str, _Buffer] = st.get("spare", {})
     new_ids = seg.get("ids", np.zeros(0, np.int64))
     drop = np.concatenate([seg.get("deleted", np.zeros(0, np.int64)), new_ids])
     index: IdIndex = st["index"]
     rows, found = index.rows(drop) if drop.size and ids.size else (None, np.zeros(0, bool))
     lists = st.get("lists")
-    if found.any():
+    if found.any():  # rows go: copy the columns
         assert rows is not None
-        keep = np.ones(ids.size, bool)
-        keep[rows[found]] = False
-        ids, codes, corr = ids[keep], codes[keep], corr[keep]
-        pl = [p for p, k in zip(pl, keep.tolist(), strict=True) if k]
+        gone = np.unique(rows[found])
+        ids, codes, corr = _drop(ids, gone), _drop(codes, gone), _drop(corr, gone)
+        keep = np.ones(len(pl), bool)
+        keep[gone] = False
+        pl = Rows(list(itertools.compress(pl, keep.tolist())))
         index = IdIndex(ids)
-        lists = (lists[0], lists[1][keep]) if lists is not None else None
+        lists = (lists[0], _drop(lists[1], gone)) if lists is not None else None
+        spare = {}
     if not new_ids.size:
         return {
             **st, "ids": ids, "codes": codes, "payloads": pl, "corr": corr, "index": index,
-            "lists": lists,
+            "lists": lists, "spare": spare,
         }  # fmt: skip
-    all_ids = np.concatenate([ids, new_ids])
+    m = new_ids.size
+    srt = bool(st.get("ids_sorted")) and bool(np.all(new_ids[1:] >= new_ids[:-1]))
+    srt = srt and (not ids.size or int(new_ids[0]) >= int(ids[-1]))
+    grown: dict[str, _Buffer] = {}
+    cols = {
+        "ids": (ids, new_ids),
+        "codes": (codes, seg["codes"]),
+        "corr": (corr, _seg_corr(seg, m)),
+    }
     if lists is not None:  # new rows: not assigned yet
-        lists = (lists[0], np.concatenate([lists[1], np.full(new_ids.size, -1, np.int32)]))
+        cols["assign"] = (lists[1], np.full(m, -1, np.int32))
+    out = {}
+    for key, (old, new) in cols.items():
+        out[key], grown[key] = _grow(old, new, spare.get(key))
     return {
         **st,
-        "ids": all_ids,
-        "codes": np.concatenate([codes, seg["codes"]]),
-        "payloads": pl + list(seg["payloads"]),
-        "corr": np.concatenate([corr, _seg_corr(seg, new_ids.size)]),
-        "index": index.appended(all_ids),
-        "lists": lists,
+        "ids": out["ids"],
+        "codes": out["codes"],
+        "payloads": pl.plus(seg["payloads"]),
+        "corr": out["corr"],
+        "index": index.appended(out["ids"]),
+        "lists": (lists[0], out["assign"]) if lists is not None else None,
+        "spare": grown,
+        "ids_sorted": srt,
     }
 
 
@@ -138,8 +243,9 @@ def merge_segments(meta: str, n_bytes: int, segs: list[dict[str, Any]]) -> dict[
     srt = ids[order]
     if not dels.size and not (srt[1:] == srt[:-1]).any():  # a plain bulk ingest: keep every row
         index = IdIndex(ids)
-        index._order, index._sorted = order, srt
-        return {**st, "ids": ids, "codes": codes, "payloads": pl_all, "corr": corr, "index": index}
+        index._runs = [(srt, order)]
+        return {**st, "ids": ids, "codes": codes, "payloads": Rows(pl_all), "corr": corr,
+                "index": index, "ids_sorted": bool(np.all(ids[1:] >= ids[:-1]))}  # fmt: skip
     # The last row of each id, unless a later segment deletes it (a segment's deletes come first).
     rev = ids[::-1]
     _, first_rev = np.unique(rev, return_index=True)
@@ -157,15 +263,16 @@ def merge_segments(meta: str, n_bytes: int, segs: list[dict[str, Any]]) -> dict[
         **st,
         "ids": kept,
         "codes": codes[last],
-        "payloads": [pl_all[i] for i in last.tolist()],
+        "payloads": Rows([pl_all[i] for i in last.tolist()]),
         "corr": corr[last],
         "index": IdIndex(kept),
+        "ids_sorted": bool(np.all(kept[1:] >= kept[:-1])),
     }
 
 
 def whole(st: dict[str, Any]) -> dict[str, Any]:
     """Return the state's rows as one segment (for a compaction)."""
-    seg: dict[str, Any] = {"ids": st["ids"], "codes": st["codes"], "payloads": st["payloads"]}
+    seg: dict[str, Any] = {"ids": st["ids"], "codes": st["codes"], "payloads": list(st["payloads"])}
     corr = corr_of(st)
     if not np.isnan(corr).all():  # absent: no item has corrections
         seg["corr"] = corr

@@ -35,6 +35,9 @@ from .uri import parse_uri, to_int_at_least
 
 __all__ = ["LocalStore"]
 
+#: Rows appended since the lists were grouped join a tail until it holds 1/16 of them.
+TAIL_FRACTION = 16
+
 _MEMORY: dict[str, dict[str, Any]] = {}
 _MEMORY_LOCKS: dict[str, threading.RLock] = {}
 
@@ -52,8 +55,9 @@ class LocalStore(Store):
     ``ivf``: the sub-linear coarse stage, opt-in (``"auto"`` or a number of lists; URI option
     ``?ivf=auto``; see ``hashplug.stores._ivf``). Centroids are trained on the first search with
     at least 39 codes per list (or by :meth:`build_ivf`), in memory only: they are trained
-    again after reopening. Written codes join their lists on the next search, deleted ones leave
-    them; ``"auto"`` retrains when the collection has grown 4x. ``nprobe`` (``?nprobe=``):
+    again after reopening. Written codes join their lists on the next search (appended rows as a
+    tail, grouped in once it holds 1/16 of the rows), deleted ones leave them; ``"auto"``
+    retrains when the collection has grown 4x. ``nprobe`` (``?nprobe=``):
     lists scanned per query (default 64; more lists when those hold fewer than the limit).
     A search then returns the Hamming top-limit of the probed lists (equal distances in probe
     order), an approximation of the exhaustive one; filtered searches and smaller collections scan
@@ -320,7 +324,7 @@ class LocalStore(Store):
         self, query_codes: ArrayLike, limit: int, filter: Filter | None, with_corr: bool
     ) -> tuple[CodeHits, NDArray[np.float32] | None]:
         """Hamming top-``limit`` with the hits' codes (and factors, NaN for none) in one pass."""
-        from ..rerank import hamming_topk
+        from ..rerank import _vouch_ids, hamming_topk
 
         q = self._check_query(query_codes, limit)
         mask_of = _filter_test(filter)
@@ -341,21 +345,23 @@ class LocalStore(Store):
         lists = self._lists_of(st) if mask_of is None and q.shape[0] else None
         n = st_ids.size
         if n and q.shape[0]:
-            corr_rows = None
             if lists is not None:  # hits read from the lists' copies (a few blocks)
                 rows, dist = lists.select(q, min(limit, n), self.nprobe)
-                st_ids, st_codes, corr_rows = lists.ids, lists.codes, lists.order
+                valid = rows >= 0
+                hit_ids, hit_codes, hit_rows = lists.gather(np.maximum(rows, 0))
             else:
+                if mask_of is None and "ids_sorted" in st:  # the state's ids: checked once
+                    _vouch_ids(st_ids, st["ids_sorted"])
                 rows, dist = hamming_topk(q, st_codes, min(limit, n), ids=st_ids)  # type: ignore[assignment]
-            valid = rows >= 0
+                valid = rows >= 0
+                hit_rows = np.maximum(rows, 0)
+                hit_ids, hit_codes = st_ids[hit_rows], st_codes[hit_rows]
             kk = rows.shape[1]
-            at = np.maximum(rows, 0)
-            out_i[:, :kk] = np.where(valid, st_ids[at], -1)
+            out_i[:, :kk] = np.where(valid, hit_ids, -1)
             out_d[:, :kk] = np.where(valid, dist, HAMMING_PAD)
-            out_c[:, :kk] = np.where(valid[..., None], st_codes[at], 0)
+            out_c[:, :kk] = np.where(valid[..., None], hit_codes, 0)
             if out_f is not None and st_corr is not None:
-                at_c = at if corr_rows is None else corr_rows[at]
-                out_f[:, :kk] = np.where(valid[..., None], st_corr[at_c], np.nan)
+                out_f[:, :kk] = np.where(valid[..., None], st_corr[hit_rows], np.nan)
         return CodeHits(out_i, out_d, out_c), out_f
 
     # -- inverted file ---------------------------------------------------------------------------
@@ -406,15 +412,29 @@ class LocalStore(Store):
             ivf = self._ivf = CodeIVF.fit(codes, k)
         cached = st.get("lists")
         if cached is not None and cached[0] is ivf and cached[1].size == n:
-            assign = cached[1]
-            todo = np.flatnonzero(assign < 0)
-            if todo.size:
-                assign = assign.copy()
-                assign[todo] = ivf.assign(codes[todo])
+            assign = cached[1]  # filled below where -1: a cache of these rows, shared with
+        else:  # the states this one grew from or into (their rows are the same)
+            assign = np.full(n, -1, np.int32)
+            st["lists"] = (ivf, assign)  # later segments carry it over
+        old = self._lists
+        n0 = old.order.size if old is not None else 0
+        grown = (
+            old is not None
+            and old.ivf is ivf
+            and ids.base is not None
+            and old.state_ids.base is ids.base  # a prefix of one growing buffer: rows appended
+            and old.state_ids.size <= n
+            and n - n0 <= max(n0 // TAIL_FRACTION, 4096)
+        )
+        todo = np.flatnonzero(assign[n0:] < 0) + n0 if grown else np.flatnonzero(assign < 0)
+        if todo.size:
+            assign[todo] = ivf.assign(codes[todo])
+        if grown:
+            assert old is not None
+            lists = old.extended(ids, codes, assign)
         else:
-            assign = ivf.assign(codes)
-        st["lists"] = (ivf, assign)  # a cache on the snapshot: later segments carry it over
-        lists = self._lists = Lists.make(ivf, ids, codes, assign)
+            lists = Lists.make(ivf, ids, codes, assign)
+        self._lists = lists
         return lists
 
     def delete(self, ids: ArrayLike) -> None:
