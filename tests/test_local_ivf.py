@@ -119,18 +119,47 @@ def test_corrections_follow_the_rows(hashed):
     np.testing.assert_array_equal(hits.codes.reshape(-1, 8), codes[hits.ids.ravel()])
 
 
-def test_file_store_retrains_the_same_lists_after_reopen(hashed, tmp_path):
+def test_file_store_reuses_its_lists_after_reopen(hashed, tmp_path, monkeypatch):
+    """A reopen loads the centroids and row lists: only rows written since are assigned."""
     h, x, _ = hashed
-    codes = h.encode(x[:10000])
-    s = open_store(f"file://{tmp_path / 'c'}?ivf=32&nprobe=3")
+    codes = h.encode(x[:10500])
+    uri = f"file://{tmp_path / 'c'}?ivf=32&nprobe=3"
+    s = open_store(uri)
     s.open(make_meta(64))
-    s.upsert(np.arange(10000), codes)
+    s.upsert(np.arange(10000), codes[:10000])
     before = s.search(codes[:10], 20)
-    again = open_store(f"file://{tmp_path / 'c'}?ivf=32&nprobe=3")
+    assert (tmp_path / "c" / "ivf.safetensors").exists()
+    assigned: list[int] = []
+    real_assign = CodeIVF.assign
+
+    def counting(self, c):
+        assigned.append(len(c))
+        return real_assign(self, c)
+
+    def no_fit(*a, **k):
+        raise AssertionError("retrained")
+
+    monkeypatch.setattr(CodeIVF, "assign", counting)
+    monkeypatch.setattr(CodeIVF, "fit", no_fit)
+    again = open_store(uri)
     again.open(make_meta(64))
     after = again.search(codes[:10], 20)
     assert again._ivf is not None and again.nprobe == 3
     np.testing.assert_array_equal(before.ids, after.ids)
+    assert assigned == [10]  # the queries only
+    again.upsert(np.arange(10000, 10500), codes[10000:])
+    assigned.clear()
+    third = open_store(uri)
+    third.search(codes[:10], 20)
+    assert assigned == [500, 10]  # the rows written since
+    third.delete([3])
+    assigned.clear()
+    open_store(uri).search(codes[:10], 20)
+    assert assigned == [10499, 10]  # rows removed: all assigned again
+    (tmp_path / "c" / "ivf.safetensors").write_bytes(b"damaged")
+    monkeypatch.undo()
+    got = open_store(uri).search(codes[10000:10001], 1)  # a damaged cache is retrained
+    assert got.ids[0, 0] == 10000 and got.distances[0, 0] == 0
 
 
 def test_bad_options_name_the_problem(hashed):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -120,6 +121,28 @@ class CodeIVF:
         means = (2.0 * ones / np.maximum(cnt, 1)[:, None] - 1.0).astype(np.float32)
         means[cnt == 0] = np.unpackbits(fine[cnt == 0], axis=1) * 2.0 - 1.0
         return cls(top, fine, means, n)
+
+    def to_arrays(self) -> dict[str, NDArray[np.generic]]:
+        """Return the centroids as named arrays (for :meth:`from_arrays`)."""
+        info = np.array([self.trained_on, self.n_near], np.int64)
+        return {"top": self.top, "centroids": self.centroids, "means": self.means, "info": info}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, NDArray[Any]], n_bytes: int) -> CodeIVF:
+        """Rebuild from :meth:`to_arrays`; ``ValueError`` when they do not fit ``n_bytes`` codes."""
+        top, cent, means, info = a["top"], a["centroids"], a["means"], a["info"]
+        ok = (
+            top.dtype == cent.dtype == np.uint8
+            and top.ndim == cent.ndim == 2
+            and top.shape[1] == cent.shape[1] == n_bytes
+            and 0 < top.shape[0] <= cent.shape[0]
+            and cent.shape[0] % top.shape[0] == 0
+            and means.shape == (cent.shape[0], 8 * n_bytes)
+            and info.shape == (2,)
+        )
+        if not ok:
+            raise ValueError("the saved inverted file does not fit these codes")
+        return cls(top, cent, means.astype(np.float32), int(info[0]), int(info[1]))
 
     @property
     def per_top(self) -> int:

@@ -6,6 +6,7 @@ Layout of a store directory::
     codes-<gen>.safetensors            one segment: ids + codes (+ corrections), or deleted ids
     payloads-<gen>.json                the payloads of that segment's rows
     LOCK                               flock'ed by a writer for the length of one change
+    ivf.safetensors                    optional cache: inverted file centroids + row lists
 
 A change appends one segment (its own files, fsync'ed), then replaces the manifest (fsync'ed):
 an upsert writes only its rows, a delete only the deleted ids, so a bulk ingest writes each row
@@ -41,6 +42,8 @@ from .base import StoreError
 __all__ = ["StoreFiles", "MAX_SEGMENTS"]
 
 MANIFEST = "MANIFEST.json"
+#: The inverted file's centroids and the lists of the rows it last grouped (LocalStore ``ivf=``).
+IVF_FILE = "ivf.safetensors"
 FORMAT = 2
 #: A commit that would list more segments than this compacts the store into one.
 MAX_SEGMENTS = 32
@@ -170,6 +173,25 @@ class StoreFiles:
             raise StoreError(f"local store at {self.path} is inconsistent (sizes differ)")
         return {"meta": meta, "segment": seg}
 
+    # -- the inverted file (a cache beside the segments) -------------------------------------------
+    def save_ivf(self, arrays: dict[str, np.ndarray]) -> None:
+        """Replace ``ivf.safetensors`` (written whole, then renamed: readers see old or new)."""
+        from safetensors.numpy import save
+
+        blob = save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        tmp = self.path / f".{IVF_FILE}.{os.getpid()}.tmp"
+        _fsync_write(tmp, blob)
+        os.replace(tmp, self.path / IVF_FILE)
+
+    def load_ivf(self) -> dict[str, np.ndarray] | None:
+        """Return the arrays of ``ivf.safetensors``; None when absent or unreadable (retrain)."""
+        from safetensors.numpy import load
+
+        try:
+            return dict(load((self.path / IVF_FILE).read_bytes()))
+        except Exception:  # noqa: BLE001 - missing or damaged: it is only a cache
+            return None
+
     # -- writing (under :meth:`locked`) ----------------------------------------------------------
     def write_segment(self, seg: dict[str, Any], gen: int) -> dict[str, Any]:
         """Write one segment's files (fsync'ed); returns its manifest entry."""
@@ -208,7 +230,8 @@ class StoreFiles:
         for p in self.path.iterdir():
             stale = p.name.startswith(("codes-", "payloads-")) and p.name not in keep
             legacy = p.name in ("meta.json", "codes.safetensors", "payloads.json", ".tmp")
-            if stale or legacy or (p.name.startswith(f".{MANIFEST}.") and p.name.endswith(".tmp")):
+            tmp = p.name.startswith((f".{MANIFEST}.", f".{IVF_FILE}.")) and p.name.endswith(".tmp")
+            if stale or legacy or tmp:
                 with contextlib.suppress(OSError):
                     if p.is_dir():
                         import shutil

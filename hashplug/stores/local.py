@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import threading
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -54,8 +56,9 @@ class LocalStore(Store):
 
     ``ivf``: the sub-linear coarse stage, opt-in (``"auto"`` or a number of lists; URI option
     ``?ivf=auto``; see ``hashplug.stores._ivf``). Centroids are trained on the first search with
-    at least 39 codes per list (or by :meth:`build_ivf`), in memory only: they are trained
-    again after reopening. Written codes join their lists on the next search (appended rows as a
+    at least 39 codes per list (or by :meth:`build_ivf`); ``file://`` keeps them and the rows'
+    lists in ``ivf.safetensors`` whenever it groups all rows, so a reopen reuses them (rows
+    appended since are assigned; after a delete or replacement all rows are). Written codes join their lists on the next search (appended rows as a
     tail, grouped in once it holds 1/16 of the rows), deleted ones leave them; ``"auto"``
     retrains when the collection has grown 4x. ``nprobe`` (``?nprobe=``):
     lists scanned per query (default 64; more lists when those hold fewer than the limit).
@@ -403,8 +406,11 @@ class LocalStore(Store):
     def _make_lists(self, st: dict[str, Any]) -> Lists | None:
         ids, codes, opt = st["ids"], st["codes"], self._ivf_opt
         assert opt is not None
-        ivf = self._ivf
         n = int(ids.size)
+        saved = self._saved_lists(st) if self._ivf is None else None
+        if saved is not None:
+            self._ivf = saved[0]
+        ivf = self._ivf
         if ivf is None or (opt == "auto" and n > 4 * ivf.trained_on):
             k = auto_nlist(n) if opt == "auto" else int(opt)
             if k == 0 or n < MIN_PER_LIST * k:
@@ -415,6 +421,8 @@ class LocalStore(Store):
             assign = cached[1]  # filled below where -1: a cache of these rows, shared with
         else:  # the states this one grew from or into (their rows are the same)
             assign = np.full(n, -1, np.int32)
+            if saved is not None and saved[0] is ivf:
+                assign[: saved[1].size] = saved[1]
             st["lists"] = (ivf, assign)  # later segments carry it over
         old = self._lists
         n0 = old.order.size if old is not None else 0
@@ -434,8 +442,43 @@ class LocalStore(Store):
             lists = old.extended(ids, codes, assign)
         else:
             lists = Lists.make(ivf, ids, codes, assign)
+            if self._files is not None and todo.size:
+                self._save_lists(ivf, ids, codes, assign)
         self._lists = lists
         return lists
+
+    def _save_lists(self, ivf: CodeIVF, ids: NDArray[np.int64], codes: NDArray[np.uint8],
+                    assign: NDArray[np.int32]) -> None:  # fmt: skip
+        """``file://``: keep the centroids and the rows' lists, so a reopen need not redo them."""
+        assert self._files is not None
+        rows = np.array([ids.size, _crc(ids), _crc(codes)], np.int64)
+        with contextlib.suppress(OSError):  # only a cache: a read-only directory skips it
+            self._files.save_ivf({**ivf.to_arrays(), "rows": rows, "assign": assign})
+
+    def _saved_lists(self, st: dict[str, Any]) -> tuple[CodeIVF, NDArray[np.int32]] | None:
+        """Return the saved centroids and rows' lists (None: none, damaged or another nlist).
+
+        The lists of the first rows are kept when those rows are the saved ones (same ids and
+        codes, by CRC-32): rows appended since are assigned, a delete or replacement redoes all.
+        """
+        a = self._files.load_ivf() if self._files is not None else None
+        if a is None or "rows" not in a or "assign" not in a:
+            return None
+        try:
+            ivf = CodeIVF.from_arrays(a, st["codes"].shape[1])
+        except (KeyError, ValueError):
+            return None
+        if self._ivf_opt != "auto" and ivf.nlist != self._ivf_opt:
+            return None
+        m, crc_ids, crc_codes = (int(v) for v in a["rows"])
+        assign = a["assign"]
+        same = (
+            assign.shape == (m,)
+            and m <= st["ids"].size
+            and _crc(st["ids"][:m]) == crc_ids
+            and _crc(st["codes"][:m]) == crc_codes
+        )
+        return ivf, assign.astype(np.int32) if same else np.zeros(0, np.int32)
 
     def delete(self, ids: ArrayLike) -> None:
         """Delete items; ids that are not stored are ignored."""
@@ -476,6 +519,11 @@ def _check_ivf(ivf: int | str | None) -> int | str | None:
     if isinstance(ivf, bool) or not isinstance(ivf, int | np.integer) or ivf < 1:
         raise ValueError(f"ivf must be 'auto' or a positive number of lists, got {ivf!r}")
     return int(ivf)
+
+
+def _crc(a: NDArray[Any]) -> int:
+    """Return the CRC-32 of an array's bytes."""
+    return zlib.crc32(np.ascontiguousarray(a).data)
 
 
 def _copy_payload(p: Payload | None) -> Payload | None:
