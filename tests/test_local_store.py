@@ -491,3 +491,38 @@ def test_appends_grow_shared_buffers_and_keep_snapshots():
         s.upsert(many[lo : lo + 100], random_codes(100, seed=lo))
     assert s.lookup_codes(many[::7])[1].all() and not s.lookup_codes([5000])[1].any()
     assert len(s._snapshot()["index"]._runs) <= 12
+
+
+def test_file_store_merges_small_segments_by_size_tier(tmp_path):
+    """Small writes after a big one: same-size segments merge in eights, the big file stays."""
+    import json
+
+    from hashplug.stores.local import TIER
+
+    d = tmp_path / "c"
+    fil, mem = _file_store(d), open_store("memory://")
+    mem.open(make_meta())
+    for s in (fil, mem):
+        s.upsert(np.arange(1000), random_codes(1000), [{"i": i} for i in range(1000)])
+    (big,) = d.glob("codes-*.safetensors")
+    ino = big.stat().st_ino
+    rng = np.random.default_rng(3)
+    longest = 0
+    for step in range(150):
+        if step % 10 == 9:
+            gone = rng.choice(1400, 2, replace=False)
+            fil.delete(gone)
+            mem.delete(gone)
+        else:
+            ids = rng.choice(1400, 3, replace=False)  # new ids and replaced ones
+            codes = random_codes(3, seed=step)
+            fil.upsert(ids, codes, [{"step": step}] * 3)
+            mem.upsert(ids, codes, [{"step": step}] * 3)
+        segs = json.loads((d / "MANIFEST.json").read_text())["segments"]
+        longest = max(longest, len(segs))
+    assert longest <= 1 + 3 * (TIER - 1)  # at most TIER - 1 segments per size level
+    assert big.stat().st_ino == ino  # never rewritten by the small ones
+    fresh, ref = _file_store(d)._snapshot(), mem._snapshot()
+    np.testing.assert_array_equal(fresh["ids"], ref["ids"])
+    np.testing.assert_array_equal(fresh["codes"], ref["codes"])
+    assert list(fresh["payloads"]) == list(ref["payloads"])

@@ -12,9 +12,12 @@ A change appends one segment (its own files, fsync'ed), then replaces the manife
 an upsert writes only its rows, a delete only the deleted ids, so a bulk ingest writes each row
 about once (plus compactions), not the whole store per batch. Readers apply the segments in
 order (a later row of an id replaces an earlier one; a delete drops the earlier rows); a reader
-that already holds a prefix of the list applies only the new segments. When the list grows
-past ``MAX_SEGMENTS``, or the segments hold more than twice the live rows, the writer compacts:
-it writes the whole state as one segment. Files no manifest names are removed after a commit.
+that already holds a prefix of the list applies only the new segments (after a merge it reloads).
+Segments are size-tiered: when the newest segments make eight of one size level, the writer
+rewrites them as one (``LocalStore._append_segment``), so a row is rewritten about
+log8(N / batch) times. When the list grows past ``MAX_SEGMENTS``, or the segments hold more
+than twice the live rows, the writer compacts: it writes the whole state as one segment. Files
+no manifest names are removed after a commit.
 
 A kill at any point leaves either the old or the new manifest, and each names complete files
 whose sizes and CRC-32 it records, so a reader sees one whole state or a clear ``StoreError``.

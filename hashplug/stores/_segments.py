@@ -22,7 +22,10 @@ from typing import Any, overload
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["IdIndex", "Rows", "empty_state", "apply_segment", "merge_segments", "corr_of", "whole"]
+__all__ = [
+    "IdIndex", "Rows", "empty_state", "apply_segment", "merge_segments", "merge_run", "corr_of",
+    "whole",
+]  # fmt: skip
 
 _COLUMNS = ("ids", "codes", "corr", "assign")
 
@@ -238,7 +241,7 @@ def merge_segments(meta: str, n_bytes: int, segs: list[dict[str, Any]]) -> dict[
     dseq = np.concatenate([np.full(s.get("deleted", z).size, i) for i, s in enumerate(segs)])
     codes = np.concatenate([s["codes"] for s in segs if "codes" in s] or [st["codes"]])
     corr = np.concatenate([_seg_corr(s, s.get("ids", z).size) for s in segs])
-    pl_all = [p for s in segs for p in s["payloads"]]
+    pl_all = [p for s in segs for p in s.get("payloads", [])]
     order = np.argsort(ids, kind="stable")
     srt = ids[order]
     if not dels.size and not (srt[1:] == srt[:-1]).any():  # a plain bulk ingest: keep every row
@@ -276,4 +279,17 @@ def whole(st: dict[str, Any]) -> dict[str, Any]:
     corr = corr_of(st)
     if not np.isnan(corr).all():  # absent: no item has corrections
         seg["corr"] = corr
+    return seg
+
+
+def merge_run(n_bytes: int, segs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return one segment that does what applying ``segs`` in order does to any state.
+
+    Its rows are the run's last rows of each id it does not delete later; its deletes are every
+    id the run deletes (they may name rows of earlier segments).
+    """
+    seg = whole(merge_segments("{}", n_bytes, segs))
+    dels = [s["deleted"] for s in segs if "deleted" in s]
+    if dels:
+        seg["deleted"] = np.unique(np.concatenate(dels))
     return seg

@@ -18,7 +18,7 @@ from numpy.typing import ArrayLike, NDArray
 from ._columns import PayloadColumns
 from ._ivf import DEFAULT_NPROBE, MIN_PER_LIST, CodeIVF, Lists, auto_nlist
 from ._localfiles import MAX_SEGMENTS, StoreFiles
-from ._segments import apply_segment, corr_of, empty_state, merge_segments, whole
+from ._segments import apply_segment, corr_of, empty_state, merge_run, merge_segments, whole
 from .base import (
     HAMMING_PAD,
     CodeHits,
@@ -37,6 +37,8 @@ from .uri import parse_uri, to_int_at_least
 
 __all__ = ["LocalStore"]
 
+#: Segments of one size level that ``file://`` rewrites as one.
+TIER = 8
 #: Rows appended since the lists were grouped join a tail until it holds 1/16 of them.
 TAIL_FRACTION = 16
 
@@ -208,11 +210,37 @@ class LocalStore(Store):
                 elif segs is None or len(segs) >= MAX_SEGMENTS or on_disk > 2 * new["ids"].size:
                     segs = [self._files.write_segment(whole(new), gen)]  # compaction
                 else:
-                    segs = [*segs, self._files.write_segment(seg or {}, gen)]
+                    nb = CollectionMeta.from_json(new["meta"]).n_bytes
+                    segs = self._append_segment(segs, seg or {}, gen, nb)
                 assert new["meta"] is not None
                 self._files.commit(new["meta"], gen, segs)
                 self._set_state({**new, "gen": gen, "segments": segs})
                 self._token = self._files.token()
+
+    def _append_segment(
+        self, segs: list[dict[str, Any]], seg: dict[str, Any], gen: int, n_bytes: int
+    ) -> list[dict[str, Any]]:
+        """Write ``seg`` after ``segs``; return the new segment list.
+
+        Size-tiered: when the last segments make ``TIER`` of one size level (sizes within a
+        factor ``TIER``), they are rewritten as one, so each row is rewritten about
+        ``log_TIER(N / batch)`` times and the list stays short (not O(N) per compaction).
+        """
+        assert self._files is not None
+        run, size = [seg], _seg_size(seg)
+        segs = list(segs)
+        while True:
+            lvl = _level(size)
+            k = 0
+            while k < len(segs) and _level(_seg_size(segs[-1 - k])) == lvl:
+                k += 1
+            if k + 1 < TIER:
+                break
+            run = [self._files.read_segment(e) for e in segs[-k:]] + run
+            size += sum(_seg_size(e) for e in segs[-k:])
+            del segs[-k:]
+        one = run[0] if len(run) == 1 else merge_run(n_bytes, run)
+        return [*segs, self._files.write_segment(one, gen)]
 
     def _set_state(self, st: dict[str, Any]) -> None:
         self._state = st
@@ -519,6 +547,22 @@ def _check_ivf(ivf: int | str | None) -> int | str | None:
     if isinstance(ivf, bool) or not isinstance(ivf, int | np.integer) or ivf < 1:
         raise ValueError(f"ivf must be 'auto' or a positive number of lists, got {ivf!r}")
     return int(ivf)
+
+
+def _seg_size(seg: dict[str, Any]) -> int:
+    """Rows plus deleted ids of a segment or of its manifest entry."""
+    if "file" in seg:
+        return int(seg["rows"]) + int(seg.get("deleted", 0))
+    return len(seg.get("ids", ())) + len(seg.get("deleted", ()))
+
+
+def _level(size: int) -> int:
+    """Return the size level of a segment: ``floor(log_TIER(size))``."""
+    lvl = 0
+    while size >= TIER:
+        size //= TIER
+        lvl += 1
+    return lvl
 
 
 def _crc(a: NDArray[Any]) -> int:
