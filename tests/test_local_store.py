@@ -373,6 +373,16 @@ def test_vectorised_dict_filter_equals_the_reference_meaning():
     store.upsert(np.array([0]), random_codes(1), [{"a": "new"}])  # a new state: new columns
     ids, _ = store.search(q, 400, filter={"a": "new"})
     assert 0 in ids[0].tolist()
+    vocab = store._columns.column("a")[1]
+    more = [{"a": "fresh"}, {"a": 1}, None, {"b": 2.5}] * 50  # appended: columns extended
+    store.upsert(np.arange(400, 600), random_codes(200, seed=5), more)
+    every = store.get_payloads(np.arange(600))
+    for flt in [*cases, {"a": "fresh"}]:
+        ids, _ = store.search(q, 600, filter=flt)
+        norm = normalize_filter(flt)
+        want = {i for i, p in enumerate(every) if dict_filter_matches(p, norm)}
+        assert set(ids[0][ids[0] >= 0].tolist()) == want, flt
+    assert store._columns.column("a")[1] is vocab
 
 
 def test_file_store_appends_segments_and_compacts(tmp_path, monkeypatch):

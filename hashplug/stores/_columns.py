@@ -36,20 +36,37 @@ class PayloadColumns:
         self._cols: dict[str, tuple[NDArray[np.int32], dict[tuple[str, Any], int]]] = {}
 
     def column(self, key: str) -> tuple[NDArray[np.int32], dict[tuple[str, Any], int]]:
+        """Return the key's column (a code per row) and its vocabulary (value class -> code)."""
         hit = self._cols.get(key)
         if hit is None:
-            vocab: dict[tuple[str, Any], int] = {}
-            col = np.empty(len(self.payloads), np.int32)
-            for i, p in enumerate(self.payloads):
-                v = None if p is None else p.get(key)
-                if v is None:
-                    col[i] = MISSING
-                elif (t := _token(v)) is None:
-                    col[i] = OTHER
-                else:
-                    col[i] = vocab.setdefault(t, len(vocab))
-            hit = self._cols[key] = (col, vocab)
+            hit = self._cols[key] = self._column(key, {})
         return hit
+
+    def _column(
+        self, key: str, vocab: dict[tuple[str, Any], int]
+    ) -> tuple[NDArray[np.int32], dict[tuple[str, Any], int]]:
+        col = np.empty(len(self.payloads), np.int32)
+        for i, p in enumerate(self.payloads):
+            v = None if p is None else p.get(key)
+            if v is None:
+                col[i] = MISSING
+            elif (t := _token(v)) is None:
+                col[i] = OTHER
+            else:
+                col[i] = vocab.setdefault(t, len(vocab))
+        return col, vocab
+
+    def extended(self, payloads: Sequence[Payload | None]) -> PayloadColumns:
+        """Return the columns of ``payloads``, which start with this object's payloads.
+
+        Built columns are extended by the new rows only (the value codes are shared).
+        """
+        out = PayloadColumns(payloads)
+        new = PayloadColumns(payloads[len(self.payloads) :])
+        for key, (col, vocab) in self._cols.items():
+            part, _ = new._column(key, vocab)  # new values continue the vocabulary
+            out._cols[key] = (np.concatenate([col, part]), vocab)
+        return out
 
     def mask(self, flt: DictFilter) -> NDArray[np.bool_]:
         """Rows matching a normalised dict filter (the meaning of ``dict_filter_matches``)."""

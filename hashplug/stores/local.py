@@ -18,7 +18,15 @@ from numpy.typing import ArrayLike, NDArray
 from ._columns import PayloadColumns
 from ._ivf import DEFAULT_NPROBE, MIN_PER_LIST, CodeIVF, Lists, auto_nlist
 from ._localfiles import MAX_SEGMENTS, StoreFiles
-from ._segments import apply_segment, corr_of, empty_state, merge_run, merge_segments, whole
+from ._segments import (
+    Rows,
+    apply_segment,
+    corr_of,
+    empty_state,
+    merge_run,
+    merge_segments,
+    whole,
+)
 from .base import (
     HAMMING_PAD,
     CodeHits,
@@ -327,14 +335,20 @@ class LocalStore(Store):
         ids, dist, _ = self.search_with_codes(query_codes, limit, filter)
         return Hits(ids, dist)
 
-    def _columns_of(self, payloads: list[Payload | None]) -> PayloadColumns:
+    def _columns_of(self, payloads: Sequence[Payload | None]) -> PayloadColumns:
         """Return the payload columns of this state.
 
-        Payload lists are replaced, never changed, on write.
+        Payload rows are replaced or extended, never changed, on write: after appends only the
+        new rows are read.
         """
         cols = self._columns
         if cols is None or cols.payloads is not payloads:
-            cols = self._columns = PayloadColumns(payloads)
+            old = cols.payloads if cols is not None else None
+            if isinstance(old, Rows) and isinstance(payloads, Rows) and old.items is payloads.items:
+                assert cols is not None and len(old) <= len(payloads)  # rows were appended
+                cols = self._columns = cols.extended(payloads)
+            else:
+                cols = self._columns = PayloadColumns(payloads)
         return cols
 
     def search_with_codes(
