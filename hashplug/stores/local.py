@@ -290,7 +290,9 @@ class LocalStore(Store):
         seg: dict[str, Any] = {
             "ids": new_ids,
             "codes": new_codes,
-            "payloads": [_copy_payload(p) for p in new_pl],
+            "payloads": [None] * len(new_pl)
+            if payloads is None
+            else list(map(_copy_payload, new_pl)),
         }
         if corrections is not None:
             seg["corr"] = check_store_corrections(corrections, new_ids.size)
