@@ -4,12 +4,13 @@ A state is a dict: ``meta`` (JSON or None), ``ids`` (N,), ``codes`` (N, n_bytes)
 (a :class:`Rows` of N), ``corr`` (N, 2) float16 (NaN: no factors), ``index`` (an
 :class:`IdIndex` of ids), ``gen``, ``segments`` (the manifest entries it reflects; None when it
 must be rewritten whole), ``ids_sorted`` (ids non-decreasing: search ties need no sort),
-``spare`` (the growable buffers behind the columns) and optionally ``lists`` (an inverted file
-and the list of each row, -1: not assigned yet; a cache that searches fill and segments carry
-over).
+``spare`` (the growable buffers behind the columns), ``dead`` (sorted rows of deleted or
+replaced ids, which reads skip) and optionally ``lists`` (an inverted file and the list of each
+row, -1: not assigned yet; a cache that searches fill and segments carry over).
 States are never changed where another state can see it: a snapshot stays valid while writers
 go on. Appends write past the end of the buffers a state's columns are prefixes of, so a bulk
-ingest costs O(rows written), not O(N) per batch; a delete or a replaced id copies the columns.
+ingest costs O(rows written), not O(N) per batch; a delete or a replaced id adds dead rows,
+and the columns are copied without them once there are ``dead_limit(N)`` of them.
 Rows keep insertion order (ties in search are broken by it); a replaced id moves to the end.
 """
 
@@ -24,10 +25,12 @@ from numpy.typing import NDArray
 
 __all__ = [
     "IdIndex", "Rows", "empty_state", "apply_segment", "merge_segments", "merge_run", "corr_of",
-    "whole",
+    "whole", "dead_of", "live_rows", "dead_limit", "MAX_DEAD",
 ]  # fmt: skip
 
-_COLUMNS = ("ids", "codes", "corr", "assign")
+#: Most dead rows a state keeps (searches ask for this many more candidates, then skip them).
+MAX_DEAD = 4096
+_NO_ROWS = np.zeros(0, np.intp)
 
 
 class IdIndex:
@@ -48,13 +51,16 @@ class IdIndex:
         return self._runs
 
     def rows(self, q: NDArray[np.int64]) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
-        """(row of each id, found); rows of ids not found are meaningless."""
+        """(newest row of each id, found); rows of ids not found are meaningless.
+
+        An id has several rows when older ones are dead (see :func:`apply_segment`).
+        """
         rows = np.zeros(q.size, np.intp)
         found = np.zeros(q.size, bool)
-        for srt, order in self._built():
+        for srt, order in self._built():  # oldest run first: later runs overwrite
             if not srt.size:
                 continue
-            pos = np.minimum(np.searchsorted(srt, q), srt.size - 1)
+            pos = np.maximum(np.searchsorted(srt, q, side="right") - 1, 0)
             hit = srt[pos] == q
             rows[hit] = order[pos[hit]]
             found |= hit
@@ -175,29 +181,58 @@ def _seg_corr(seg: dict[str, Any], n: int) -> NDArray[np.float16]:
     return c.astype(np.float16) if c is not None else np.full((n, 2), np.nan, np.float16)
 
 
+def dead_of(st: dict[str, Any]) -> NDArray[np.intp]:
+    """Return the state's dead rows (sorted): rows deleted or replaced, not yet removed."""
+    d = st.get("dead")
+    return d if d is not None else _NO_ROWS
+
+
+def live_rows(
+    st: dict[str, Any], q: NDArray[np.int64]
+) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+    """Return (row of each id, found) among the live rows of the state."""
+    rows, found = st["index"].rows(q)
+    dead = dead_of(st)
+    if dead.size and found.any():
+        found &= ~np.isin(rows, dead)
+    return rows, found
+
+
+def dead_limit(n: int) -> int:
+    """Return the most dead rows a state of ``n`` rows keeps before removing them (a copy)."""
+    return min(MAX_DEAD, max(64, n // 16))
+
+
 def apply_segment(st: dict[str, Any], seg: dict[str, Any]) -> dict[str, Any]:
-    """Return the state after one segment: its ``deleted`` ids removed, its rows upserted."""
+    """Return the state after one segment: its ``deleted`` ids removed, its rows upserted.
+
+    The rows of deleted or replaced ids become dead rows (a sorted list of row numbers) that
+    searches and lookups skip; past :func:`dead_limit` of them, the columns are copied without
+    them. So a delete or a replacement costs O(rows changed), plus an O(N) copy now and then.
+    """
     ids, codes, pl, corr = st["ids"], st["codes"], st["payloads"], corr_of(st)
     spare: dict[str, _Buffer] = st.get("spare", {})
     new_ids = seg.get("ids", np.zeros(0, np.int64))
     drop = np.concatenate([seg.get("deleted", np.zeros(0, np.int64)), new_ids])
     index: IdIndex = st["index"]
-    rows, found = index.rows(drop) if drop.size and ids.size else (None, np.zeros(0, bool))
+    rows, found = live_rows(st, drop) if drop.size and ids.size else (None, np.zeros(0, bool))
     lists = st.get("lists")
-    if found.any():  # rows go: copy the columns
+    dead = dead_of(st)
+    if found.any():
         assert rows is not None
-        gone = np.unique(rows[found])
-        ids, codes, corr = _drop(ids, gone), _drop(codes, gone), _drop(corr, gone)
+        dead = np.union1d(dead, rows[found])
+    if dead.size > dead_limit(ids.size):  # remove the dead rows: copy the columns
+        ids, codes, corr = _drop(ids, dead), _drop(codes, dead), _drop(corr, dead)
         keep = np.ones(len(pl), bool)
-        keep[gone] = False
+        keep[dead] = False
         pl = Rows(list(itertools.compress(pl, keep.tolist())))
         index = IdIndex(ids)
-        lists = (lists[0], _drop(lists[1], gone)) if lists is not None else None
-        spare = {}
+        lists = (lists[0], _drop(lists[1], dead)) if lists is not None else None
+        spare, dead = {}, _NO_ROWS
     if not new_ids.size:
         return {
             **st, "ids": ids, "codes": codes, "payloads": pl, "corr": corr, "index": index,
-            "lists": lists, "spare": spare,
+            "lists": lists, "spare": spare, "dead": dead,
         }  # fmt: skip
     m = new_ids.size
     srt = bool(st.get("ids_sorted")) and bool(np.all(new_ids[1:] >= new_ids[:-1]))
@@ -223,6 +258,7 @@ def apply_segment(st: dict[str, Any], seg: dict[str, Any]) -> dict[str, Any]:
         "lists": (lists[0], out["assign"]) if lists is not None else None,
         "spare": grown,
         "ids_sorted": srt,
+        "dead": dead,
     }
 
 
@@ -274,7 +310,16 @@ def merge_segments(meta: str, n_bytes: int, segs: list[dict[str, Any]]) -> dict[
 
 
 def whole(st: dict[str, Any]) -> dict[str, Any]:
-    """Return the state's rows as one segment (for a compaction)."""
+    """Return the state's live rows as one segment (for a compaction)."""
+    dead = dead_of(st)
+    if dead.size:
+        keep = np.ones(st["ids"].size, bool)
+        keep[dead] = False
+        st = {
+            **st, "ids": _drop(st["ids"], dead), "codes": _drop(st["codes"], dead),
+            "corr": _drop(corr_of(st), dead),
+            "payloads": list(itertools.compress(st["payloads"], keep.tolist())),
+        }  # fmt: skip
     seg: dict[str, Any] = {"ids": st["ids"], "codes": st["codes"], "payloads": list(st["payloads"])}
     corr = corr_of(st)
     if not np.isnan(corr).all():  # absent: no item has corrections

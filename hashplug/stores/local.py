@@ -22,7 +22,9 @@ from ._segments import (
     Rows,
     apply_segment,
     corr_of,
+    dead_of,
     empty_state,
+    live_rows,
     merge_run,
     merge_segments,
     whole,
@@ -303,7 +305,7 @@ class LocalStore(Store):
         meta = self._require_open()
         q = as_ids(ids)
         st = self._snapshot()
-        rows, found = st["index"].rows(q)
+        rows, found = live_rows(st, q)
         out = np.zeros((q.size, meta.n_bytes), np.uint8)
         if found.any():
             out[found] = st["codes"][rows[found]]
@@ -314,7 +316,7 @@ class LocalStore(Store):
         self._require_open()
         q = as_ids(ids)
         st = self._snapshot()
-        rows, found = st["index"].rows(q)
+        rows, found = live_rows(st, q)
         out = np.full((q.size, 2), np.nan, np.float32)
         if found.any():
             out[found] = corr_of(st)[rows[found]]
@@ -325,7 +327,7 @@ class LocalStore(Store):
         self._require_open()
         q = as_ids(ids)
         st = self._snapshot()
-        rows, found = st["index"].rows(q)
+        rows, found = live_rows(st, q)
         pl = st["payloads"]
         return [
             _copy_payload(pl[r]) if f else None
@@ -381,29 +383,43 @@ class LocalStore(Store):
         st_ids, st_codes = st["ids"], st["codes"]
         st_corr = corr_of(st) if with_corr else None
         st_ids.flags.writeable = False  # states are copied on write: the kernel checks ids once
+        dead = dead_of(st)
         if mask_of is not None:
             norm = normalize_filter(filter)
             if isinstance(norm, Mapping):
                 mask = self._columns_of(st["payloads"]).mask(norm)  # type: ignore[arg-type]
             else:
                 mask = np.array([bool(mask_of(p)) for p in st["payloads"]], dtype=bool)
+            mask[dead] = False
+            dead = dead[:0]
             st_ids, st_codes = st_ids[mask], st_codes[mask]
             st_corr = st_corr[mask] if st_corr is not None else None
         lists = self._lists_of(st) if mask_of is None and q.shape[0] else None
         n = st_ids.size
         if n and q.shape[0]:
+            want = min(limit + dead.size, n)  # dead rows are skipped below
             if lists is not None:  # hits read from the lists' copies (a few blocks)
-                rows, dist = lists.select(q, min(limit, n), self.nprobe)
+                rows, dist = lists.select(q, want, self.nprobe)
                 valid = rows >= 0
                 hit_ids, hit_codes, hit_rows = lists.gather(np.maximum(rows, 0))
             else:
                 if mask_of is None and "ids_sorted" in st:  # the state's ids: checked once
                     _vouch_ids(st_ids, st["ids_sorted"])
-                rows, dist = hamming_topk(q, st_codes, min(limit, n), ids=st_ids)  # type: ignore[assignment]
+                rows, dist = hamming_topk(q, st_codes, want, ids=st_ids)  # type: ignore[assignment]
                 valid = rows >= 0
                 hit_rows = np.maximum(rows, 0)
                 hit_ids, hit_codes = st_ids[hit_rows], st_codes[hit_rows]
-            kk = rows.shape[1]
+            if dead.size:  # the first limit live hits, in order
+                valid &= ~np.isin(hit_rows, dead)
+                keep = np.argsort(~valid, axis=1, kind="stable")[:, : min(limit, want)]
+                valid = np.take_along_axis(valid, keep, 1)
+                dist, hit_ids = (
+                    np.take_along_axis(dist, keep, 1),
+                    np.take_along_axis(hit_ids, keep, 1),
+                )
+                hit_rows = np.take_along_axis(hit_rows, keep, 1)
+                hit_codes = np.take_along_axis(hit_codes, keep[..., None], 1)
+            kk = valid.shape[1]
             out_i[:, :kk] = np.where(valid, hit_ids, -1)
             out_d[:, :kk] = np.where(valid, dist, HAMMING_PAD)
             out_c[:, :kk] = np.where(valid[..., None], hit_codes, 0)
@@ -535,14 +551,15 @@ class LocalStore(Store):
     def iter_ids(self, batch_size: int = 50_000) -> Iterator[NDArray[np.int64]]:
         """Yield every stored id once, in int64 batches of at most ``batch_size``."""
         self._require_open()
-        ids = self._snapshot()["ids"].copy()
+        st = self._snapshot()
+        ids = np.delete(st["ids"], dead_of(st))
         for s in range(0, ids.size, max(1, int(batch_size))):
             yield ids[s : s + batch_size]
 
     def count(self) -> int:
         """Return the number of stored items (0 when the collection does not exist)."""
         st = self._snapshot()
-        return int(st["ids"].size) if st["meta"] is not None else 0
+        return int(st["ids"].size - dead_of(st).size) if st["meta"] is not None else 0
 
     def drop(self) -> None:
         """Drop the collection and its metadata."""
