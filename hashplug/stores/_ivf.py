@@ -34,12 +34,14 @@ from .._kernels.ivf import (
 from ..rerank import _words
 from .base import HAMMING_PAD
 
-__all__ = ["CodeIVF", "Lists", "auto_nlist", "MIN_PER_LIST", "DEFAULT_NPROBE"]
+__all__ = ["CodeIVF", "Lists", "auto_nlist", "tune_nprobe", "MIN_PER_LIST", "DEFAULT_NPROBE"]
 
 #: Fewest codes per list for training (as FAISS); smaller collections are scanned exhaustively.
 MIN_PER_LIST = 39
-#: Lists probed per query unless the store sets ``nprobe``.
+#: Lists probed per query by an explicit ``nprobe`` default (the store's default is ``"auto"``).
 DEFAULT_NPROBE = 64
+#: The self-query recall ``nprobe="auto"`` asks for.
+AUTO_TARGET = 0.95
 
 
 def auto_nlist(n: int) -> int:
@@ -301,3 +303,38 @@ class Lists:
             limit, int(q.shape[1]) * 8, out_r, out_d,
         )  # fmt: skip
         return out_r, out_d
+
+
+def tune_nprobe(
+    lists: Lists, codes: NDArray[np.uint8], limit: int, *, target: float = AUTO_TARGET,
+    sample: int = 100, seed: int = 0,
+) -> int:  # fmt: skip
+    """Return the fewest probes (8, 16, ..., nlist) that keep ``target`` recall on stored codes.
+
+    ``sample`` stored codes serve as queries: the share of each one's exact Hamming
+    top-``limit / 5`` (itself left out) found among the top-``limit`` of the probed lists. On
+    1M tiled codes this tracked the two-stage recall@10 of held-out queries (C = ``limit``) within
+    0.02 on text embeddings and under-estimated it on image ones (choosing 64 probes where 32
+    gave 0.957): it errs towards more probes. ``codes``: the rows ``lists`` groups.
+    """
+    from ..rerank import hamming_topk
+
+    n, nlist = int(codes.shape[0]), lists.ivf.nlist
+    depth = max(10, limit // 5)
+    if depth + 1 >= n:
+        return nlist
+    rows = np.sort(np.random.default_rng(seed).choice(n, min(sample, n), replace=False))
+    q = np.ascontiguousarray(codes[rows])
+    ref, _ = hamming_topk(q, codes, depth + 1)
+    truth = [[r for r in ref[i].tolist() if r != rows[i]][:depth] for i in range(rows.size)]
+    nprobe = 8
+    while nprobe < nlist:
+        pos, _ = lists.select(q, limit, nprobe)
+        got = np.where(pos >= 0, lists.gather(np.maximum(pos, 0))[2], -1)
+        rec = np.mean(
+            [len(set(t) & set(g.tolist())) / len(t) for t, g in zip(truth, got, strict=True)]
+        )
+        if rec >= target:
+            return nprobe
+        nprobe *= 2
+    return nlist

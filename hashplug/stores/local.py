@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._columns import PayloadColumns
-from ._ivf import DEFAULT_NPROBE, MIN_PER_LIST, CodeIVF, Lists, auto_nlist
+from ._ivf import DEFAULT_NPROBE, MIN_PER_LIST, CodeIVF, Lists, auto_nlist, tune_nprobe
 from ._localfiles import MAX_SEGMENTS, StoreFiles
 from ._segments import (
     Rows,
@@ -43,7 +43,7 @@ from .base import (
     dict_filter_matches,
     normalize_filter,
 )
-from .uri import parse_uri, to_int_at_least
+from .uri import parse_uri
 
 __all__ = ["LocalStore"]
 
@@ -70,10 +70,12 @@ class LocalStore(Store):
     ``?ivf=auto``; see ``hashplug.stores._ivf``). Centroids are trained on the first search with
     at least 39 codes per list (or by :meth:`build_ivf`); ``file://`` keeps them and the rows'
     lists in ``ivf.safetensors`` whenever it groups all rows, so a reopen reuses them (rows
-    appended since are assigned; after a delete or replacement all rows are). Written codes join their lists on the next search (appended rows as a
-    tail, grouped in once it holds 1/16 of the rows), deleted ones leave them; ``"auto"``
-    retrains when the collection has grown 4x. ``nprobe`` (``?nprobe=``):
-    lists scanned per query (default 64; more lists when those hold fewer than the limit).
+    appended since are assigned; after a delete or replacement all rows are). Written codes
+    join their lists on the next search (appended rows as a tail, grouped in once it holds 1/16
+    of the rows), deleted ones leave them; ``"auto"`` retrains when the collection has grown
+    4x. ``nprobe`` (``?nprobe=``): lists scanned per query (more when those hold fewer rows
+    than the limit); ``"auto"`` (default) picks them after training, the fewest of 8, 16, ...
+    with which stored codes used as queries keep 0.95 recall (``_ivf.tune_nprobe``).
     A search then returns the Hamming top-limit of the probed lists (equal distances in probe
     order), an approximation of the exhaustive one; filtered searches and smaller collections scan
     exhaustively. The lists keep a copy of the codes and ids in list order (8 + n_bytes bytes
@@ -93,13 +95,12 @@ class LocalStore(Store):
         name: str | None = None,
         lock_timeout: float = 60.0,
         ivf: int | str | None = None,
-        nprobe: int = DEFAULT_NPROBE,
+        nprobe: int | str = "auto",
     ):
         super().__init__()
         self._ivf_opt = _check_ivf(ivf)
-        if isinstance(nprobe, bool) or not isinstance(nprobe, int | np.integer) or nprobe < 1:
-            raise ValueError(f"nprobe must be a positive integer, got {nprobe!r}")
-        self.nprobe = int(nprobe)
+        self.nprobe: int | str = _check_nprobe(nprobe)
+        self._tuned: tuple[CodeIVF, int] | None = None  # nprobe="auto": the probes for an ivf
         self._ivf: CodeIVF | None = None
         self._lists: Lists | None = None
         self._ivf_lock = threading.Lock()
@@ -124,7 +125,7 @@ class LocalStore(Store):
     @classmethod
     def from_uri(cls, uri: str, **options: Any) -> LocalStore:
         """Open ``memory://NAME`` or ``file://PATH`` (see :meth:`Store.from_uri`)."""
-        parsed = parse_uri(uri, {"ivf": str, "nprobe": to_int_at_least(1)})
+        parsed = parse_uri(uri, {"ivf": str, "nprobe": str})
         scheme, rest = parsed.scheme, parsed.location
         options = {**parsed.options, **options}
         if scheme == "memory":
@@ -399,7 +400,7 @@ class LocalStore(Store):
         if n and q.shape[0]:
             want = min(limit + dead.size, n)  # dead rows are skipped below
             if lists is not None:  # hits read from the lists' copies (a few blocks)
-                rows, dist = lists.select(q, want, self.nprobe)
+                rows, dist = lists.select(q, want, self._probes(lists))
                 valid = rows >= 0
                 hit_ids, hit_codes, hit_rows = lists.gather(np.maximum(rows, 0))
             else:
@@ -470,6 +471,8 @@ class LocalStore(Store):
         saved = self._saved_lists(st) if self._ivf is None else None
         if saved is not None:
             self._ivf = saved[0]
+            if saved[2] is not None:
+                self._tuned = (saved[0], saved[2])
         ivf = self._ivf
         if ivf is None or (opt == "auto" and n > 4 * ivf.trained_on):
             k = auto_nlist(n) if opt == "auto" else int(opt)
@@ -502,7 +505,12 @@ class LocalStore(Store):
             lists = old.extended(ids, codes, assign)
         else:
             lists = Lists.make(ivf, ids, codes, assign)
-            if self._files is not None and todo.size:
+            if self.nprobe == "auto" and (self._tuned is None or self._tuned[0] is not ivf):
+                from ..index import default_oversample
+
+                limit = 10 * default_oversample(n, 10)  # HashIndex.search's C for k=10
+                self._tuned = (ivf, tune_nprobe(lists, codes, limit))
+            if self._files is not None and (todo.size or saved is not None and saved[2] is None):
                 self._save_lists(ivf, ids, codes, assign)
         self._lists = lists
         return lists
@@ -512,10 +520,22 @@ class LocalStore(Store):
         """``file://``: keep the centroids and the rows' lists, so a reopen need not redo them."""
         assert self._files is not None
         rows = np.array([ids.size, _crc(ids), _crc(codes)], np.int64)
+        arrays = {**ivf.to_arrays(), "rows": rows, "assign": assign}
+        if self._tuned is not None and self._tuned[0] is ivf:
+            arrays["nprobe"] = np.array([self._tuned[1]], np.int64)
         with contextlib.suppress(OSError):  # only a cache: a read-only directory skips it
-            self._files.save_ivf({**ivf.to_arrays(), "rows": rows, "assign": assign})
+            self._files.save_ivf(arrays)
 
-    def _saved_lists(self, st: dict[str, Any]) -> tuple[CodeIVF, NDArray[np.int32]] | None:
+    def _probes(self, lists: Lists) -> int:
+        """Return the lists a query probes: ``nprobe``, or the ones tuned for these lists."""
+        if isinstance(self.nprobe, int):
+            return self.nprobe
+        t = self._tuned
+        return t[1] if t is not None and t[0] is lists.ivf else DEFAULT_NPROBE
+
+    def _saved_lists(
+        self, st: dict[str, Any]
+    ) -> tuple[CodeIVF, NDArray[np.int32], int | None] | None:
         """Return the saved centroids and rows' lists (None: none, damaged or another nlist).
 
         The lists of the first rows are kept when those rows are the saved ones (same ids and
@@ -538,7 +558,8 @@ class LocalStore(Store):
             and _crc(st["ids"][:m]) == crc_ids
             and _crc(st["codes"][:m]) == crc_codes
         )
-        return ivf, assign.astype(np.int32) if same else np.zeros(0, np.int32)
+        tuned = int(a["nprobe"][0]) if "nprobe" in a and a["nprobe"].shape == (1,) else None
+        return ivf, assign.astype(np.int32) if same else np.zeros(0, np.int32), tuned
 
     def delete(self, ids: ArrayLike) -> None:
         """Delete items; ids that are not stored are ignored."""
@@ -601,6 +622,17 @@ def _level(size: int) -> int:
 def _crc(a: NDArray[Any]) -> int:
     """Return the CRC-32 of an array's bytes."""
     return zlib.crc32(np.ascontiguousarray(a).data)
+
+
+def _check_nprobe(nprobe: int | str) -> int | str:
+    """Validate the ``nprobe`` option: ``"auto"`` or a positive number of lists."""
+    if isinstance(nprobe, str) and nprobe.strip().isdigit():
+        nprobe = int(nprobe)
+    if nprobe == "auto":
+        return nprobe
+    if isinstance(nprobe, bool) or not isinstance(nprobe, int | np.integer) or nprobe < 1:
+        raise ValueError(f"nprobe must be 'auto' or a positive integer, got {nprobe!r}")
+    return int(nprobe)
 
 
 def _copy_payload(p: Payload | None) -> Payload | None:
