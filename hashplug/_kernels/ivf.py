@@ -232,13 +232,31 @@ def _probe_kernel(qw, centw, means, half, own, n_pre, nprobe, n_bits, out):
             sh = 8 * ((b & 63) >> 3) + 7 - (b & 7)
             bit = (qw[qi, b >> 6] >> np.uint64(sh)) & np.uint64(1)
             signs[b] = 2.0 * np.float32(bit) - 1.0
-        score = np.empty(e, np.float64)
+        score = np.empty(e, np.float32)
         for j in range(e):
             c = cand[j]
-            s = np.float64(half[c])
-            for b in range(n_bits):
-                s -= signs[b] * means[c, b]
-            score[j] = -np.inf if c == own[qi] else s
-        order = np.argsort(score, kind="mergesort")
-        for j in range(min(nprobe, e)):
-            out[qi, j] = cand[order[j]]
+            score[j] = -np.inf if c == own[qi] else half[c] - _dot(signs, means[c])
+        keep = min(nprobe, e)
+        sel = np.empty(keep, np.int64)  # the keep lowest scores; ties: candidate order
+        thr = np.partition(score, keep - 1)[keep - 1]
+        k = 0
+        for j in range(e):
+            if score[j] < thr:
+                sel[k] = j
+                k += 1
+        for j in range(e):
+            if k < keep and score[j] == thr:
+                sel[k] = j
+                k += 1
+        order = np.argsort(score[sel], kind="mergesort")
+        for j in range(keep):
+            out[qi, j] = cand[sel[order[j]]]
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _dot(a, b):
+    """Dot product of two float32 vectors (reassociated: vectorised)."""
+    s = np.float32(0.0)
+    for i in range(a.size):
+        s += a[i] * b[i]
+    return s

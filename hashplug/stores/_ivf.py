@@ -7,7 +7,7 @@ the nearest fine centroid among those of its 8 nearest top ones (assignment cost
 ``9 sqrt(nlist)`` distances, not ``nlist``; with only the nearest top one, codes near a border
 land in poorer lists: text recall at 7% scanned fell from 0.94 to 0.88). A query probes its own list and the ``nprobe - 1`` lists whose members' mean +-1
 code is nearest to its +-1 code (the means carry more than the majority bits), among the
-``4 nprobe`` lists with the nearest centroids (so a probe reads the packed centroids and a few
+``2 nprobe`` lists with the nearest centroids (so a probe reads the packed centroids and a few
 means, not every mean); its Hamming top-C
 is selected from the rows of those lists only. Rows are kept list by list in one array, so a probe
 reads contiguous blocks. Why not multi-index hashing: the coarse stage returns hundreds to
@@ -138,7 +138,7 @@ class CodeIVF:
         """Return (q, nprobe) the lists to scan per query, nearest first.
 
         First the query's own list (where an equal code is), then by distance to the list means
-        among the ``4 nprobe`` (at least 64) lists whose centroids are nearest in Hamming distance.
+        among the ``2 nprobe`` (at least 64) lists whose centroids are nearest in Hamming distance.
         """
         q = np.ascontiguousarray(query_codes)
         p = min(nprobe, self.nlist)
@@ -146,7 +146,7 @@ class CodeIVF:
         if q.shape[0]:
             _probe_kernel(
                 _words(q), _words(self.centroids), self.means, self._half, self.assign(q),
-                max(4 * p, 64), p, q.shape[1] * 8, out,
+                max(2 * p, 64), p, q.shape[1] * 8, out,
             )  # fmt: skip
         return out
 
