@@ -205,11 +205,22 @@ def _probe_kernel(qw, topw, centw, per_top, n_near, means, half, n_pre, nprobe, 
     m = min(n_near, topw.shape[0])
     for qi in prange(nq):
         ds = np.empty(nl, np.int64)
-        for c in range(nl):
-            ds[c] = _ham_row(centw, c, qw[qi], nw)
-        cnt = np.zeros(n_bits + 2, np.int64)
-        for c in range(nl):
-            cnt[ds[c]] += 1
+        if nw == 1:  # one word: a loop the compiler vectorises
+            q0 = qw[qi, 0]
+            for c in range(nl):
+                ds[c] = popcount64(q0 ^ centw[c, 0])
+        else:
+            for c in range(nl):
+                ds[c] = _ham_row(centw, c, qw[qi], nw)
+        cnt4 = np.zeros((4, n_bits + 2), np.int64)  # four histograms: no store-to-load chain
+        for c in range(0, nl - 3, 4):
+            cnt4[0, ds[c]] += 1
+            cnt4[1, ds[c + 1]] += 1
+            cnt4[2, ds[c + 2]] += 1
+            cnt4[3, ds[c + 3]] += 1
+        for c in range(nl - nl % 4, nl):
+            cnt4[0, ds[c]] += 1
+        cnt = cnt4[0] + cnt4[1] + cnt4[2] + cnt4[3]
         near_d = np.empty(m, np.int64)
         near_t = np.empty(m, np.int64)
         _near_tops(topw, qw[qi], nw, near_d, near_t)
