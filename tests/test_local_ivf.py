@@ -148,16 +148,16 @@ def test_file_store_reuses_its_lists_after_reopen(hashed, tmp_path, monkeypatch)
     after = again.search(codes[:10], 20)
     assert again._ivf is not None and again.nprobe == 3
     np.testing.assert_array_equal(before.ids, after.ids)
-    assert assigned == [10]  # the queries only
+    assert assigned == []  # nothing: the lists were loaded
     again.upsert(np.arange(10000, 10500), codes[10000:])
     assigned.clear()
     third = open_store(uri)
     third.search(codes[:10], 20)
-    assert assigned == [500, 10]  # the rows written since
+    assert assigned == [500]  # the rows written since
     third.delete([3])
     assigned.clear()
     open_store(uri).search(codes[:10], 20)
-    assert assigned == [10499, 10]  # rows removed: all assigned again
+    assert assigned == [10499]  # rows removed: all assigned again
     (tmp_path / "c" / "ivf.safetensors").write_bytes(b"damaged")
     monkeypatch.undo()
     got = open_store(uri).search(codes[10000:10001], 1)  # a damaged cache is retrained
@@ -184,9 +184,10 @@ def test_bad_options_name_the_problem(hashed):
 
 def test_auto_nlist_grows_with_the_collection():
     assert auto_nlist(10) == 0
-    assert auto_nlist(1_000_000) == 4096
-    assert auto_nlist(10_000_000) == 16384
-    assert auto_nlist(100_000_000) == 32768
+    assert auto_nlist(1_000_000) == 16384
+    assert auto_nlist(3_000_000) == 32768
+    assert auto_nlist(10_000_000) == 65536
+    assert auto_nlist(100_000_000) == 65536  # the cap
     assert auto_nlist(1000) <= 1000 // MIN_PER_LIST
 
 
@@ -205,6 +206,8 @@ def test_two_level_lists_above_1024(hashed):
     in_top = d_fine.reshape(2000, ivf.top.shape[0], ivf.per_top)[np.arange(2000), top].min(axis=1)
     assert (got <= in_top).all()  # never worse than the nearest top's fine centroids
     assert np.mean(got == d_fine.min(axis=1)) > 0.9  # mostly the nearest of all
+    # a probe starts with the query's own list (computed inside the probe kernel)
+    np.testing.assert_array_equal(ivf.probe(codes[:2000], 4)[:, 0], a)
     s = _store(codes, ivf=1100, nprobe=ivf.nlist)
     flat = _store(codes)
     qc = h.encode(q)

@@ -35,6 +35,26 @@ def _assign_kernel(cw, centw, out):
         out[r] = _nearest(centw, 0, centw.shape[0], cw[r], nw)[1]
 
 
+@_leaf
+def _near_tops(topw, row, nw, near_d, near_t):
+    """Fill near_d, near_t with the m = near_d.size nearest tops to ``row``, by (distance, top)."""
+    m = near_d.size
+    k = 0
+    for t in range(topw.shape[0]):
+        d = _ham_row(topw, t, row, nw)
+        if k == m and d >= near_d[m - 1]:
+            continue
+        j = k if k < m else m - 1
+        while j > 0 and near_d[j - 1] > d:
+            near_d[j] = near_d[j - 1]
+            near_t[j] = near_t[j - 1]
+            j -= 1
+        near_d[j] = d
+        near_t[j] = t
+        if k < m:
+            k += 1
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def _assign2_kernel(cw, topw, finew, per_top, n_near, out):
     """Two-level assignment: the nearest fine centroid among those of the n_near nearest tops.
@@ -44,27 +64,13 @@ def _assign2_kernel(cw, topw, finew, per_top, n_near, out):
     """
     n = cw.shape[0]
     nw = cw.shape[1]
-    nt = topw.shape[0]
-    m = min(n_near, nt)
+    m = min(n_near, topw.shape[0])
     chunk = 1024
     for u in prange((n + chunk - 1) // chunk):
         near_d = np.empty(m, np.int64)
         near_t = np.empty(m, np.int64)
         for r in range(u * chunk, min(n, (u + 1) * chunk)):
-            k = 0  # the m nearest tops so far, sorted by (distance, top)
-            for t in range(nt):
-                d = _ham_row(topw, t, cw[r], nw)
-                if k == m and d >= near_d[m - 1]:
-                    continue
-                j = k if k < m else m - 1
-                while j > 0 and near_d[j - 1] > d:
-                    near_d[j] = near_d[j - 1]
-                    near_t[j] = near_t[j - 1]
-                    j -= 1
-                near_d[j] = d
-                near_t[j] = t
-                if k < m:
-                    k += 1
+            _near_tops(topw, cw[r], nw, near_d, near_t)
             best = np.int64(1 << 30)
             bl = near_t[0] * per_top
             for j in range(m):
@@ -185,23 +191,44 @@ def _probed_select_kernel(qw, cw, offsets, probes, c_keep, n_bits, out_r, out_d)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _probe_kernel(qw, centw, means, half, own, n_pre, nprobe, n_bits, out):
+def _probe_kernel(qw, topw, centw, per_top, n_near, means, half, n_pre, nprobe, n_bits, out):
     """Per query: the nprobe lists to scan, nearest first; out (nq, nprobe).
 
-    The n_pre lists of centroids nearest in Hamming distance (ties: lower list) are ranked by
-    half the squared distance of the query's +-1 code to the list means; list own[qi] first.
-    Reads the packed centroids and n_pre rows of means, not every mean.
+    The query's own list (its assignment: see _assign2_kernel) first, then the n_pre lists of
+    centroids nearest in Hamming distance (ties: lower list) ranked by half the squared
+    distance of the query's +-1 code to the list means. Reads the packed centroids and n_pre
+    rows of means, not every mean.
     """
     nq = qw.shape[0]
     nl = centw.shape[0]
     nw = centw.shape[1]
+    m = min(n_near, topw.shape[0])
     for qi in prange(nq):
         ds = np.empty(nl, np.int64)
-        cnt = np.zeros(n_bits + 2, np.int64)
-        for c in range(nl):
-            d = _ham_row(centw, c, qw[qi], nw)
-            ds[c] = d
-            cnt[d] += 1
+        if nw == 1:  # one word: a loop the compiler vectorises
+            q0 = qw[qi, 0]
+            for c in range(nl):
+                ds[c] = popcount64(q0 ^ centw[c, 0])
+        else:
+            for c in range(nl):
+                ds[c] = _ham_row(centw, c, qw[qi], nw)
+        cnt4 = np.zeros((4, n_bits + 2), np.int64)  # four histograms: no store-to-load chain
+        for c in range(0, nl - 3, 4):
+            cnt4[0, ds[c]] += 1
+            cnt4[1, ds[c + 1]] += 1
+            cnt4[2, ds[c + 2]] += 1
+            cnt4[3, ds[c + 3]] += 1
+        for c in range(nl - nl % 4, nl):
+            cnt4[0, ds[c]] += 1
+        cnt = cnt4[0] + cnt4[1] + cnt4[2] + cnt4[3]
+        near_d = np.empty(m, np.int64)
+        near_t = np.empty(m, np.int64)
+        _near_tops(topw, qw[qi], nw, near_d, near_t)
+        own = near_t[0] * per_top
+        for j in range(m):  # as _assign2_kernel, from the distances above
+            for c in range(near_t[j] * per_top, (near_t[j] + 1) * per_top):
+                if ds[c] < ds[own]:
+                    own = c
         keep = min(n_pre, nl)
         acc = 0
         t = n_bits
@@ -222,23 +249,41 @@ def _probe_kernel(qw, centw, means, half, own, n_pre, nprobe, n_bits, out):
                 e += 1
         has_own = False
         for j in range(e):
-            if cand[j] == own[qi]:
+            if cand[j] == own:
                 has_own = True
         if not has_own:
-            cand[e] = own[qi]
+            cand[e] = own
             e += 1
         signs = np.empty(n_bits, np.float32)
         for b in range(n_bits):  # np.unpackbits order: bit 7 of byte 0 first
             sh = 8 * ((b & 63) >> 3) + 7 - (b & 7)
             bit = (qw[qi, b >> 6] >> np.uint64(sh)) & np.uint64(1)
             signs[b] = 2.0 * np.float32(bit) - 1.0
-        score = np.empty(e, np.float64)
+        score = np.empty(e, np.float32)
         for j in range(e):
             c = cand[j]
-            s = np.float64(half[c])
-            for b in range(n_bits):
-                s -= signs[b] * means[c, b]
-            score[j] = -np.inf if c == own[qi] else s
-        order = np.argsort(score, kind="mergesort")
-        for j in range(min(nprobe, e)):
-            out[qi, j] = cand[order[j]]
+            score[j] = -np.inf if c == own else half[c] - _dot(signs, means[c])
+        keep = min(nprobe, e)
+        sel = np.empty(keep, np.int64)  # the keep lowest scores; ties: candidate order
+        thr = np.partition(score, keep - 1)[keep - 1]
+        k = 0
+        for j in range(e):
+            if score[j] < thr:
+                sel[k] = j
+                k += 1
+        for j in range(e):
+            if k < keep and score[j] == thr:
+                sel[k] = j
+                k += 1
+        order = np.argsort(score[sel], kind="mergesort")
+        for j in range(keep):
+            out[qi, j] = cand[sel[order[j]]]
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _dot(a, b):
+    """Dot product of two float32 vectors (reassociated: vectorised)."""
+    s = np.float32(0.0)
+    for i in range(a.size):
+        s += a[i] * b[i]
+    return s

@@ -7,7 +7,7 @@ the nearest fine centroid among those of its 8 nearest top ones (assignment cost
 ``9 sqrt(nlist)`` distances, not ``nlist``; with only the nearest top one, codes near a border
 land in poorer lists: text recall at 7% scanned fell from 0.94 to 0.88). A query probes its own list and the ``nprobe - 1`` lists whose members' mean +-1
 code is nearest to its +-1 code (the means carry more than the majority bits), among the
-``4 nprobe`` lists with the nearest centroids (so a probe reads the packed centroids and a few
+``2 nprobe`` lists with the nearest centroids (so a probe reads the packed centroids and a few
 means, not every mean); its Hamming top-C
 is selected from the rows of those lists only. Rows are kept list by list in one array, so a probe
 reads contiguous blocks. Why not multi-index hashing: the coarse stage returns hundreds to
@@ -45,14 +45,15 @@ AUTO_TARGET = 0.95
 
 
 def auto_nlist(n: int) -> int:
-    """Return the lists for ``ivf="auto"`` over ``n`` codes: the power of two nearest ``4 sqrt(n)``.
+    """Return the lists for ``ivf="auto"`` over ``n`` codes: the power of two nearest ``16 sqrt(n)``.
 
-    (FAISS's usual rule), at most 65536 and ``n // MIN_PER_LIST``; 0 when ``n`` is too small
-    for 2 lists.
+    At most 65536 and ``n // MIN_PER_LIST``; 0 when ``n`` is too small for 2 lists. (FAISS's
+    usual rule is 4 sqrt(n); finer lists scan fewer rows per recall: 10M text codes, recall@10
+    0.955 from 0.65% of the rows with 65536 lists, 0.946 from 1.42% with 16384.)
     """
     if n < 2 * MIN_PER_LIST:
         return 0
-    want = 2 ** round(math.log2(4 * math.sqrt(n)))
+    want = 2 ** round(math.log2(16 * math.sqrt(n)))
     return int(max(2, min(want, 65536, n // MIN_PER_LIST)))
 
 
@@ -163,15 +164,15 @@ class CodeIVF:
         """Return (q, nprobe) the lists to scan per query, nearest first.
 
         First the query's own list (where an equal code is), then by distance to the list means
-        among the ``4 nprobe`` (at least 64) lists whose centroids are nearest in Hamming distance.
+        among the ``2 nprobe`` (at least 64) lists whose centroids are nearest in Hamming distance.
         """
         q = np.ascontiguousarray(query_codes)
         p = min(nprobe, self.nlist)
         out = np.full((q.shape[0], p), -1, np.int64)
         if q.shape[0]:
             _probe_kernel(
-                _words(q), _words(self.centroids), self.means, self._half, self.assign(q),
-                max(4 * p, 64), p, q.shape[1] * 8, out,
+                _words(q), _words(self.top), _words(self.centroids), self.per_top, self.n_near,
+                self.means, self._half, max(2 * p, 64), p, q.shape[1] * 8, out,
             )  # fmt: skip
         return out
 
@@ -275,12 +276,18 @@ class Lists:
         if self.tail is not None:
             sizes = sizes + np.diff(self.tail.offsets)
         short = sizes[probes].sum(axis=1) < limit
-        if short.any() and probes.shape[1] < self.ivf.nlist:  # widen these queries' probes
-            full = self.ivf.probe(query_codes[short], self.ivf.nlist)
+        p = probes.shape[1]
+        if short.any() and p < self.ivf.nlist:  # widen these queries' probes, doubling
+            w = p
+            while True:
+                w = min(self.ivf.nlist, 2 * w)
+                full = self.ivf.probe(query_codes[short], w)
+                if w == self.ivf.nlist or (sizes[full].sum(axis=1) >= limit).all():
+                    break
             need = (np.cumsum(sizes[full], axis=1) < limit).sum(axis=1) + 1
-            width = int(min(self.ivf.nlist, need.max()))
+            width = int(min(w, max(need.max(), p)))
             wide = np.full((nq, width), -1, np.int64)
-            wide[:, : probes.shape[1]] = probes
+            wide[:, :p] = probes
             wide[short] = np.where(np.arange(width) < need[:, None], full[:, :width], -1)
             probes = wide
         q = np.ascontiguousarray(query_codes)
