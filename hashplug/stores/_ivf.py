@@ -32,6 +32,7 @@ from .._kernels.ivf import (
     _probed_select_kernel,
 )
 from ..rerank import _words
+from ._segments import take_rows
 from .base import HAMMING_PAD
 
 __all__ = ["CodeIVF", "Lists", "auto_nlist", "tune_nprobe", "MIN_PER_LIST", "DEFAULT_NPROBE"]
@@ -229,7 +230,7 @@ class Lists:
     ) -> Lists:
         """Group the rows of ``codes`` by their lists ``assign``."""
         order, offsets = _list_order(assign, ivf.nlist)
-        return cls(ivf, ids, order, offsets, ids[order], np.take(codes, order, axis=0))
+        return cls(ivf, ids, order, offsets, ids[order], take_rows(codes, order))
 
     def extended(
         self, ids: NDArray[np.int64], codes: NDArray[np.uint8], assign: NDArray[np.int32]
@@ -250,14 +251,16 @@ class Lists:
     ) -> tuple[NDArray[np.int64], NDArray[np.uint8], NDArray[np.int64]]:
         """Return the ids, codes and state rows at ``select``'s (non-negative) positions."""
         if self.tail is None:
-            return self.ids[pos], self.codes[pos], self.order[pos]
+            return self.ids[pos], take_rows(self.codes, pos), self.order[pos]
         n0 = self.order.size
         t = pos >= n0
         p0, p1 = np.where(t, 0, pos), np.where(t, pos - n0, 0)
         tl = self.tail
+        codes = take_rows(self.codes, p0)
+        codes[t] = take_rows(tl.codes, p1[t])
         return (
             np.where(t, tl.ids[p1], self.ids[p0]),
-            np.where(t[..., None], tl.codes[p1], self.codes[p0]),
+            codes,
             np.where(t, tl.order[p1], self.order[p0]),
         )
 

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "IdIndex", "Rows", "empty_state", "apply_segment", "merge_segments", "merge_run", "corr_of",
-    "whole", "dead_of", "live_rows", "dead_limit", "MAX_DEAD",
+    "whole", "dead_of", "live_rows", "dead_limit", "take_rows", "MAX_DEAD",
 ]  # fmt: skip
 
 #: Most dead rows a state keeps (searches ask for this many more candidates, then skip them).
@@ -152,6 +152,13 @@ def _drop(a: NDArray[Any], rows: NDArray[np.intp]) -> NDArray[Any]:
         return np.take(a, np.flatnonzero(keep), axis=0)  # faster than a[keep] on 2-D rows
     bounds = np.r_[-1, rows, a.shape[0]]
     return np.concatenate([a[b + 1 : e] for b, e in zip(bounds[:-1], bounds[1:], strict=True)])
+
+
+def take_rows(codes: NDArray[np.uint8], rows: NDArray[np.intp]) -> NDArray[np.uint8]:
+    """Return ``codes[rows]`` (rows of any shape), gathering whole rows at once (5x a 2-D index)."""
+    c = np.ascontiguousarray(codes)
+    whole_rows = c.view(np.dtype((np.void, c.shape[1]))).reshape(-1)
+    return whole_rows[rows].view(np.uint8).reshape(*np.shape(rows), c.shape[1])
 
 
 def empty_state(meta: str | None = None, n_bytes: int = 0) -> dict[str, Any]:

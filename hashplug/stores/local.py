@@ -27,6 +27,7 @@ from ._segments import (
     live_rows,
     merge_run,
     merge_segments,
+    take_rows,
     whole,
 )
 from .base import (
@@ -409,7 +410,7 @@ class LocalStore(Store):
                 rows, dist = hamming_topk(q, st_codes, want, ids=st_ids)  # type: ignore[assignment]
                 valid = rows >= 0
                 hit_rows = np.maximum(rows, 0)
-                hit_ids, hit_codes = st_ids[hit_rows], st_codes[hit_rows]
+                hit_ids, hit_codes = st_ids[hit_rows], take_rows(st_codes, hit_rows)
             if dead.size:  # the first limit live hits, in order
                 valid &= ~np.isin(hit_rows, dead)
                 keep = np.argsort(~valid, axis=1, kind="stable")[:, : min(limit, want)]
@@ -423,7 +424,8 @@ class LocalStore(Store):
             kk = valid.shape[1]
             out_i[:, :kk] = np.where(valid, hit_ids, -1)
             out_d[:, :kk] = np.where(valid, dist, HAMMING_PAD)
-            out_c[:, :kk] = np.where(valid[..., None], hit_codes, 0)
+            hit_codes[~valid] = 0
+            out_c[:, :kk] = hit_codes
             if out_f is not None and st_corr is not None:
                 out_f[:, :kk] = np.where(valid[..., None], st_corr[hit_rows], np.nan)
         return CodeHits(out_i, out_d, out_c), out_f
