@@ -107,6 +107,7 @@ def run_one(name: str, n: int, with_file: bool, queries: int = 100) -> dict[str,
 
         out["ivf build s"] = _ms(mem.build_ivf) / 1e3
         out["ivf nlist"] = mem._ivf.nlist if mem._ivf is not None else 0
+        out["ivf nprobe"] = mem._probes(mem._lists) if mem._lists is not None else 0
         ivf_ms, ivf_rec = single(mem), recall(mem)
         flat_ms, flat_rec = single(exhaustive), recall(exhaustive)
         out.update({"flat ms": flat_ms, "flat recall": flat_rec, "ivf ms": ivf_ms,
@@ -138,6 +139,7 @@ COLUMNS = [
     ("last/first batch", "file:// last/first", "{:.2f}"),
     ("FAISS flat add", "FAISS flat add M/s", "{:.2f}"), ("ivf build", "ivf build s", "{:.1f}"),
     ("flat ms (recall)", ("flat ms", "flat recall"), "{:.2f} ({:.3f})"),
+    ("ivf nprobe (nlist)", ("ivf nprobe", "ivf nlist"), "{} ({})"),
     ("ivf ms (recall)", ("ivf ms", "ivf recall"), "{:.2f} ({:.3f})"),
     ("write 1k ms", "write 1k ms", "{:.1f}"),
     ("search after write ms", "search after write ms", "{:.2f}"),
