@@ -266,3 +266,19 @@ def test_appended_rows_join_a_tail_not_a_regrouping(hashed):
     s.upsert(np.arange(13500, 17000), codes[13500:17000])  # a tail past its limit is grouped in
     s.search(qc, 5)
     assert s._lists.tail is None and s._lists.order.size == 17000
+
+
+def test_tune_nprobe_with_real_queries(hashed):
+    """Real query codes choose the probes; bad calls name the problem."""
+    h, x, q = hashed
+    codes, qc = h.encode(x), h.encode(q)
+    s = _store(codes, ivf=64, nprobe=2)
+    p = s.tune_nprobe(qc[:50])
+    assert s.nprobe == "auto" and s._probes(s._lists) == p and 8 <= p <= 64
+    flat = _store(codes)
+    assert _recall(s.search(qc[50:], 10).ids, flat.search(qc[50:], 10).ids) >= 0.9
+    assert s.tune_nprobe(qc[:50], target=0.5) <= p
+    with pytest.raises(ValueError, match="target"):
+        s.tune_nprobe(qc, target=0)
+    with pytest.raises(ValueError, match="ivf="):
+        flat.tune_nprobe(qc)

@@ -453,6 +453,31 @@ class LocalStore(Store):
         self._lists_of(st)
         return ivf
 
+    def tune_nprobe(self, query_codes: ArrayLike, *, target: float = 0.95) -> int:
+        """Choose the probes with real query codes; returns them and keeps them (``nprobe="auto"``).
+
+        The fewest of 8, 16, ... lists with which the queries' top-C (C of ``HashIndex.search``
+        at k=10) holds ``target`` of their exact Hamming top-C/5. Use it where the stored codes
+        make poor stand-ins for queries (many near-copies). Trains the inverted file if needed.
+        """
+        from ..index import default_oversample
+
+        q = self._check_query(query_codes, 1)
+        if not 0 < target <= 1:
+            raise ValueError(f"target must be in (0, 1], got {target!r}")
+        if self._ivf_opt is None:
+            raise ValueError("tune_nprobe needs the inverted file: open the store with ivf=")
+        st = self._snapshot()
+        lists = self._lists_of(st)
+        if lists is None or not q.shape[0]:
+            raise ValueError("tune_nprobe needs query codes and a trained inverted file")
+        n = int(st["ids"].size)
+        p = tune_nprobe(lists, st["codes"], 10 * default_oversample(n, 10), target=target,
+                        queries=q)  # fmt: skip
+        with self._ivf_lock:
+            self._tuned, self.nprobe = (lists.ivf, p), "auto"
+        return p
+
     def _lists_of(self, st: dict[str, Any]) -> Lists | None:
         """Return the inverted file's lists of this state; None: scan exhaustively."""
         if self._ivf_opt is None or st["meta"] is None:
