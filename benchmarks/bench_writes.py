@@ -122,8 +122,10 @@ def run_one(name: str, n: int, with_file: bool, queries: int = 100) -> dict[str,
         out["search after delete ms"] = _ms(lambda: mem.search(qc[:1], c))
         if with_file:
             out["file first search s"] = _ms(lambda: fil.search(qc[:1], c)) / 1e3
-            again = LocalStore(tmp / "c", ivf="auto")
-            out["reopen s"] = _ms(again.count) / 1e3
+            t = time.perf_counter()
+            again = LocalStore(tmp / "c", ivf="auto")  # opening reads the segments
+            again.count()
+            out["reopen s"] = time.perf_counter() - t
             out["reopen first search s"] = _ms(lambda: again.search(qc[:1], c)) / 1e3
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
