@@ -166,23 +166,33 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """Plot ms per 50k batch against rows already stored, one line per (store, set, N)."""
+    """Plot ms per 50k batch (rolling median of 5) against rows stored, for each set's largest N.
+
+    Colour: the store; line style: the set.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colours = {"memory://": "tab:blue", "file://": "tab:orange", "FAISS flat add": "tab:green"}
+    styles = ["-", "--", ":", "-."]
+    biggest = {r["set"]: r for r in sorted(rows, key=lambda r: r["N"])}
     fig, ax = plt.subplots(figsize=(8, 5))
-    for r in rows:
+    for i, (name, r) in enumerate(biggest.items()):
         for key, per in r["curves"].items():
-            at = np.arange(len(per)) * BATCH + BATCH
-            ax.plot(at, per, lw=1, label=f"{key}, {r['set']} N={r['N']:,}")
+            y = np.asarray(per)
+            y = np.array([np.median(y[max(0, j - 2) : j + 3]) for j in range(y.size)])
+            at = np.arange(y.size) * BATCH + BATCH
+            ax.plot(at, y, lw=1.2, color=colours.get(key), ls=styles[i % len(styles)],
+                    label=f"{key}, {name}, N={r['N']:,}")  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("rows stored after the batch")
-    ax.set_ylabel("ms per 50k-row batch")
+    ax.set_ylabel("ms per 50k-row batch (rolling median of 5)")
     ax.set_title("Ingest cost per batch as the store fills (flat = linear ingest)")
-    ax.legend(fontsize=7)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -195,7 +205,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--no-file", action="store_true", help="skip the file:// store")
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the plot from writes.json")
     args = ap.parse_args(argv)
+    if args.report_only:
+        rows = json.loads((args.out / "writes.json").read_text())
+        plot(rows, args.out / "writes.png")
+        return rows
     numba.set_num_threads(1)
     rows = []
     for name in args.sets:
