@@ -35,6 +35,19 @@ def _assign_kernel(cw, centw, out):
         out[r] = _nearest(centw, 0, centw.shape[0], cw[r], nw)[1]
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _dists(rows, qrow, out):
+    """out[j] = Hamming distance of ``qrow`` to ``rows[j]`` (one word: a vectorised loop)."""
+    nw = rows.shape[1]
+    if nw == 1:
+        q0 = qrow[0]
+        for j in range(rows.shape[0]):
+            out[j] = popcount64(q0 ^ rows[j, 0])
+    else:
+        for j in range(rows.shape[0]):
+            out[j] = _ham_row(rows, j, qrow, nw)
+
+
 @_leaf
 def _near_tops(topw, row, nw, near_d, near_t):
     """Fill near_d, near_t with the m = near_d.size nearest tops to ``row``, by (distance, top)."""
@@ -121,7 +134,6 @@ def _probed_select_kernel(qw, cw, offsets, probes, c_keep, n_bits, out_r, out_d)
     One pass computes and counts the distances, a second writes the rows by counting sort.
     """
     nq = qw.shape[0]
-    nw = cw.shape[1]
     for qi in prange(nq):
         tot = 0
         for p in range(probes.shape[1]):
@@ -138,18 +150,7 @@ def _probed_select_kernel(qw, cw, offsets, probes, c_keep, n_bits, out_r, out_d)
             z0 = z
             a = offsets[c]
             m = offsets[c + 1] - a
-            seg = cw[a : a + m]
-            dz = ds[z0 : z0 + m]
-            if nw == 1:  # one word: a loop the compiler vectorises
-                qv = qw[qi, 0]
-                for j in range(m):
-                    dz[j] = popcount64(qv ^ seg[j, 0])
-            else:
-                for j in range(m):
-                    d = np.int64(0)
-                    for w in range(nw):
-                        d += popcount64(qw[qi, w] ^ seg[j, w])
-                    dz[j] = d
+            _dists(cw[a : a + m], qw[qi], ds[z0 : z0 + m])
             z += m
             e = z0
             while e + 4 <= z:  # four histograms: no store-to-load chain between rows
@@ -205,13 +206,7 @@ def _probe_kernel(qw, topw, centw, per_top, n_near, means, half, n_pre, nprobe, 
     m = min(n_near, topw.shape[0])
     for qi in prange(nq):
         ds = np.empty(nl, np.int64)
-        if nw == 1:  # one word: a loop the compiler vectorises
-            q0 = qw[qi, 0]
-            for c in range(nl):
-                ds[c] = popcount64(q0 ^ centw[c, 0])
-        else:
-            for c in range(nl):
-                ds[c] = _ham_row(centw, c, qw[qi], nw)
+        _dists(centw, qw[qi], ds)
         cnt4 = np.zeros((4, n_bits + 2), np.int64)  # four histograms: no store-to-load chain
         for c in range(0, nl - 3, 4):
             cnt4[0, ds[c]] += 1
