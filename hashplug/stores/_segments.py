@@ -154,6 +154,13 @@ def _drop(a: NDArray[Any], rows: NDArray[np.intp]) -> NDArray[Any]:
     return np.concatenate([a[b + 1 : e] for b, e in zip(bounds[:-1], bounds[1:], strict=True)])
 
 
+def _drop_items(items: Sequence[Any], rows: NDArray[np.intp]) -> list[Any]:
+    """Return a list of ``items`` without the ``rows``."""
+    keep = np.ones(len(items), bool)
+    keep[rows] = False
+    return list(itertools.compress(items, keep.tolist()))
+
+
 def take_rows(codes: NDArray[np.uint8], rows: NDArray[np.intp]) -> NDArray[np.uint8]:
     """Return ``codes[rows]`` (rows of any shape), gathering whole rows at once (5x a 2-D index)."""
     c = np.ascontiguousarray(codes)
@@ -230,9 +237,7 @@ def apply_segment(st: dict[str, Any], seg: dict[str, Any]) -> dict[str, Any]:
         dead = np.union1d(dead, rows[found])
     if dead.size > dead_limit(ids.size):  # remove the dead rows: copy the columns
         ids, codes, corr = _drop(ids, dead), _drop(codes, dead), _drop(corr, dead)
-        keep = np.ones(len(pl), bool)
-        keep[dead] = False
-        pl = Rows(list(itertools.compress(pl, keep.tolist())))
+        pl = Rows(_drop_items(pl, dead))
         index = IdIndex(ids)
         lists = (lists[0], _drop(lists[1], dead)) if lists is not None else None
         spare, dead = {}, _NO_ROWS
@@ -320,12 +325,10 @@ def whole(st: dict[str, Any]) -> dict[str, Any]:
     """Return the state's live rows as one segment (for a compaction)."""
     dead = dead_of(st)
     if dead.size:
-        keep = np.ones(st["ids"].size, bool)
-        keep[dead] = False
         st = {
             **st, "ids": _drop(st["ids"], dead), "codes": _drop(st["codes"], dead),
             "corr": _drop(corr_of(st), dead),
-            "payloads": list(itertools.compress(st["payloads"], keep.tolist())),
+            "payloads": _drop_items(st["payloads"], dead),
         }  # fmt: skip
     seg: dict[str, Any] = {"ids": st["ids"], "codes": st["codes"], "payloads": list(st["payloads"])}
     corr = corr_of(st)

@@ -460,8 +460,6 @@ class LocalStore(Store):
         at k=10) holds ``target`` of their exact Hamming top-C/5. Use it where the stored codes
         make poor stand-ins for queries (many near-copies). Trains the inverted file if needed.
         """
-        from ..index import default_oversample
-
         q = self._check_query(query_codes, 1)
         if not 0 < target <= 1:
             raise ValueError(f"target must be in (0, 1], got {target!r}")
@@ -472,8 +470,7 @@ class LocalStore(Store):
         if lists is None or not q.shape[0]:
             raise ValueError("tune_nprobe needs query codes and a trained inverted file")
         n = int(st["ids"].size)
-        p = tune_nprobe(lists, st["codes"], 10 * default_oversample(n, 10), target=target,
-                        queries=q)  # fmt: skip
+        p = tune_nprobe(lists, st["codes"], _tune_limit(n), target=target, queries=q)
         with self._ivf_lock:
             self._tuned, self.nprobe = (lists.ivf, p), "auto"
         return p
@@ -533,10 +530,7 @@ class LocalStore(Store):
         else:
             lists = Lists.make(ivf, ids, codes, assign)
             if self.nprobe == "auto" and (self._tuned is None or self._tuned[0] is not ivf):
-                from ..index import default_oversample
-
-                limit = 10 * default_oversample(n, 10)  # HashIndex.search's C for k=10
-                self._tuned = (ivf, tune_nprobe(lists, codes, limit))
+                self._tuned = (ivf, tune_nprobe(lists, codes, _tune_limit(n)))
             if self._files is not None and (todo.size or saved is not None and saved[2] is None):
                 self._save_lists(ivf, ids, codes, assign)
         self._lists = lists
@@ -628,6 +622,13 @@ def _check_ivf(ivf: int | str | None) -> int | str | None:
     if isinstance(ivf, bool) or not isinstance(ivf, int | np.integer) or ivf < 1:
         raise ValueError(f"ivf must be 'auto' or a positive number of lists, got {ivf!r}")
     return int(ivf)
+
+
+def _tune_limit(n: int) -> int:
+    """Return the candidates nprobe is tuned for: ``HashIndex.search``'s C at k=10 over n codes."""
+    from ..index import default_oversample
+
+    return 10 * default_oversample(n, 10)
 
 
 def _seg_size(seg: dict[str, Any]) -> int:
