@@ -3,7 +3,9 @@
 docker/docker-compose.hashplug.yml runs the conformance suites in a container built from this
 checkout, Milvus against the Milvus container beside it.
 
-``HASHPLUG_DOCKER_SUITES`` picks the suites (default ``milvus lancedb qdrant-edge``). Skipped with
+``HASHPLUG_DOCKER_SUITES`` picks the suites (default ``milvus``: the one that needs the two
+containers side by side; the LanceDB and Qdrant Edge suites run natively in the test suite, and
+``HASHPLUG_DOCKER_SUITES="milvus lancedb qdrant-edge"`` runs them in the image too). Skipped with
 the reason where Docker cannot run or the images cannot be built (no network for the dependencies).
 """
 
@@ -15,7 +17,7 @@ from typing import Any
 
 
 def test_hashplug_image_passes_the_conformance_suites(hashplug_suites: Any) -> None:
-    suites = os.environ.get("HASHPLUG_DOCKER_SUITES", "milvus lancedb qdrant-edge")
+    suites = os.environ.get("HASHPLUG_DOCKER_SUITES", "milvus")
     code, out = hashplug_suites(suites)
     assert code == 0, out[-4000:]
     lines = re.findall(r"hashplug[_-]1 +\| ((?:\d+ \w+(?:, )?)+) in [\d.]+s", out)
