@@ -31,6 +31,8 @@ SETS = {
     "fmnist": HERE.parent.parent / "shared" / "data" / "fmnist_effnet.npz",
     "text": Path(os.environ.get("HASHPLUG_CACHE", Path.home() / ".cache" / "hashplug"))
     / "fortunes_minilm.npz",
+    "packages": Path(os.environ.get("HASHPLUG_CACHE", Path.home() / ".cache" / "hashplug"))
+    / "debian_packages_minilm.npz",
 }
 
 
@@ -74,7 +76,9 @@ def main() -> None:
         for n in sorted(args.sizes):
             c = codes[:n]
             exact, _ = search_codes(p, c, k)
-            cells = [recall_at_k(search_codes(p, c, k, candidates=k * o)[0], exact) for o in args.fixed]
+            cells = [
+                recall_at_k(search_codes(p, c, k, candidates=k * o)[0], exact) for o in args.fixed
+            ]
             auto = default_oversample(n, k)
             got = recall_at_k(search_codes(p, c, k, candidates=k * auto)[0], exact)
             row = [name, f"{n:,}"] + [f"{v:.3f}" for v in cells] + [f"{got:.3f} ({auto})"]

@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Run the benchmark; return the runs (also written under ``--out``)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", nargs="+", type=int, default=[100_000, 1_000_000, 10_000_000])
-    ap.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    ap.add_argument("--sets", nargs="+", default=["fmnist", "text"], choices=list(SETS))
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--single", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
