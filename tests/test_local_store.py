@@ -346,11 +346,28 @@ def test_vectorised_dict_filter_equals_the_reference_meaning():
     from hashplug.stores._columns import PayloadColumns
     from hashplug.stores.base import dict_filter_matches, normalize_filter
 
-    values = [True, False, 0, 1, 1.0, 2, 2.5, "1", "a", "", None, [1], {"x": 1}, 2**62,
-              float(2**62), -7]  # fmt: skip (NaN cannot be stored: payloads are JSON)
+    values = [
+        True,
+        False,
+        0,
+        1,
+        1.0,
+        2,
+        2.5,
+        "1",
+        "a",
+        "",
+        None,
+        [1],
+        {"x": 1},
+        2**62,
+        float(2**62),
+        -7,
+    ]  # fmt: skip (NaN cannot be stored: payloads are JSON)
     rng = np.random.default_rng(4)
     payloads = [
-        None if rng.random() < 0.1
+        None
+        if rng.random() < 0.1
         else {k: values[rng.integers(len(values))] for k in ("a", "b") if rng.random() < 0.8}
         for _ in range(400)
     ]
@@ -573,3 +590,38 @@ def test_deletes_and_replacements_leave_dead_rows_until_a_limit(ivf):
     s.delete(np.arange(100, 100 + dead_limit(n)))  # past the limit: the columns are copied
     st = s._snapshot()
     assert st["dead"].size == 0 and st["ids"].size == s.count() == n - 2 - dead_limit(n)
+
+
+def test_id_lookup_after_sorted_overlapping_and_shuffled_appends():
+    """Every append looks up the newest row, as a dict does.
+
+    Those that skip the sort (increasing ids above every stored one) and those that need it
+    (interleaved, shuffled, replacing).
+    """
+    s = LocalStore()
+    s.open(make_meta())
+    rng = np.random.default_rng(5)
+    ref: dict[int, bytes] = {}
+    batches = [
+        np.arange(0, 300),
+        np.arange(300, 700),
+        np.arange(700, 800)[::-1],
+        rng.permutation(np.arange(800, 1500)),
+        *(2000 + i + 16 * np.arange(50) for i in range(16)),  # sorted runs that interleave
+        np.arange(250, 290),
+        rng.choice(2800, 30, replace=False),
+    ]  # replacements
+    for i, b in enumerate(batches):  # fmt: skip
+        c = random_codes(b.size, seed=100 + i)
+        s.upsert(b, c)
+        ref.update({int(k): bytes(r) for k, r in zip(b, c, strict=True)})
+        probe = np.concatenate([np.array(sorted(ref)), [1600, 5000, 1999]])
+        got, found = s.lookup_codes(probe)  # (a lookup builds the index: later appends merge)
+        assert found.tolist() == [int(k) in ref for k in probe], i
+        assert [bytes(r) for r in got[found]] == [ref[int(k)] for k in sorted(ref)], i
+    assert s.count() == len(ref) and len(s._snapshot()["index"]._runs) < 8
+    with pytest.raises(ValueError, match="duplicates"):
+        s.upsert([3000, 3001, 3000], random_codes(3))
+    with pytest.raises(ValueError, match="duplicates"):
+        s.upsert([3002, 3002], random_codes(2))
+    assert s.count() == len(ref)

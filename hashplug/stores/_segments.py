@@ -71,13 +71,20 @@ class IdIndex:
         out = IdIndex(all_ids)
         if self._runs is not None:
             n0 = self.ids.size
-            o = np.argsort(all_ids[n0:], kind="stable")
-            runs = [*self._runs, (all_ids[n0:][o], o + n0)]
+            new = all_ids[n0:]
+            if np.all(new[1:] >= new[:-1]):  # already sorted (e.g. increasing ids)
+                run = (new, np.arange(n0, all_ids.size))
+            else:
+                o = np.argsort(new, kind="stable")
+                run = (new[o], o + n0)
+            runs = [*self._runs, run]
             while len(runs) > 1 and runs[-2][0].size <= 2 * runs[-1][0].size:
                 (s1, o1), (s2, o2) = runs[-2], runs[-1]
-                s = np.concatenate([s1, s2])
-                m = np.argsort(s, kind="stable")  # two sorted runs: a linear merge
-                runs[-2:] = [(s[m], np.concatenate([o1, o2])[m])]
+                s, o = np.concatenate([s1, s2]), np.concatenate([o1, o2])
+                if s1.size and s2.size and s1[-1] > s2[0]:  # overlapping: a linear merge
+                    m = np.argsort(s, kind="stable")
+                    s, o = s[m], o[m]
+                runs[-2:] = [(s, o)]
             out._runs = runs
         return out
 
@@ -212,6 +219,17 @@ def live_rows(
     return rows, found
 
 
+def _all_new(st: dict[str, Any], seg: dict[str, Any], new_ids: NDArray[np.int64]) -> bool:
+    """Tell whether ``seg`` deletes nothing and only appends ids above every stored one."""
+    ids = st["ids"]
+    return (
+        "deleted" not in seg
+        and bool(st.get("ids_sorted"))
+        and new_ids.size > 0
+        and int(new_ids.min()) > int(ids[-1])
+    )
+
+
 def dead_limit(n: int) -> int:
     """Return the most dead rows a state of ``n`` rows keeps before removing them (a copy)."""
     return min(MAX_DEAD, max(64, n // 16))
@@ -229,7 +247,9 @@ def apply_segment(st: dict[str, Any], seg: dict[str, Any]) -> dict[str, Any]:
     new_ids = seg.get("ids", np.zeros(0, np.int64))
     drop = np.concatenate([seg.get("deleted", np.zeros(0, np.int64)), new_ids])
     index: IdIndex = st["index"]
-    rows, found = live_rows(st, drop) if drop.size and ids.size else (None, np.zeros(0, bool))
+    rows, found = None, np.zeros(0, bool)
+    if drop.size and ids.size and not _all_new(st, seg, new_ids):
+        rows, found = live_rows(st, drop)
     lists = st.get("lists")
     dead = dead_of(st)
     if found.any():
