@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_cosine.py [--sets fmnist text audio] [--repeats 7]
 
 Data: ../shared/data/fmnist_effnet.npz (image, 1280-d), ~/.cache/hashplug/fortunes_minilm.npz
-(text, MiniLM 384-d; benchmarks/make_text_set.py) and, on request, ~/.cache/hashplug/espeak_aisfx.npz
+(text, MiniLM 384-d; benchmarks/make_text_set.py), ~/.cache/hashplug/debian_packages_minilm.npz
+(text: one-line package descriptions, MiniLM; make_text_set.py --corpus packages) and, on request, ~/.cache/hashplug/espeak_aisfx.npz
 (audio, aisfx 512-d; benchmarks/make_audio_set.py). Rows are L2-normalised (cosine); hashers and
 quantizers are fitted on the database split; truth = exact float cosine top-10 of each query.
 Recall@10 of exhaustive search with the codes alone (no float rescoring), at a budget of bytes
@@ -19,7 +20,8 @@ per vector that INCLUDES the per-vector factors:
   OPQ+PQ (faiss)  the same after an OPQ rotation (10 iterations; sets of at most 512 dims)
 Fixed-size references: centred sign 1 bit/dim with a float query (d/8 bytes), faiss IndexRaBitQ on
 the full vector, int8 scalar quantisation (d bytes, per-dim min/max).
-Also: mAP@1000 (x100, labels db_y/q_y) at 16/32/64 bits, asymmetric vs cosine on the same codes;
+Also: mAP@1000 (x100, labels db_y/q_y) at 16/32/64 bits, asymmetric vs cosine on the same codes,
+and at 16/32/64 bytes per vector (factors included), asymmetric vs uneven u8;
 latency of search_codes cosine vs asymmetric (256-bit codes, 1 thread, medians of interleaved runs).
 """
 
@@ -48,8 +50,9 @@ SETS = {
     "fmnist": Path(__file__).resolve().parents[1] / "../shared/data/fmnist_effnet.npz",
     "text": Path.home() / ".cache/hashplug/fortunes_minilm.npz",
     "audio": Path.home() / ".cache/hashplug/espeak_aisfx.npz",
+    "packages": Path.home() / ".cache/hashplug/debian_packages_minilm.npz",
 }
-DEFAULT_SETS = ["fmnist", "text"]  # "audio" needs benchmarks/make_audio_set.py first
+DEFAULT_SETS = ["fmnist", "text", "packages"]  # "audio": benchmarks/make_audio_set.py first
 BUDGETS = (8, 16, 32, 64)
 K = 10
 OPQ_MAX_DIM = 512
@@ -195,6 +198,18 @@ def map_rows(name: str, x, q, yx, yq) -> list[str]:  # type: ignore[no-untyped-d
     return rows
 
 
+def map_bytes_rows(name: str, x, q, yx, yq) -> list[str]:  # type: ignore[no-untyped-def]
+    """mAP@1000 at equal bytes per vector: asymmetric on 8B bits vs uneven u8 on 8B - 16 bits."""
+    rows = []
+    for b in (16, 32, 64):
+        h = HashingBaseline(8 * b).fit(x)
+        a = map_at_k(asym_ids(h, x, q, 1000), yx, yq, 1000)
+        hm = MultiBitBaseline(8 * b - 16).fit(x)
+        m = map_at_k(cosine_ids(hm, x, q, 1000, "u8"), yx, yq, 1000)
+        rows.append(f"| {name} | {b} | {a:.2f} | {m:.2f} |")
+    return rows
+
+
 def latency(x, q, repeats: int) -> str:  # type: ignore[no-untyped-def]
     h = HashingBaseline(256).fit(x)
     codes, f, u, p = h.encode(x), h.correction(x), h.logits(q), h.query(q)
@@ -228,13 +243,14 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=DEFAULT_SETS, choices=list(SETS))
     ap.add_argument("--repeats", type=int, default=7)
     a = ap.parse_args()
-    rec_rows, map_rows_, lat = [], [], []
+    rec_rows, map_rows_, byte_rows, lat = [], [], [], []
     _ = probs_from_logits
     for name in a.sets:
         x, q, yx, yq = load(SETS[name])
         gt = exact_topk(x, q, K)
         rec_rows += recall_table(name, x, q, gt)
         map_rows_ += map_rows(name, x, q, yx, yq)
+        byte_rows += map_bytes_rows(name, x, q, yx, yq)
         lat.append(f"- {name}: {latency(x, q, a.repeats)}")
     print("## Recall@10 vs exact float cosine (exhaustive, codes alone); B = bytes per vector\n")
     print(
@@ -250,6 +266,13 @@ def main() -> None:
     print("| set | bits | HB asymmetric | HB cosine | uneven cosine |")
     print("|---|---|---|---|---|")
     print("\n".join(map_rows_))
+    print(
+        "\n## mAP@1000 (x100) at the same bytes per vector B: HashingBaseline(8B bits) asymmetric "
+        "vs MultiBitBaseline(8B - 16 bits) cosine with uint8 factors\n"
+    )
+    print("| set | B | asymmetric | uneven u8 |")
+    print("|---|---|---|---|")
+    print("\n".join(byte_rows))
     print("\n## Latency, exhaustive search_codes\n")
     print("\n".join(lat))
 
