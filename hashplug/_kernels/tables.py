@@ -384,6 +384,15 @@ def _transpose_tile(cw, r0, nb, tt):
 
 
 @njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
+def _qrow(cw, row, qwords, planes):
+    """Quantised weight S of (hard code XOR row `row` of cw)."""
+    s = 0
+    for w in range(qwords.shape[0]):
+        s += _qsum(qwords[w] ^ cw[row, w], planes[w, 0], planes[w, 1], planes[w, 2], planes[w, 3])
+    return s
+
+
+@njit(cache=True, nogil=True, inline="always", **_NO_REFCOUNT)
 def _qrow_t(tt, b, j, qwords, planes):
     """Quantised weight S of (hard code XOR row j of block b of a word-major tile)."""
     s = 0
