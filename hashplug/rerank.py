@@ -101,7 +101,7 @@ __all__ = [
 ]
 
 _MIN_SHARD = 32768  # do not split the codes of one query into shards smaller than this
-_MAX_GROUP = 16  # queries of the exact scan sharing each tile of codes read from memory
+_MAX_GROUP = 64  # queries of the exact scan sharing each tile of codes read from memory
 
 
 # ------------------------------------------------------------------------------------------------

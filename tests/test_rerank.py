@@ -35,13 +35,13 @@ def ref_search(p, codes, k, ids=None):
     """Reference top-k (ids, float32 distances), padded with -1 / inf."""
     n = codes.shape[0]
     ids = np.arange(n) if ids is None else ids
-    d32 = ref_asym(p, codes).astype(np.float32)
     out_i = np.full((p.shape[0], k), -1, np.int64)
     out_d = np.full((p.shape[0], k), np.inf, np.float32)
-    for q in range(p.shape[0]):
-        o = ref_order(d32[q], ids, k)
+    for q in range(p.shape[0]):  # one query at a time: (N, bits) float64, not (Q, N, bits)
+        d32 = ref_asym(p[q : q + 1], codes)[0].astype(np.float32)
+        o = ref_order(d32, ids, k)
         out_i[q, : o.size] = ids[o]
-        out_d[q, : o.size] = d32[q, o]
+        out_d[q, : o.size] = d32[o]
     return out_i, out_d
 
 
@@ -357,20 +357,50 @@ def test_sharded_paths_match(monkeypatch, rng):
         np.testing.assert_array_equal(a[1], b[1])
 
 
-@pytest.mark.parametrize("n_bits", [64, 256])
+@pytest.mark.parametrize("n_bits", [64, 128, 192, 256])
 def test_query_groups_over_several_tiles_match_reference(monkeypatch, n_bits, rng):
-    """The exact scan runs a group of queries over each tile of codes: same results for any group."""
+    """The exact scan runs a group of queries over each tile of codes: same results for any group.
+
+    Large groups over 2- or 4-word codes read a word-major copy of each tile.
+    """
     from hashplug._kernels.asymmetric import _TILE_BYTES
 
     n = _TILE_BYTES // (n_bits // 8) * 3 // 2 + 37  # one and a half tiles, a ragged end
     codes = rng.integers(0, 256, (n, n_bits // 8), dtype=np.uint8)
-    p = rng.random((7, n_bits)).astype(np.float32)
+    p = rng.random((17, n_bits)).astype(np.float32)
     ref_i, ref_d = ref_search(p, codes, 10)
-    for group in (1, 3, 7):
+    for group in (1, 3, 7, 17):
         monkeypatch.setattr(R, "_query_group", lambda nq, n_shards, g=group: g)
         got_i, got_d = R.search_codes(p, codes, 10)
         np.testing.assert_array_equal(got_i, ref_i)
         np.testing.assert_array_equal(got_d, ref_d)
+
+
+@pytest.mark.parametrize("n_bits", [128, 256])
+def test_word_major_scan_on_clustered_codes_matches_reference(monkeypatch, n_bits, rng):
+    """Groups of 6 and 16 queries near clustered codes: the cut-off falls fast, most rows filtered."""
+    centres = rng.integers(0, 256, (20, n_bits // 8), dtype=np.uint8)
+    flips = np.packbits(rng.random((20_000, n_bits)) < 0.08, axis=1)
+    codes = centres[rng.integers(0, 20, 20_000)] ^ flips
+    near = centres[rng.integers(0, 20, 16)]
+    p = np.clip(np.unpackbits(near, axis=1) + rng.normal(0, 0.3, (16, n_bits)), 0, 1)
+    p = p.astype(np.float32)
+    ref_i, ref_d = ref_search(p, codes, 10)
+    for group in (6, 16):
+        monkeypatch.setattr(R, "_query_group", lambda nq, n_shards, g=group: g)
+        got_i, got_d = R.search_codes(p, codes, 10)
+        np.testing.assert_array_equal(got_i, ref_i)
+        np.testing.assert_array_equal(got_d, ref_d)
+
+
+def test_transpose_tile_is_word_major(rng):
+    from hashplug._kernels.tables import _transpose_tile
+
+    cw = rng.integers(0, 2**62, (200, 4)).astype(np.uint64)
+    tt = np.zeros((3, 4, 64), np.uint64)
+    _transpose_tile(cw, 5, 2, tt)
+    np.testing.assert_array_equal(tt[:2], cw[5:133].reshape(2, 64, 4).transpose(0, 2, 1))
+    assert not tt[2].any()
 
 
 # ------------------------------------------------------------------------------------------------
