@@ -126,69 +126,103 @@ def _list_order(assign, n_lists):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _probed_select_kernel(qw, cw, offsets, probes, c_keep, n_bits, out_r, out_d):
+def _probed_select_kernel(qw, cw, ids, offsets, probes, c_keep, n_bits, out_r, out_d, out_i, out_w):
     """Per query: the c_keep rows of its probed lists nearest in Hamming distance, sorted.
 
     probes (nq, p): list numbers, nearest first, -1 for none. Rows are positions in the
     list-ordered arrays; equal distances keep the scan order (probe order, then position).
-    One pass computes and counts the distances, a second writes the rows by counting sort.
+    Writes each hit's position, distance, id (``ids[row]``) and code words (``cw[row]``); the
+    rest of a row of the outputs is left as it was (the caller's padding).
     """
     nq = qw.shape[0]
     for qi in prange(nq):
-        tot = 0
-        for p in range(probes.shape[1]):
-            c = probes[qi, p]
-            if c >= 0:
-                tot += offsets[c + 1] - offsets[c]
-        ds = np.empty(tot, np.int16)
-        cnt4 = np.zeros((4, n_bits + 2), np.int32)
-        z = 0
-        for p in range(probes.shape[1]):
-            c = probes[qi, p]
-            if c < 0:
-                continue
-            z0 = z
-            a = offsets[c]
-            m = offsets[c + 1] - a
-            _dists(cw[a : a + m], qw[qi], ds[z0 : z0 + m])
-            z += m
-            e = z0
-            while e + 4 <= z:  # four histograms: no store-to-load chain between rows
-                cnt4[0, ds[e]] += 1
-                cnt4[1, ds[e + 1]] += 1
-                cnt4[2, ds[e + 2]] += 1
-                cnt4[3, ds[e + 3]] += 1
-                e += 4
-            while e < z:
-                cnt4[0, ds[e]] += 1
-                e += 1
-        cnt = cnt4[0] + cnt4[1] + cnt4[2] + cnt4[3]
-        keep = min(c_keep, tot)
+        ds = _probed_dists(qw[qi], cw, offsets, probes[qi])
+        keep = min(c_keep, ds.size)
         if keep == 0:
             continue
-        pos = np.empty(n_bits + 2, np.int64)  # next output slot per distance
-        acc = 0
-        t = n_bits
-        for d in range(n_bits + 1):
-            pos[d] = acc
-            acc += cnt[d]
-            if acc >= keep:
-                t = d
-                break
-        z = 0
-        for p in range(probes.shape[1]):
-            c = probes[qi, p]
-            if c < 0:
-                continue
-            for r in range(offsets[c], offsets[c + 1]):
-                d = ds[z]
-                z += 1
-                if d <= t:
-                    e = pos[d]
-                    if e < keep:
-                        out_r[qi, e] = r
-                        out_d[qi, e] = d
-                        pos[d] = e + 1
+        pos, t = _slots(ds, keep, n_bits)
+        hit_r, hit_d = _within(ds, offsets, probes[qi], t, pos[t + 1])
+        for j in range(hit_r.size):  # counting sort by distance; ties keep the scan order
+            d = hit_d[j]
+            e = pos[d]
+            if e < keep:
+                r = hit_r[j]
+                out_r[qi, e] = r
+                out_d[qi, e] = d
+                out_i[qi, e] = ids[r]
+                for w in range(cw.shape[1]):
+                    out_w[qi, e, w] = cw[r, w]
+                pos[d] = e + 1
+
+
+@njit(cache=True, nogil=True)
+def _probed_dists(qrow, cw, offsets, probes):
+    """Hamming distances of ``qrow`` to the rows of the probed lists, in scan order (int16)."""
+    tot = 0
+    for c in probes:
+        if c >= 0:
+            tot += offsets[c + 1] - offsets[c]
+    ds = np.empty(tot, np.int16)
+    z = 0
+    for c in probes:
+        if c >= 0:
+            a = offsets[c]
+            m = offsets[c + 1] - a
+            _dists(cw[a : a + m], qrow, ds[z : z + m])
+            z += m
+    return ds
+
+
+@njit(cache=True, nogil=True)
+def _slots(ds, keep, n_bits):
+    """Return (first output slot per distance, t): the keep nearest are at distances <= t.
+
+    ``pos[t + 1]`` is the number of rows at distances <= t.
+    """
+    cnt4 = np.zeros((4, n_bits + 2), np.int32)  # four histograms: no store-to-load chain
+    z = ds.size
+    e = 0
+    while e + 4 <= z:
+        cnt4[0, ds[e]] += 1
+        cnt4[1, ds[e + 1]] += 1
+        cnt4[2, ds[e + 2]] += 1
+        cnt4[3, ds[e + 3]] += 1
+        e += 4
+    while e < z:
+        cnt4[0, ds[e]] += 1
+        e += 1
+    pos = np.zeros(n_bits + 2, np.int64)
+    acc = 0
+    t = n_bits
+    for d in range(n_bits + 1):
+        pos[d] = acc
+        acc += cnt4[0, d] + cnt4[1, d] + cnt4[2, d] + cnt4[3, d]
+        if acc >= keep:
+            t = d
+            break
+    pos[t + 1] = acc
+    return pos, t
+
+
+@njit(cache=True, nogil=True)
+def _within(ds, offsets, probes, t, n_hits):
+    """(rows, distances) of the scanned rows at distance <= t, in scan order (branch-free)."""
+    hit_r = np.empty(n_hits + 1, np.int64)  # +1: the slot a row not taken writes to
+    hit_d = np.empty(n_hits + 1, np.int16)
+    n = 0
+    z = 0
+    for c in probes:
+        if c < 0:
+            continue
+        a = offsets[c]
+        m = offsets[c + 1] - a
+        for j in range(m):
+            d = ds[z + j]
+            hit_r[n] = a + j
+            hit_d[n] = d
+            n += d <= t
+        z += m
+    return hit_r[:n], hit_d[:n]
 
 
 @njit(cache=True, nogil=True, parallel=True)

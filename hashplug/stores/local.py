@@ -401,9 +401,11 @@ class LocalStore(Store):
         if n and q.shape[0]:
             want = min(limit + dead.size, n)  # dead rows are skipped below
             if lists is not None:  # hits read from the lists' copies (a few blocks)
-                rows, dist = lists.select(q, want, self._probes(lists))
+                rows, dist, hit_ids, hit_codes = lists.hits(q, want, self._probes(lists))
                 valid = rows >= 0
-                hit_ids, hit_codes, hit_rows = lists.gather(np.maximum(rows, 0))
+                hit_rows = rows  # state rows: read below only where needed
+                if dead.size or out_f is not None:
+                    hit_rows = lists.rows(np.maximum(rows, 0))
             else:
                 if mask_of is None and "ids_sorted" in st:  # the state's ids: checked once
                     _vouch_ids(st_ids, st["ids_sorted"])
