@@ -126,17 +126,20 @@ def _list_order(assign, n_lists):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _probed_select_kernel(qw, cw, ids, offsets, probes, c_keep, n_bits, out_r, out_d, out_i, out_w):
+def _probed_select_kernel(
+    qw, cw, ids, offsets, probes, c_keep, n_bits, like, out_r, out_d, out_i, out_w
+):
     """Per query: the c_keep rows of its probed lists nearest in Hamming distance, sorted.
 
     probes (nq, p): list numbers, nearest first, -1 for none. Rows are positions in the
     list-ordered arrays; equal distances keep the scan order (probe order, then position).
     Writes each hit's position, distance, id (``ids[row]``) and code words (``cw[row]``); the
-    rest of a row of the outputs is left as it was (the caller's padding).
+    rest of a row of the outputs is left as it was (the caller's padding). ``like``: an empty
+    array of the type to keep distances in (uint8 below 256 bits: less to read back).
     """
     nq = qw.shape[0]
     for qi in prange(nq):
-        ds = _probed_dists(qw[qi], cw, offsets, probes[qi])
+        ds = _probed_dists(qw[qi], cw, offsets, probes[qi], like)
         keep = min(c_keep, ds.size)
         if keep == 0:
             continue
@@ -157,13 +160,13 @@ def _probed_select_kernel(qw, cw, ids, offsets, probes, c_keep, n_bits, out_r, o
 
 
 @njit(cache=True, nogil=True)
-def _probed_dists(qrow, cw, offsets, probes):
-    """Return the distances of ``qrow`` to the rows of the probed lists, in scan order (int16)."""
+def _probed_dists(qrow, cw, offsets, probes, like):
+    """Return the distances of ``qrow`` to the rows of the probed lists, in scan order."""
     tot = 0
     for c in probes:
         if c >= 0:
             tot += offsets[c + 1] - offsets[c]
-    ds = np.empty(tot, np.int16)
+    ds = np.empty(tot, like.dtype)
     z = 0
     for c in probes:
         if c >= 0:
@@ -236,18 +239,18 @@ def _within(ds, offsets, probes, t, n_hits):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _probe_kernel(qw, topw, centw, per_top, n_near, means, half, n_pre, nprobe, n_bits, out):
+def _probe_kernel(qw, topw, centw, per_top, n_near, means, half, n_pre, nprobe, n_bits, like, out):
     """Per query: the nprobe lists to scan, nearest first; out (nq, nprobe).
 
     The query's own list (its assignment: see _assign2_kernel) first, then the n_pre lists of
     centroids nearest in Hamming distance (ties: lower list) ranked by half the squared
     distance of the query's +-1 code to the list means. Reads the packed centroids and n_pre
-    rows of means, not every mean.
+    rows of means, not every mean. ``like``: as in _probed_select_kernel.
     """
     nq = qw.shape[0]
     nl = centw.shape[0]
     for qi in prange(nq):
-        ds = np.empty(nl, np.int16)
+        ds = np.empty(nl, like.dtype)
         _dists(centw, qw[qi], ds)
         own = _own_list(ds, topw, qw[qi], per_top, n_near)
         cand = _nearest_lists(ds, min(n_pre, nl), n_bits)

@@ -173,9 +173,15 @@ class CodeIVF:
         if q.shape[0]:
             _probe_kernel(
                 _words(q), _words(self.top), _words(self.centroids), self.per_top, self.n_near,
-                self.means, self._half, max(2 * p, 64), p, q.shape[1] * 8, out,
+                self.means, self._half, max(2 * p, 64), p, q.shape[1] * 8,
+                _dist_type(q.shape[1] * 8), out,
             )  # fmt: skip
         return out
+
+
+def _dist_type(n_bits: int) -> NDArray[np.generic]:
+    """Return an empty array of the type the kernels keep distances in (uint8 up to 255 bits)."""
+    return np.empty(0, np.uint8 if n_bits <= 255 else np.int16)
 
 
 def _assign(codes: NDArray[np.uint8], centroids: NDArray[np.uint8]) -> NDArray[np.int32]:
@@ -363,7 +369,7 @@ class Lists:
         out_w = np.zeros((nq, limit, cw.shape[1]), np.uint64)
         _probed_select_kernel(
             _words(q), cw, self.ids, self.offsets, np.ascontiguousarray(probes, np.int64),
-            limit, int(q.shape[1]) * 8, out_r, out_d, out_i, out_w,
+            limit, int(q.shape[1]) * 8, _dist_type(q.shape[1] * 8), out_r, out_d, out_i, out_w,
         )  # fmt: skip
         return out_r, out_d, out_i, out_w
 
