@@ -276,7 +276,7 @@ class Lists:
 
     def select(
         self, query_codes: NDArray[np.uint8], limit: int, nprobe: int
-    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
         """Return (positions, Hamming distances) (q, limit) from the probed lists.
 
         A query probes at least ``nprobe`` lists, and more when those hold fewer than ``limit``
@@ -288,7 +288,7 @@ class Lists:
 
     def hits(
         self, query_codes: NDArray[np.uint8], limit: int, nprobe: int
-    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.uint8]]:
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64], NDArray[np.uint8]]:
         """Return :meth:`select`'s (positions, distances) with the hits' ids and codes.
 
         Ids are -1 and codes 0 where positions pad; :meth:`rows` maps positions to state rows.
@@ -360,10 +360,10 @@ class Lists:
 
     def _scan(
         self, q: NDArray[np.uint8], probes: NDArray[np.int64], limit: int
-    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.uint64]]:
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64], NDArray[np.uint64]]:
         nq = q.shape[0]
         out_r = np.full((nq, limit), -1, np.int64)
-        out_d = np.full((nq, limit), HAMMING_PAD, np.int64)
+        out_d = np.full((nq, limit), HAMMING_PAD, np.int32)
         out_i = np.full((nq, limit), -1, np.int64)
         cw = self.words
         out_w = np.zeros((nq, limit, cw.shape[1]), np.uint64)
