@@ -282,3 +282,22 @@ def test_tune_nprobe_with_real_queries(hashed):
         s.tune_nprobe(qc, target=0)
     with pytest.raises(ValueError, match="ivf="):
         flat.tune_nprobe(qc)
+
+
+@pytest.mark.parametrize("n_bytes", [12, 40])  # padded words; distances past 255 bits
+def test_hits_carry_the_ids_and_codes_of_their_rows(n_bytes):
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (50, n_bytes), dtype=np.uint8)
+    flips = (rng.random((20000, n_bytes)) < 0.1) * rng.integers(0, 256, (20000, n_bytes))
+    codes = base[rng.integers(0, 50, 20000)] ^ flips.astype(np.uint8)
+    ivf = CodeIVF.fit(codes, 256)
+    ids = 3 * np.arange(20000, dtype=np.int64)
+    lists = Lists.make(ivf, ids, codes, ivf.assign(codes))
+    q = codes[:20]
+    pos, dist, hit_ids, hit_codes = lists.hits(q, 500, 256)  # every list: the exact top-500
+    ref = np.sort(hamming_distances_fast(q, codes), axis=1)[:, :500]
+    np.testing.assert_array_equal(dist, ref)
+    rows = lists.rows(pos)
+    np.testing.assert_array_equal(hit_ids, ids[rows])
+    np.testing.assert_array_equal(hit_codes, codes[rows])
+    np.testing.assert_array_equal(hamming_distances_fast(q[:1], hit_codes[0])[0], dist[0])

@@ -126,128 +126,141 @@ def _list_order(assign, n_lists):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _probed_select_kernel(qw, cw, offsets, probes, c_keep, n_bits, out_r, out_d):
+def _probed_select_kernel(
+    qw, cw, ids, offsets, probes, c_keep, n_bits, like, out_r, out_d, out_i, out_w
+):
     """Per query: the c_keep rows of its probed lists nearest in Hamming distance, sorted.
 
     probes (nq, p): list numbers, nearest first, -1 for none. Rows are positions in the
     list-ordered arrays; equal distances keep the scan order (probe order, then position).
-    One pass computes and counts the distances, a second writes the rows by counting sort.
+    Writes each hit's position, distance, id (``ids[row]``) and code words (``cw[row]``); the
+    rest of a row of the outputs is left as it was (the caller's padding). ``like``: an empty
+    array of the type to keep distances in (uint8 below 256 bits: less to read back).
     """
     nq = qw.shape[0]
     for qi in prange(nq):
-        tot = 0
-        for p in range(probes.shape[1]):
-            c = probes[qi, p]
-            if c >= 0:
-                tot += offsets[c + 1] - offsets[c]
-        ds = np.empty(tot, np.int16)
-        cnt4 = np.zeros((4, n_bits + 2), np.int32)
-        z = 0
-        for p in range(probes.shape[1]):
-            c = probes[qi, p]
-            if c < 0:
-                continue
-            z0 = z
-            a = offsets[c]
-            m = offsets[c + 1] - a
-            _dists(cw[a : a + m], qw[qi], ds[z0 : z0 + m])
-            z += m
-            e = z0
-            while e + 4 <= z:  # four histograms: no store-to-load chain between rows
-                cnt4[0, ds[e]] += 1
-                cnt4[1, ds[e + 1]] += 1
-                cnt4[2, ds[e + 2]] += 1
-                cnt4[3, ds[e + 3]] += 1
-                e += 4
-            while e < z:
-                cnt4[0, ds[e]] += 1
-                e += 1
-        cnt = cnt4[0] + cnt4[1] + cnt4[2] + cnt4[3]
-        keep = min(c_keep, tot)
+        ds = _probed_dists(qw[qi], cw, offsets, probes[qi], like)
+        keep = min(c_keep, ds.size)
         if keep == 0:
             continue
-        pos = np.empty(n_bits + 2, np.int64)  # next output slot per distance
-        acc = 0
-        t = n_bits
-        for d in range(n_bits + 1):
-            pos[d] = acc
-            acc += cnt[d]
-            if acc >= keep:
-                t = d
-                break
-        z = 0
-        for p in range(probes.shape[1]):
-            c = probes[qi, p]
-            if c < 0:
-                continue
-            for r in range(offsets[c], offsets[c + 1]):
-                d = ds[z]
-                z += 1
-                if d <= t:
-                    e = pos[d]
-                    if e < keep:
-                        out_r[qi, e] = r
-                        out_d[qi, e] = d
-                        pos[d] = e + 1
+        pos, t = _slots(ds, keep, n_bits)
+        hit_r, hit_d = _within(ds, offsets, probes[qi], t, pos[t + 1])
+        hit_i = ids[hit_r]  # read in scan order (ascending within a list): fewer cache misses
+        for j in range(hit_r.size):  # counting sort by distance; ties keep the scan order
+            d = hit_d[j]
+            e = pos[d]
+            if e < keep:
+                r = hit_r[j]
+                out_r[qi, e] = r
+                out_d[qi, e] = d
+                out_i[qi, e] = hit_i[j]
+                for w in range(cw.shape[1]):
+                    out_w[qi, e, w] = cw[r, w]
+                pos[d] = e + 1
+
+
+@njit(cache=True, nogil=True)
+def _probed_dists(qrow, cw, offsets, probes, like):
+    """Return the distances of ``qrow`` to the rows of the probed lists, in scan order."""
+    tot = 0
+    for c in probes:
+        if c >= 0:
+            tot += offsets[c + 1] - offsets[c]
+    ds = np.empty(tot, like.dtype)
+    z = 0
+    for c in probes:
+        if c >= 0:
+            a = offsets[c]
+            m = offsets[c + 1] - a
+            _dists(cw[a : a + m], qrow, ds[z : z + m])
+            z += m
+    return ds
+
+
+@njit(cache=True, nogil=True)
+def _slots(ds, keep, n_bits):
+    """Return (first output slot per distance, t): the keep nearest are at distances <= t.
+
+    ``pos[t + 1]`` is the number of rows at distances <= t.
+    """
+    cnt4 = np.zeros((4, n_bits + 2), np.int32)  # four histograms: no store-to-load chain
+    z = ds.size
+    e = 0
+    while e + 4 <= z:
+        cnt4[0, ds[e]] += 1
+        cnt4[1, ds[e + 1]] += 1
+        cnt4[2, ds[e + 2]] += 1
+        cnt4[3, ds[e + 3]] += 1
+        e += 4
+    while e < z:
+        cnt4[0, ds[e]] += 1
+        e += 1
+    pos = np.zeros(n_bits + 2, np.int64)
+    acc = 0
+    t = n_bits
+    for d in range(n_bits + 1):
+        pos[d] = acc
+        acc += cnt4[0, d] + cnt4[1, d] + cnt4[2, d] + cnt4[3, d]
+        if acc >= keep:
+            t = d
+            break
+    pos[t + 1] = acc
+    return pos, t
+
+
+@njit(cache=True, nogil=True)
+def _within(ds, offsets, probes, t, n_hits):
+    """Return (rows, distances) of the scanned rows at distance <= t, in scan order.
+
+    A flat branch-free pass over ``ds`` finds their scan positions (twice as fast as a pass
+    list by list), then a walk over the probed lists turns positions into rows.
+    """
+    at = np.empty(n_hits + 1, np.int64)  # +1: the slot a row not taken writes to
+    n = 0
+    for z in range(ds.size):
+        at[n] = z
+        n += ds[z] <= t
+    hit_r = np.empty(n, np.int64)
+    hit_d = np.empty(n, np.int16)
+    p = -1
+    end = 0  # scan position where list probes[p] ends
+    shift = 0  # row = scan position + shift within list probes[p]
+    for j in range(n):
+        z = at[j]
+        while z >= end:
+            p += 1
+            c = probes[p]
+            if c >= 0:
+                shift = offsets[c] - end
+                end += offsets[c + 1] - offsets[c]
+        hit_r[j] = z + shift
+        hit_d[j] = ds[z]
+    return hit_r, hit_d
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _probe_kernel(qw, topw, centw, per_top, n_near, means, half, n_pre, nprobe, n_bits, out):
+def _probe_kernel(qw, topw, centw, per_top, n_near, means, half, n_pre, nprobe, n_bits, like, out):
     """Per query: the nprobe lists to scan, nearest first; out (nq, nprobe).
 
     The query's own list (its assignment: see _assign2_kernel) first, then the n_pre lists of
     centroids nearest in Hamming distance (ties: lower list) ranked by half the squared
     distance of the query's +-1 code to the list means. Reads the packed centroids and n_pre
-    rows of means, not every mean.
+    rows of means, not every mean. ``like``: as in _probed_select_kernel.
     """
     nq = qw.shape[0]
     nl = centw.shape[0]
-    nw = centw.shape[1]
-    m = min(n_near, topw.shape[0])
     for qi in prange(nq):
-        ds = np.empty(nl, np.int64)
+        ds = np.empty(nl, like.dtype)
         _dists(centw, qw[qi], ds)
-        cnt4 = np.zeros((4, n_bits + 2), np.int64)  # four histograms: no store-to-load chain
-        for c in range(0, nl - 3, 4):
-            cnt4[0, ds[c]] += 1
-            cnt4[1, ds[c + 1]] += 1
-            cnt4[2, ds[c + 2]] += 1
-            cnt4[3, ds[c + 3]] += 1
-        for c in range(nl - nl % 4, nl):
-            cnt4[0, ds[c]] += 1
-        cnt = cnt4[0] + cnt4[1] + cnt4[2] + cnt4[3]
-        near_d = np.empty(m, np.int64)
-        near_t = np.empty(m, np.int64)
-        _near_tops(topw, qw[qi], nw, near_d, near_t)
-        own = near_t[0] * per_top
-        for j in range(m):  # as _assign2_kernel, from the distances above
-            for c in range(near_t[j] * per_top, (near_t[j] + 1) * per_top):
-                if ds[c] < ds[own]:
-                    own = c
-        keep = min(n_pre, nl)
-        acc = 0
-        t = n_bits
-        for d in range(n_bits + 1):
-            acc += cnt[d]
-            if acc >= keep:
-                t = d
-                break
-        below = acc - cnt[t]  # lists nearer than t: all kept; then the first at t
-        cand = np.empty(keep + 1, np.int64)
-        e = 0
-        at_t = 0
-        for c in range(nl):
-            if ds[c] < t or (ds[c] == t and at_t < keep - below):
-                if ds[c] == t:
-                    at_t += 1
-                cand[e] = c
-                e += 1
+        own = _own_list(ds, topw, qw[qi], per_top, n_near)
+        cand = _nearest_lists(ds, min(n_pre, nl), n_bits)
+        e = cand.size
         has_own = False
         for j in range(e):
             if cand[j] == own:
                 has_own = True
         if not has_own:
-            cand[e] = own
+            cand = np.append(cand, own)
             e += 1
         signs = np.empty(n_bits, np.float32)
         for b in range(n_bits):  # np.unpackbits order: bit 7 of byte 0 first
@@ -282,3 +295,39 @@ def _dot(a, b):
     for i in range(a.size):
         s += a[i] * b[i]
     return s
+
+
+@njit(cache=True, nogil=True)
+def _own_list(ds, topw, qrow, per_top, n_near):
+    """Return the list of a code with distances ``ds`` to the fine centroids (_assign2_kernel)."""
+    m = min(n_near, topw.shape[0])
+    near_d = np.empty(m, np.int64)
+    near_t = np.empty(m, np.int64)
+    _near_tops(topw, qrow, topw.shape[1], near_d, near_t)
+    own = near_t[0] * per_top
+    for j in range(m):
+        for c in range(near_t[j] * per_top, (near_t[j] + 1) * per_top):
+            if ds[c] < ds[own]:
+                own = c
+    return own
+
+
+@njit(cache=True, nogil=True)
+def _nearest_lists(ds, keep, n_bits):
+    """Return the keep lists of smallest ``ds`` in list order (ties at t: the lower lists)."""
+    pos, t = _slots(ds, keep, n_bits)
+    at = np.empty(pos[t + 1] + 1, np.int64)  # lists at distance <= t (+1: the slot not taken)
+    n = 0
+    for c in range(ds.size):  # flat and branch-free (as _within)
+        at[n] = c
+        n += ds[c] <= t
+    quota = keep - pos[t]  # all lists nearer than t, then the first ones at t
+    cand = np.empty(keep, np.int64)
+    e = 0
+    for j in range(n):
+        c = at[j]
+        if ds[c] < t or quota > 0:
+            quota -= ds[c] == t
+            cand[e] = c
+            e += 1
+    return cand[:e]

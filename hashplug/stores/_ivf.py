@@ -173,9 +173,15 @@ class CodeIVF:
         if q.shape[0]:
             _probe_kernel(
                 _words(q), _words(self.top), _words(self.centroids), self.per_top, self.n_near,
-                self.means, self._half, max(2 * p, 64), p, q.shape[1] * 8, out,
+                self.means, self._half, max(2 * p, 64), p, q.shape[1] * 8,
+                _dist_type(q.shape[1] * 8), out,
             )  # fmt: skip
         return out
+
+
+def _dist_type(n_bits: int) -> NDArray[np.generic]:
+    """Return an empty array of the type the kernels keep distances in (uint8 up to 255 bits)."""
+    return np.empty(0, np.uint8 if n_bits <= 255 else np.int16)
 
 
 def _assign(codes: NDArray[np.uint8], centroids: NDArray[np.uint8]) -> NDArray[np.int32]:
@@ -219,6 +225,8 @@ class Lists:
     ids: NDArray[np.int64]
     codes: NDArray[np.uint8]
     tail: Lists | None = None
+    _sizes: NDArray[np.int64] | None = field(default=None, init=False, repr=False)
+    _cw: NDArray[np.uint64] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def make(
@@ -239,7 +247,9 @@ class Lists:
         n0 = self.order.size
         tail = Lists.make(self.ivf, ids[n0:], codes[n0:], assign[n0:])
         tail.order += n0
-        return Lists(self.ivf, ids, self.order, self.offsets, self.ids, self.codes, tail)
+        out = Lists(self.ivf, ids, self.order, self.offsets, self.ids, self.codes, tail)
+        out._cw = self._cw
+        return out
 
     @property
     def tail_rows(self) -> int:
@@ -266,53 +276,102 @@ class Lists:
 
     def select(
         self, query_codes: NDArray[np.uint8], limit: int, nprobe: int
-    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
         """Return (positions, Hamming distances) (q, limit) from the probed lists.
 
         A query probes at least ``nprobe`` lists, and more when those hold fewer than ``limit``
         rows; position -1 (distance ``HAMMING_PAD``) pads. Equal distances come in probe order
         (the tail's after the grouped rows'). :meth:`gather` reads the hits.
         """
-        nq = query_codes.shape[0]
-        probes = self.ivf.probe(query_codes, nprobe)
-        sizes = np.diff(self.offsets)
-        if self.tail is not None:
-            sizes = sizes + np.diff(self.tail.offsets)
+        pos, dist, _, _ = self.hits(query_codes, limit, nprobe)
+        return pos, dist
+
+    def hits(
+        self, query_codes: NDArray[np.uint8], limit: int, nprobe: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64], NDArray[np.uint8]]:
+        """Return :meth:`select`'s (positions, distances) with the hits' ids and codes.
+
+        Ids are -1 and codes 0 where positions pad; :meth:`rows` maps positions to state rows.
+        """
+        q = np.ascontiguousarray(query_codes)
+        probes = self._probes(q, limit, nprobe)
+        pos, dist, ids, words = self._scan(q, probes, limit)
+        if self.tail is not None and self.tail.order.size:
+            t_p, t_d, t_i, t_w = self.tail._scan(q, probes, limit)
+            t_p = np.where(t_p >= 0, t_p + self.order.size, -1)
+            best = np.argsort(np.concatenate([dist, t_d], axis=1), axis=1, kind="stable")
+            best = best[:, :limit]
+
+            def merged(a: NDArray[Any], b: NDArray[Any]) -> NDArray[Any]:
+                both = np.concatenate([a, b], axis=1)
+                return np.take_along_axis(both, best.reshape(best.shape + (1,) * (a.ndim - 2)), 1)
+
+            pos, dist, ids, words = (merged(pos, t_p), merged(dist, t_d), merged(ids, t_i),
+                                     merged(words, t_w))  # fmt: skip
+        codes = words.view(np.uint8).reshape(q.shape[0], limit, -1)[:, :, : q.shape[1]]
+        return pos, dist, ids, codes
+
+    def rows(self, pos: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Return the state rows at :meth:`select`'s (non-negative) positions."""
+        if self.tail is None:
+            return self.order[pos]
+        n0 = self.order.size
+        t = pos >= n0
+        return np.where(
+            t, self.tail.order[np.where(t, pos - n0, 0)], self.order[np.where(t, 0, pos)]
+        )
+
+    def _probes(self, q: NDArray[np.uint8], limit: int, nprobe: int) -> NDArray[np.int64]:
+        """Return the lists each query scans: ``nprobe``, widened (doubling) to hold ``limit`` rows."""
+        nq = q.shape[0]
+        probes = self.ivf.probe(q, nprobe)
+        sizes = self.sizes
         short = sizes[probes].sum(axis=1) < limit
         p = probes.shape[1]
-        if short.any() and p < self.ivf.nlist:  # widen these queries' probes, doubling
-            w = p
-            while True:
-                w = min(self.ivf.nlist, 2 * w)
-                full = self.ivf.probe(query_codes[short], w)
-                if w == self.ivf.nlist or (sizes[full].sum(axis=1) >= limit).all():
-                    break
-            need = (np.cumsum(sizes[full], axis=1) < limit).sum(axis=1) + 1
-            width = int(min(w, max(need.max(), p)))
-            wide = np.full((nq, width), -1, np.int64)
-            wide[:, :p] = probes
-            wide[short] = np.where(np.arange(width) < need[:, None], full[:, :width], -1)
-            probes = wide
-        q = np.ascontiguousarray(query_codes)
-        out_r, out_d = self._scan(q, probes, limit)
-        if self.tail is None or not self.tail.order.size:
-            return out_r, out_d
-        t_r, t_d = self.tail._scan(q, probes, limit)
-        r = np.concatenate([out_r, np.where(t_r >= 0, t_r + self.order.size, -1)], axis=1)
-        d = np.concatenate([out_d, t_d], axis=1)
-        best = np.argsort(d, axis=1, kind="stable")[:, :limit]
-        return np.take_along_axis(r, best, 1), np.take_along_axis(d, best, 1)
+        if not short.any() or p >= self.ivf.nlist:
+            return probes
+        w = p
+        while True:
+            w = min(self.ivf.nlist, 2 * w)
+            full = self.ivf.probe(q[short], w)
+            if w == self.ivf.nlist or (sizes[full].sum(axis=1) >= limit).all():
+                break
+        need = (np.cumsum(sizes[full], axis=1) < limit).sum(axis=1) + 1
+        width = int(min(w, max(need.max(), p)))
+        wide = np.full((nq, width), -1, np.int64)
+        wide[:, :p] = probes
+        wide[short] = np.where(np.arange(width) < need[:, None], full[:, :width], -1)
+        return wide
+
+    @property
+    def sizes(self) -> NDArray[np.int64]:
+        """Rows per list (the tail's included)."""
+        if self._sizes is None:
+            sizes = np.diff(self.offsets)
+            self._sizes = sizes if self.tail is None else sizes + np.diff(self.tail.offsets)
+        return self._sizes
+
+    @property
+    def words(self) -> NDArray[np.uint64]:
+        """The list-ordered codes as uint64 words (kept: a copy where the rows need padding)."""
+        if self._cw is None:
+            self._cw = _words(self.codes)
+        return self._cw
 
     def _scan(
         self, q: NDArray[np.uint8], probes: NDArray[np.int64], limit: int
-    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        out_r = np.full((q.shape[0], limit), -1, np.int64)
-        out_d = np.full((q.shape[0], limit), HAMMING_PAD, np.int64)
+    ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64], NDArray[np.uint64]]:
+        nq = q.shape[0]
+        out_r = np.full((nq, limit), -1, np.int64)
+        out_d = np.full((nq, limit), HAMMING_PAD, np.int32)
+        out_i = np.full((nq, limit), -1, np.int64)
+        cw = self.words
+        out_w = np.zeros((nq, limit, cw.shape[1]), np.uint64)
         _probed_select_kernel(
-            _words(q), _words(self.codes), self.offsets, np.ascontiguousarray(probes, np.int64),
-            limit, int(q.shape[1]) * 8, out_r, out_d,
+            _words(q), cw, self.ids, self.offsets, np.ascontiguousarray(probes, np.int64),
+            limit, int(q.shape[1]) * 8, _dist_type(q.shape[1] * 8), out_r, out_d, out_i, out_w,
         )  # fmt: skip
-        return out_r, out_d
+        return out_r, out_d, out_i, out_w
 
 
 def tune_nprobe(
@@ -349,7 +408,7 @@ def tune_nprobe(
     nprobe = 8
     while nprobe < nlist:
         pos, _ = lists.select(q, limit, nprobe)
-        got = np.where(pos >= 0, lists.gather(np.maximum(pos, 0))[2], -1)
+        got = np.where(pos >= 0, lists.rows(np.maximum(pos, 0)), -1)
         rec = np.mean(
             [len(set(t) & set(g.tolist())) / len(t) for t, g in zip(truth, got, strict=True)]
         )

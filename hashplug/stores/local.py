@@ -401,13 +401,17 @@ class LocalStore(Store):
         if n and q.shape[0]:
             want = min(limit + dead.size, n)  # dead rows are skipped below
             if lists is not None:  # hits read from the lists' copies (a few blocks)
-                rows, dist = lists.select(q, want, self._probes(lists))
+                rows, dist, hit_ids, hit_codes = lists.hits(q, want, self._probes(lists))
+                if want == limit and not dead.size and out_f is None:  # padded as the result
+                    return CodeHits(hit_ids, dist, np.ascontiguousarray(hit_codes)), None
                 valid = rows >= 0
-                hit_ids, hit_codes, hit_rows = lists.gather(np.maximum(rows, 0))
+                hit_rows = rows  # state rows: read below only where needed
+                if dead.size or out_f is not None:
+                    hit_rows = lists.rows(np.maximum(rows, 0))
             else:
                 if mask_of is None and "ids_sorted" in st:  # the state's ids: checked once
                     _vouch_ids(st_ids, st["ids_sorted"])
-                rows, dist = hamming_topk(q, st_codes, want, ids=st_ids)  # type: ignore[assignment]
+                rows, dist = hamming_topk(q, st_codes, want, ids=st_ids)
                 valid = rows >= 0
                 hit_rows = np.maximum(rows, 0)
                 hit_ids, hit_codes = st_ids[hit_rows], take_rows(st_codes, hit_rows)
