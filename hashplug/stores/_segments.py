@@ -46,8 +46,12 @@ class IdIndex:
 
     def _built(self) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
         if self._runs is None:
-            order = np.argsort(self.ids, kind="stable")
-            self._runs = [(self.ids[order], order)]
+            ids = self.ids
+            if np.all(ids[1:] >= ids[:-1]):  # e.g. an ingest of increasing ids: no sort
+                self._runs = [(ids, np.arange(ids.size))]
+            else:
+                order = np.argsort(ids, kind="stable")
+                self._runs = [(ids[order], order)]
         return self._runs
 
     def rows(self, q: NDArray[np.int64]) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
