@@ -620,6 +620,13 @@ def test_id_lookup_after_sorted_overlapping_and_shuffled_appends():
         assert found.tolist() == [int(k) in ref for k in probe], i
         assert [bytes(r) for r in got[found]] == [ref[int(k)] for k in sorted(ref)], i
     assert s.count() == len(ref) and len(s._snapshot()["index"]._runs) < 8
+    inc = LocalStore()  # increasing ids: runs of row offsets, no sort, no row arrays
+    inc.open(make_meta())
+    for lo in range(0, 1000, 100):
+        inc.upsert(np.arange(lo, lo + 100), random_codes(100, seed=lo))
+        assert inc.lookup_codes([lo + 99, lo + 100])[1].tolist() == [True, False]
+    assert all(isinstance(o, int) for _, o in inc._snapshot()["index"]._runs)
+    np.testing.assert_array_equal(inc.lookup_codes([250])[0], random_codes(100, seed=200)[50:51])
     with pytest.raises(ValueError, match="duplicates"):
         s.upsert([3000, 3001, 3000], random_codes(3))
     with pytest.raises(ValueError, match="duplicates"):

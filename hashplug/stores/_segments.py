@@ -33,22 +33,33 @@ MAX_DEAD = 4096
 _NO_ROWS = np.zeros(0, np.intp)
 
 
+#: A sorted run of ids and the row of each: an array, or an int r0 for rows r0, r0 + 1, ...
+_Run = tuple[NDArray[np.int64], "NDArray[np.int64] | int"]
+
+
+def _order(run: _Run) -> NDArray[np.int64]:
+    srt, order = run
+    return np.arange(order, order + srt.size) if isinstance(order, int) else order
+
+
 class IdIndex:
     """Row lookup by id: sorted runs of the ids (built on first use), merged as they grow.
 
     An append adds a run of the new ids; runs of similar size are merged (the logarithmic
-    method), so N appended ids cost O(N log N) in all and a lookup searches O(log N) runs.
+    method), so N appended ids cost O(N log N) in all and a lookup searches O(log N) runs. Ids
+    that are already in order (an ingest of increasing ids) make runs without a sort or a row
+    array.
     """
 
     def __init__(self, ids: NDArray[np.int64]) -> None:
         self.ids = ids
-        self._runs: list[tuple[NDArray[np.int64], NDArray[np.int64]]] | None = None
+        self._runs: list[_Run] | None = None
 
-    def _built(self) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
+    def _built(self) -> list[_Run]:
         if self._runs is None:
             ids = self.ids
-            if np.all(ids[1:] >= ids[:-1]):  # e.g. an ingest of increasing ids: no sort
-                self._runs = [(ids, np.arange(ids.size))]
+            if np.all(ids[1:] >= ids[:-1]):
+                self._runs = [(ids, 0)]
             else:
                 order = np.argsort(ids, kind="stable")
                 self._runs = [(ids[order], order)]
@@ -66,7 +77,7 @@ class IdIndex:
                 continue
             pos = np.maximum(np.searchsorted(srt, q, side="right") - 1, 0)
             hit = srt[pos] == q
-            rows[hit] = order[pos[hit]]
+            rows[hit] = pos[hit] + order if isinstance(order, int) else order[pos[hit]]
             found |= hit
         return rows, found
 
@@ -76,19 +87,22 @@ class IdIndex:
         if self._runs is not None:
             n0 = self.ids.size
             new = all_ids[n0:]
-            if np.all(new[1:] >= new[:-1]):  # already sorted (e.g. increasing ids)
-                run = (new, np.arange(n0, all_ids.size))
+            if np.all(new[1:] >= new[:-1]):
+                run: _Run = (new, n0)
             else:
                 o = np.argsort(new, kind="stable")
                 run = (new[o], o + n0)
             runs = [*self._runs, run]
             while len(runs) > 1 and runs[-2][0].size <= 2 * runs[-1][0].size:
                 (s1, o1), (s2, o2) = runs[-2], runs[-1]
-                s, o = np.concatenate([s1, s2]), np.concatenate([o1, o2])
+                s = np.concatenate([s1, s2])
                 if s1.size and s2.size and s1[-1] > s2[0]:  # overlapping: a linear merge
                     m = np.argsort(s, kind="stable")
-                    s, o = s[m], o[m]
-                runs[-2:] = [(s, o)]
+                    runs[-2:] = [(s[m], np.concatenate([_order(runs[-2]), _order(runs[-1])])[m])]
+                elif isinstance(o1, int) and isinstance(o2, int) and o1 + s1.size == o2:
+                    runs[-2:] = [(s, o1)]  # consecutive rows in order: still no row array
+                else:
+                    runs[-2:] = [(s, np.concatenate([_order(runs[-2]), _order(runs[-1])]))]
             out._runs = runs
         return out
 
