@@ -256,24 +256,6 @@ class Lists:
         """Rows in the tail."""
         return 0 if self.tail is None else int(self.tail.order.size)
 
-    def gather(
-        self, pos: NDArray[np.int64]
-    ) -> tuple[NDArray[np.int64], NDArray[np.uint8], NDArray[np.int64]]:
-        """Return the ids, codes and state rows at ``select``'s (non-negative) positions."""
-        if self.tail is None:
-            return self.ids[pos], take_rows(self.codes, pos), self.order[pos]
-        n0 = self.order.size
-        t = pos >= n0
-        p0, p1 = np.where(t, 0, pos), np.where(t, pos - n0, 0)
-        tl = self.tail
-        codes = take_rows(self.codes, p0)
-        codes[t] = take_rows(tl.codes, p1[t])
-        return (
-            np.where(t, tl.ids[p1], self.ids[p0]),
-            codes,
-            np.where(t, tl.order[p1], self.order[p0]),
-        )
-
     def select(
         self, query_codes: NDArray[np.uint8], limit: int, nprobe: int
     ) -> tuple[NDArray[np.int64], NDArray[np.int32]]:
@@ -281,7 +263,7 @@ class Lists:
 
         A query probes at least ``nprobe`` lists, and more when those hold fewer than ``limit``
         rows; position -1 (distance ``HAMMING_PAD``) pads. Equal distances come in probe order
-        (the tail's after the grouped rows'). :meth:`gather` reads the hits.
+        (the tail's after the grouped rows'). :meth:`hits` also reads the hits' ids and codes.
         """
         pos, dist, _, _ = self.hits(query_codes, limit, nprobe)
         return pos, dist
